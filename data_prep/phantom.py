@@ -1,0 +1,422 @@
+"""A synthetic cardiac MR/CT data set in the prepared-data layout, for demos and tests.
+
+Each subject is a thorax drawn in 3D on a voxel grid (H x W x D, slice axis 2, axial-like
+slices: rows run anterior -> posterior, columns patient right -> left): body with a
+subcutaneous fat layer, lungs, vertebral column, descending aorta, mediastinal soft tissue
+and a heart (RA, RV, pulmonary artery, LA, ascending aorta, LV myocardium and cavity, each in
+a thin coat of epicardial fat). The labels
+are MMWHS's five classes; RA, RV, pulmonary artery and descending aorta carry blood but no
+label, so intensity alone cannot segment. MR and CT subjects are drawn independently
+(unpaired), then rendered with modality-specific tissue contrast, blur and noise, so that the
+order of myocardium, fat and bone intensities differs between the modalities.
+
+Anatomy is drawn in "body units" (1 unit = BODY_UNIT_MM; the body is about 1.7 units wide).
+Like the MMWHS crops, the image is a window centred near the heart (VIEW_CENTRE,
+VIEW_HALF_WIDTH), so the chest wall, lungs and spine are partly cut off; slices are
+SLICE_THICKNESS pixel widths thick, so the default depth D = image_size // 2 spans the same
+length as the slice width, enough for the heart from apex to aortic arch.
+
+    python -m data_prep.phantom --output_dir data/phantom [--image_size 64] [--seed 0]
+"""
+import argparse
+import functools
+import json
+import math
+import os
+import pathlib
+import shutil
+import time
+
+import numpy as np
+from scipy import ndimage
+
+from data_prep.preprocessing import clip_and_standardise
+from sifa_synthmix.data import layout
+
+GENERATOR = "data_prep.phantom"
+AIR, LUNG, FAT, MUSCLE, MYOCARDIUM, BLOOD, BONE = range(7)
+TISSUE_NAMES = ("air", "lung", "fat", "muscle", "myocardium", "blood", "bone")
+BACKGROUND, MYO, LAC, LVC, AA = range(len(layout.CARDIAC_CLASSES))
+
+# (nominal value, per-subject standard deviation) of each tissue, indexed by tissue.
+CT_HU = ((-1000, 5), (-800, 40), (-100, 15), (40, 8), (100, 12), (300, 40), (700, 60))
+MR_SIGNAL = ((0.0, 0.0), (0.06, 0.01), (0.8, 0.05), (0.32, 0.03), (0.22, 0.02), (1.0, 0.06),
+             (0.12, 0.02))
+CT_NOISE_HU = 20.0
+MR_NOISE = 0.035  # sigma of each complex channel, relative to blood
+CT_BLUR = 0.02  # in-plane Gaussian sigma in half-widths of the image (0.64 px at 64 x 64)
+MR_BLUR = 0.04
+MR_BIAS_STRENGTH = 0.25  # spread of the log bias field's coefficients
+
+SPLITS = layout.RECORD_SPLITS + ("test",)
+DEFAULT_COUNTS = {"mr_train": 16, "ct_train": 14, "mr_val": 4, "ct_val": 2, "mr_test": 4, "ct_test": 4}
+BODY_UNIT_MM = 200.0
+VIEW_CENTRE = (-0.05, 0.04)  # row, column of the image centre, body units
+VIEW_HALF_WIDTH = 0.65  # body units
+SLICE_THICKNESS = 2.0  # pixel widths
+# Records hold the slices with foreground labels plus this many slices either side, so the
+# segmenter also sees a few slices just past the heart's ends with no labels in the middle.
+RECORD_SLICE_MARGIN = 1
+LABEL_COLOURS = ("#e41a1c", "#4daf4a", "#377eb8", "#ffd92f")  # MYO, LAC, LVC, AA
+
+
+def default_depth(image_size):
+    return image_size // 2
+
+
+def voxel_spacing_mm(image_size):
+    pixel = 2 * VIEW_HALF_WIDTH * BODY_UNIT_MM / image_size
+    return pixel, pixel, pixel * SLICE_THICKNESS
+
+
+def voxel_grid(image_size, depth):
+    """Row, column and slice body coordinates of the voxel centres, as broadcastable
+    (H,1,1), (1,W,1), (1,1,D) arrays."""
+    pixel = 2 * VIEW_HALF_WIDTH / image_size
+    in_plane = (np.arange(image_size, dtype=np.float32) + 0.5 - image_size / 2) * pixel
+    slices = (np.arange(depth, dtype=np.float32) + 0.5 - depth / 2) * pixel * SLICE_THICKNESS
+    return (in_plane[:, None, None] + VIEW_CENTRE[0], in_plane[None, :, None] + VIEW_CENTRE[1],
+            slices[None, None, :])
+
+
+def rotation_matrix(about_slice_axis, about_row_axis, about_column_axis):
+    """Rotation (local -> grid coordinates) composed of rotations about the three axes, radians."""
+    def plane_rotation(angle, i, j):
+        matrix = np.eye(3)
+        matrix[[i, i, j, j], [i, j, i, j]] = (math.cos(angle), -math.sin(angle),
+                                              math.sin(angle), math.cos(angle))
+        return matrix
+    return (plane_rotation(about_slice_axis, 0, 1) @ plane_rotation(about_row_axis, 1, 2)
+            @ plane_rotation(about_column_axis, 0, 2))
+
+
+def ellipsoid(grid, centre, semi_axes, rotation=None):
+    """Voxels inside an ellipsoid; a semi-axis of np.inf makes it a cylinder along that axis."""
+    offsets = [g - c for g, c in zip(grid, centre)]
+    if rotation is not None:
+        offsets = [sum(rotation[k, i] * offsets[k] for k in range(3)) for i in range(3)]
+    return sum((offset / axis) ** 2 for offset, axis in zip(offsets, semi_axes)) <= 1.0
+
+
+def quadratic_bezier(start, control, end, count):
+    t = np.linspace(0.0, 1.0, count)[:, None]
+    start, control, end = (np.asarray(p, dtype=float) for p in (start, control, end))
+    return (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t ** 2 * end
+
+
+def tube(grid, control_points, radius):
+    """Voxels within `radius` of a quadratic Bezier curve: a union of spheres half a radius apart
+    (the surface then ripples by 3% of the radius)."""
+    rough = quadratic_bezier(*control_points, count=16)
+    length = np.linalg.norm(np.diff(rough, axis=0), axis=1).sum()
+    centres = quadratic_bezier(*control_points, count=int(math.ceil(2 * length / radius)) + 1)
+    mask = np.zeros(np.broadcast_shapes(*(g.shape for g in grid)), dtype=bool)
+    for centre in centres:
+        mask |= ellipsoid(grid, centre, (radius,) * 3)
+    return mask
+
+
+class Canvas:
+    """A tissue map and a label map painted object by object; later objects cover earlier ones."""
+
+    def __init__(self, grid):
+        self.grid = grid
+        shape = np.broadcast_shapes(*(g.shape for g in grid))
+        self.tissue = np.full(shape, AIR, dtype=np.uint8)
+        self.label = np.full(shape, BACKGROUND, dtype=np.uint8)
+
+    def paint(self, mask, tissue, label=BACKGROUND):
+        self.tissue[mask] = tissue
+        self.label[mask] = label
+
+
+class HeartFrame:
+    """The heart's own coordinates: scaled, rotated and placed in the grid per subject."""
+
+    def __init__(self, rng):
+        self.centre = np.array([-0.1, 0.06, -0.02]) + rng.uniform(-0.04, 0.04, 3)
+        self.scale = rng.uniform(0.88, 1.12)
+        self.rotation = rotation_matrix(rng.uniform(-0.35, 0.35), rng.uniform(-0.25, 0.25),
+                                        rng.uniform(-0.25, 0.25))
+
+    def to_grid(self, point):
+        return self.centre + self.rotation @ (self.scale * np.asarray(point, dtype=float))
+
+    def ellipsoid(self, grid, centre, semi_axes, grow=0.0):
+        return ellipsoid(grid, self.to_grid(centre), self.scale * (np.asarray(semi_axes) + grow),
+                         self.rotation)
+
+    def tube(self, grid, control_points, radius, grow=0.0):
+        return tube(grid, [self.to_grid(p) for p in control_points], self.scale * (radius + grow))
+
+
+def varied(rng, values, relative=0.1):
+    """Each value scaled by its own uniform factor in [1 - relative, 1 + relative]."""
+    values = np.asarray(values, dtype=float)
+    return values * rng.uniform(1 - relative, 1 + relative, values.shape)
+
+
+def moved(rng, point, distance=0.02):
+    return np.asarray(point, dtype=float) + rng.uniform(-distance, distance, 3)
+
+
+def draw_thorax(canvas, rng):
+    """Body with subcutaneous fat, muscle, lungs, vertebral column and descending aorta."""
+    grid, size = canvas.grid, rng.uniform(0.92, 1.05)
+    body_axes = size * varied(rng, [0.6, 0.86, np.inf], 0.05)
+    fat = rng.uniform(0.05, 0.1)
+    muscle = ellipsoid(grid, (0.02, 0, 0), body_axes - [fat, fat, 0])
+    canvas.paint(ellipsoid(grid, (0.02, 0, 0), body_axes), FAT)
+    canvas.paint(muscle, MUSCLE)
+    for side in (-1, 1):
+        lung = ellipsoid(grid, moved(rng, [-0.02, side * 0.42 * size, 0]),
+                         size * varied(rng, [0.36, 0.27, 0.9]))
+        canvas.paint(lung & muscle, LUNG)
+    spine_row = 0.32 * size
+    vertebra = ellipsoid(grid, (spine_row, 0, 0), (0.09, 0.1, np.inf))
+    disc_period = rng.uniform(0.24, 0.3)
+    discs = (grid[2] - rng.uniform(0, disc_period)) % disc_period < 0.05
+    canvas.paint(vertebra & ~discs, BONE)
+    canvas.paint(vertebra & discs, MUSCLE)
+    canvas.paint(ellipsoid(grid, (spine_row + 0.13, 0, 0), (0.06, 0.08, np.inf)), BONE)
+    canvas.paint(ellipsoid(grid, (spine_row + 0.12, 0, 0), (0.035, 0.035, np.inf)), MUSCLE)
+    aorta_radius = rng.uniform(0.045, 0.06)
+    canvas.paint(ellipsoid(grid, moved(rng, [0.2 * size, 0.16 * size, 0]),
+                           (aorta_radius, aorta_radius, np.inf)), BLOOD)
+
+
+def heart_parts(rng, grid, heart):
+    """(mask of the part grown by a distance, tissue, label), in painting order: the unlabelled
+    RA, RV and pulmonary artery, then LA, AA, LV myocardium and LV cavity."""
+    def part(shape, *args):
+        return functools.partial(shape, grid, *args)
+    pulmonary_artery = [moved(rng, p) for p in ([-0.13, -0.04, 0.1], [-0.14, 0.08, 0.3], [0.0, 0.2, 0.5])]
+    aorta = [moved(rng, p) for p in ([0.02, -0.02, 0.12], [-0.04, -0.1, 0.32], [0.02, -0.08, 0.6])]
+    cavity_centre, cavity_axes = moved(rng, [0.0, 0.07, -0.08]), varied(rng, [0.11, 0.11, 0.19])
+    return [
+        (part(heart.ellipsoid, moved(rng, [0.1, -0.2, 0.1]), varied(rng, [0.1, 0.09, 0.13])), BLOOD, BACKGROUND),
+        (part(heart.ellipsoid, moved(rng, [-0.08, -0.13, -0.06]), varied(rng, [0.11, 0.15, 0.19])),
+         BLOOD, BACKGROUND),
+        (part(heart.tube, pulmonary_artery, rng.uniform(0.045, 0.055)), BLOOD, BACKGROUND),
+        (part(heart.ellipsoid, moved(rng, [0.19, 0.05, 0.17]), varied(rng, [0.11, 0.14, 0.11])), BLOOD, LAC),
+        (part(heart.tube, aorta, rng.uniform(0.055, 0.07)), BLOOD, AA),
+        (part(heart.ellipsoid, cavity_centre, cavity_axes + rng.uniform(0.05, 0.065)), MYOCARDIUM, MYO),
+        (part(heart.ellipsoid, cavity_centre, cavity_axes), BLOOD, LVC),
+    ]
+
+
+def draw_heart(canvas, rng):
+    """Mediastinal soft tissue, a coat of epicardial fat around every part, then the parts."""
+    heart = HeartFrame(rng)
+    canvas.paint(heart.ellipsoid(canvas.grid, [0.04, -0.02, 0.03], varied(rng, [0.28, 0.34, 0.4], 0.05)),
+                 MUSCLE)
+    parts, fat = heart_parts(rng, canvas.grid, heart), rng.uniform(0.02, 0.035)
+    for mask, _, _ in parts:
+        canvas.paint(mask(grow=fat), FAT)
+    for mask, tissue, label in parts:
+        canvas.paint(mask(), tissue, label)
+
+
+def draw_anatomy(rng, grid):
+    """One subject: (tissue map, label map), both uint8 H x W x D."""
+    canvas = Canvas(grid)
+    draw_thorax(canvas, rng)
+    draw_heart(canvas, rng)
+    return canvas.tissue, canvas.label
+
+
+def tissue_image(rng, tissue, table):
+    """Each voxel set to its tissue's value, drawn once per subject from (mean, sd) in `table`."""
+    means, spreads = np.asarray(table, dtype=float).T
+    return rng.normal(means, spreads)[tissue]
+
+
+def blurred(image, sigma):
+    """Gaussian blur, sigma in half-widths of the (square) slice; thick slices get less in z."""
+    in_plane = sigma * image.shape[0] / 2.0
+    return ndimage.gaussian_filter(image, (in_plane, in_plane, in_plane / SLICE_THICKNESS))
+
+
+def mr_bias_field(rng, shape):
+    """A smooth multiplicative field: exp of a random quadratic polynomial of the coordinates."""
+    grid = voxel_grid(shape[0], shape[2])
+    linear = rng.normal(0, MR_BIAS_STRENGTH, 3)
+    quadratic = rng.normal(0, MR_BIAS_STRENGTH / 2, (3, 3))
+    log_field = sum(linear[i] * grid[i] for i in range(3))
+    log_field = log_field + sum(quadratic[i, j] * grid[i] * grid[j] for i in range(3) for j in range(i, 3))
+    return np.exp(log_field)
+
+
+def render_ct(rng, tissue):
+    """HU-like: light blur and Gaussian noise."""
+    image = blurred(tissue_image(rng, tissue, CT_HU), CT_BLUR)
+    return image + rng.normal(0, CT_NOISE_HU, image.shape)
+
+
+def render_mr(rng, tissue):
+    """bSSFP-like: bias field, stronger blur, Rician noise (magnitude of complex Gaussian)."""
+    image = blurred(tissue_image(rng, tissue, MR_SIGNAL) * mr_bias_field(rng, tissue.shape), MR_BLUR)
+    real, imaginary = rng.normal(0, MR_NOISE, (2,) + image.shape)
+    return np.hypot(image + real, imaginary)
+
+
+RENDERERS = {"mr": render_mr, "ct": render_ct}
+
+
+def subject_rng(seed, modality, split, index):
+    """A generator of its own per subject, so subjects do not depend on the counts of others."""
+    return np.random.default_rng([seed, layout.MODALITIES.index(modality), SPLITS.index(split), index])
+
+
+def prepared_subject(rng, grid, modality):
+    """(preprocessed float32 image, uint8 labels) of one new subject in `modality`."""
+    tissue, label = draw_anatomy(rng, grid)
+    return clip_and_standardise(RENDERERS[modality](rng, tissue)), label
+
+
+def record_crop(label):
+    """(slices of the volume to hand the writer, record slice indices within them).
+
+    Records are the slices from the first to the last one with foreground labels, widened by
+    RECORD_SLICE_MARGIN; the crop keeps one more slice either side as their outer neighbours.
+    The writer computes stats.json over the whole volume handed in, so cropping makes it the
+    range of exactly the data in the records.
+    """
+    labelled = np.flatnonzero(label.any(axis=(0, 1)))
+    if not labelled.size:
+        raise ValueError("a subject has no labelled slice; the volume is too thin")
+    first = max(int(labelled[0]) - RECORD_SLICE_MARGIN, 0)
+    last = min(int(labelled[-1]) + RECORD_SLICE_MARGIN, label.shape[2] - 1)
+    start, stop = max(first - 1, 0), min(last + 2, label.shape[2])
+    return slice(start, stop), list(range(first - start, last - start + 1))
+
+
+def subject_counts(counts):
+    unknown = set(counts or {}) - set(DEFAULT_COUNTS)
+    if unknown:
+        raise ValueError(f"unknown subject count(s) {sorted(unknown)}; expected {sorted(DEFAULT_COUNTS)}")
+    merged = {**DEFAULT_COUNTS, **(counts or {})}
+    if any(n < 0 for n in merged.values()):
+        raise ValueError(f"subject counts must not be negative, got {merged}")
+    return merged
+
+
+def preview_slices(label):
+    """The slices with the most LV cavity and LA cavity, and one halfway from there to the
+    top of the labels (the aorta): together they show every class."""
+    lv, la = (int(np.argmax((label == c).sum(axis=(0, 1)))) for c in (LVC, LAC))
+    top = int(np.flatnonzero(label.any(axis=(0, 1)))[-1])
+    return [lv, la, (la + top + 1) // 2]
+
+
+def save_preview(path, subjects, stats):
+    """A PNG of a few slices per modality, plain and with the labels overlaid in colour."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import colors, patches, pyplot
+
+    label_map = colors.ListedColormap(LABEL_COLOURS)
+    rows = [(m, overlay) for m in subjects for overlay in (False, True)]
+    figure, axes = pyplot.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    for (modality, overlay), row in zip(rows, axes):
+        image, label = subjects[modality]
+        value_range = stats.get(modality, {"min": float(image.min()), "max": float(image.max())})
+        for index, ax in zip(preview_slices(label), row):
+            ax.imshow(image[:, :, index], cmap="gray", vmin=value_range["min"], vmax=value_range["max"])
+            if overlay:
+                ax.imshow(np.ma.masked_equal(label[:, :, index], BACKGROUND), cmap=label_map,
+                          vmin=MYO - 0.5, vmax=AA + 0.5, alpha=0.45, interpolation="nearest")
+            ax.set_title(f"{modality.upper()} slice {index}" + (" + labels" if overlay else ""),
+                         fontsize=9)
+            ax.axis("off")
+    legend = [patches.Patch(color=c, label=n) for c, n in zip(LABEL_COLOURS, layout.CARDIAC_CLASSES[1:])]
+    figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=9)
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    figure.savefig(path, dpi=80)
+    pyplot.close(figure)
+
+
+def write_subjects(writer, grid, seed, counts):
+    """Draws, renders, preprocesses and writes every subject; returns the first one per modality."""
+    first = {}
+    for modality in layout.MODALITIES:
+        for split in SPLITS:
+            for index in range(counts[f"{modality}_{split}"]):
+                image, label = prepared_subject(subject_rng(seed, modality, split, index), grid, modality)
+                name = f"{modality}_{split}_{index:02d}"
+                if split == "test":
+                    writer.add_test_volume(modality, name, image, label,
+                                           spacing=voxel_spacing_mm(image.shape[0]))
+                else:
+                    crop, indices = record_crop(label)
+                    writer.add_record_volume(modality, split, name, image[:, :, crop], label[:, :, crop],
+                                             indices)
+                first.setdefault(modality, (image, label))
+    return first
+
+
+def generate_phantom(output_dir, image_size=64, depth=None, seed=0, counts=None):
+    """Writes a phantom data set to `output_dir` (absent or empty); returns the stats dict.
+
+    `counts` overrides DEFAULT_COUNTS entries, e.g. {"mr_train": 2}. Everything is written to
+    a temporary sibling folder first and renamed into place at the end, so `output_dir` is
+    either a finished data set or untouched.
+    """
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir} is not empty; remove it or choose another folder")
+    depth = default_depth(image_size) if depth is None else int(depth)
+    counts = subject_counts(counts)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.with_name(f"{output_dir.name}.partial-{os.getpid()}")
+    staging.mkdir()
+    try:
+        writer = layout.PreparedDatasetWriter(
+            staging, layout.CARDIAC_CLASSES, image_size, flip_test_volumes=False,
+            provenance={"generator": GENERATOR, "seed": seed, "image_size": image_size, "depth": depth})
+        first_subjects = write_subjects(writer, voxel_grid(image_size, depth), seed, counts)
+        stats = writer.finish()
+        save_preview(staging / "preview.png", first_subjects, stats)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return stats
+
+
+def ensure_phantom(output_dir, image_size=64, seed=0):
+    """Generates the default phantom unless `output_dir` already holds one (has dataset.json);
+    returns the stats. An existing data set made with other settings is an error, not reused."""
+    prepared = layout.PreparedLayout(output_dir)
+    if not prepared.info_path.exists():
+        return generate_phantom(output_dir, image_size=image_size, seed=seed)
+    provenance = prepared.read_info().get("provenance", {})
+    wanted = {"generator": GENERATOR, "seed": seed, "image_size": image_size,
+              "depth": default_depth(image_size)}
+    found = {key: provenance.get(key) for key in wanted}
+    if found != wanted:
+        raise ValueError(f"{output_dir} holds a data set made with {found}, not {wanted}")
+    return json.loads(prepared.stats_path.read_text())
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m data_prep.phantom", description=__doc__.split("\n")[0])
+    parser.add_argument("--output_dir", required=True, help="absent or empty folder to write")
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=None, help="slices per volume (image_size // 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    for name, count in DEFAULT_COUNTS.items():
+        parser.add_argument(f"--{name}", type=int, default=count, help="number of subjects")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    stats = generate_phantom(args.output_dir, args.image_size, args.depth, args.seed,
+                             {name: getattr(args, name) for name in DEFAULT_COUNTS})
+    print(f"wrote {args.output_dir} in {time.perf_counter() - started:.1f} s; stats {json.dumps(stats)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Plain configuration objects; built from flags in `flags.py`, or directly in tests."""
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the SIFA sub-networks. Defaults are the official ones (43,347,441 parameters)."""
+
+    image_size: int = 256
+    ngf: int = 32  # generator / decoder base width
+    ndf: int = 64  # discriminator base width
+    encoder_base: int = 16  # e_B base width ("fb" in the official code)
+    num_classes: int = 5
+    skip: bool = True  # tanh(image + conv) at the end of g_A and de_B
+
+    def __post_init__(self):
+        if self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 (e_B pools three times), got {self.image_size}")
+        for name in ("ngf", "ndf", "encoder_base", "num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.encoder_base % 2:
+            # res_ds shortcuts zero-pad (C_out - C_in) / 2 channels on each side.
+            raise ValueError(f"encoder_base must be even, got {self.encoder_base}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the training data is. `data_dir` is a prepared-data folder (see data/layout.py);
+    explicit lists and intensity ranges override what is found there."""
+
+    data_dir: str = "data/mmwhs"
+    source_modality: str = "mr"
+    target_modality: str = "ct"
+    source_train_list: str = ""
+    target_train_list: str = ""
+    target_val_list: str = ""
+    stats_file: str = ""
+    source_range: tuple = ()
+    target_range: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are SIFA's official schedule."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    output_dir: str = "runs/sifa"
+    max_steps: int = 20000
+    batch_size: int = 8
+    base_lr: float = 2e-4
+    lambda_cycle: float = 10.0
+    pool_size: int = 50
+    seed: int = 1234
+    save_every: int = 300
+    keep_checkpoints: int = 40
+    log_every: int = 10
+    image_every: int = 300
+    precision: str = "float32"
+    jit_compile: bool = False
+    deterministic: bool = False

@@ -1,0 +1,154 @@
+"""The prepared-data layout every dataset is written in (phantom, MMWHS, AOS) and the trainer reads.
+
+    DIR/{mr,ct}/{train,val}/*.tfrecords   3-slice records in the official format
+    DIR/{mr,ct}/test/*.npz                 arr_0 float32 image, arr_1 integer labels, slice axis 2
+    DIR/datalists/{mr,ct}_{train,val}.txt  record paths, relative to the list
+    DIR/stats.json                         {"mr": {"min": .., "max": ..}, "ct": {..}}
+    DIR/dataset.json                       class names, modalities, image size, flip, provenance
+"""
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from sifa_synthmix.data import records
+
+MODALITIES = ("mr", "ct")
+RECORD_SPLITS = ("train", "val")
+CARDIAC_CLASSES = ("background", "MYO", "LAC", "LVC", "AA")
+ABDOMINAL_CLASSES = ("background", "Liver", "R Kidney", "L Kidney", "Spleen")
+
+
+def atomic_write_bytes(path, data):
+    """Writes via a temporary file and a rename, so a crash never leaves a half-written file."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class PreparedLayout:
+    """Paths inside one prepared-data folder."""
+
+    def __init__(self, root):
+        self.root = pathlib.Path(root)
+
+    def records_dir(self, modality, split):
+        return self.root / modality / split
+
+    def test_dir(self, modality):
+        return self.root / modality / "test"
+
+    def datalist(self, modality, split):
+        return self.root / "datalists" / f"{modality}_{split}.txt"
+
+    @property
+    def stats_path(self):
+        return self.root / "stats.json"
+
+    @property
+    def info_path(self):
+        return self.root / "dataset.json"
+
+    def test_volumes(self, modality):
+        return sorted(self.test_dir(modality).glob("*.npz"))
+
+    def read_info(self):
+        return json.loads(self.info_path.read_text())
+
+
+class PreparedDatasetWriter:
+    """Writes volumes into the layout and, in `finish`, the datalists, stats.json and dataset.json.
+
+    Volumes handed in are already preprocessed (clipped and z-scored), H x W x D, slice axis 2.
+    stats.json holds each modality's min and max over its training volumes: the numbers the
+    reader uses to map images to [-1, 1].
+    """
+
+    def __init__(self, root, class_names, image_size, flip_test_volumes=False, provenance=None):
+        self.layout = PreparedLayout(root)
+        self.class_names = list(class_names)
+        self.image_size = int(image_size)
+        self.flip_test_volumes = bool(flip_test_volumes)
+        self.provenance = dict(provenance or {})
+        self._records = {(m, s): [] for m in MODALITIES for s in RECORD_SPLITS}
+        self._ranges = {}
+        self._test_spacing = {}
+        self.slices_written = {(m, s): 0 for m in MODALITIES for s in RECORD_SPLITS}
+
+    def _check(self, modality, image, label):
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+        if image.ndim != 3 or image.shape != label.shape:
+            raise ValueError(f"image {image.shape} and label {label.shape} must be equal 3D shapes")
+        if image.shape[:2] != (self.image_size, self.image_size):
+            raise ValueError(f"slices must be {self.image_size} x {self.image_size}, got {image.shape[:2]}")
+        if not np.all(np.isfinite(image)):
+            raise ValueError("image volume holds NaN or infinite voxels")
+
+    def add_record_volume(self, modality, split, name, image, label, slice_indices=None):
+        """Writes one record per slice (the slice and its two neighbours) to MOD/SPLIT/NAME.tfrecords."""
+        if split not in RECORD_SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {RECORD_SPLITS}")
+        self._check(modality, image, label)
+        if slice_indices is None:
+            slice_indices = range(image.shape[2])
+        out_dir = self.layout.records_dir(modality, split)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{name}.tfrecords"
+        tmp = path.with_name(path.name + ".tmp")
+        pairs = ((records.three_slice_stack(image, i), records.three_slice_stack(label, i))
+                 for i in slice_indices)
+        count = records.write_records(tmp, pairs)
+        os.replace(tmp, path)
+        self._records[(modality, split)].append(path)
+        self.slices_written[(modality, split)] += count
+        if split == "train":
+            low, high = self._ranges.get(modality, (np.inf, -np.inf))
+            self._ranges[modality] = (min(low, float(image.min())), max(high, float(image.max())))
+        return path
+
+    def add_test_volume(self, modality, name, image, label, spacing=None):
+        """Writes MOD/test/NAME.npz with arr_0 (float32 image) and arr_1 (int16 labels)."""
+        self._check(modality, image, label)
+        out_dir = self.layout.test_dir(modality)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{name}.npz"
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, arr_0=image.astype(np.float32), arr_1=label.astype(np.int16))
+        os.replace(tmp, path)
+        if spacing is not None:
+            self._test_spacing[f"{modality}/{name}"] = [float(s) for s in spacing]
+        return path
+
+    def stats(self):
+        return {m: {"min": lo, "max": hi} for m, (lo, hi) in sorted(self._ranges.items())}
+
+    def finish(self):
+        """Writes datalists, stats.json and dataset.json; returns the stats."""
+        lists_dir = self.layout.root / "datalists"
+        lists_dir.mkdir(parents=True, exist_ok=True)
+        for (modality, split), paths in self._records.items():
+            if not paths:
+                continue
+            lines = [os.path.relpath(p, lists_dir) for p in sorted(paths)]
+            atomic_write_text(self.layout.datalist(modality, split), "\n".join(lines) + "\n")
+        stats = self.stats()
+        atomic_write_text(self.layout.stats_path, json.dumps(stats, indent=2) + "\n")
+        info = {
+            "class_names": self.class_names,
+            "num_classes": len(self.class_names),
+            "modalities": sorted({m for (m, _), p in self._records.items() if p}),
+            "image_size": self.image_size,
+            "flip_test_volumes": self.flip_test_volumes,
+            "test_spacing": self._test_spacing,
+            "slices_written": {f"{m}_{s}": n for (m, s), n in self.slices_written.items() if n},
+            "provenance": self.provenance,
+        }
+        atomic_write_text(self.layout.info_path, json.dumps(info, indent=2) + "\n")
+        return stats

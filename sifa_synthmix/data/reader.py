@@ -1,0 +1,206 @@
+"""`tf.data` reader of official-format records: middle slice, one-hot labels, images in [-1, 1].
+
+Every failure a user can cause (a missing or empty list, a path that does not exist, a truncated
+file, a record with missing keys or the wrong byte size) becomes one `DataError` naming the file.
+Checks on record contents run inside the pipeline and carry the file path with them; `as_data_error`
+turns such a TensorFlow error into a `DataError` with just that message.
+"""
+import glob
+import json
+import os
+import pathlib
+import re
+import struct
+
+import tensorflow as tf
+
+from sifa_synthmix.data import records
+
+ERROR_MARKER = "[sifa-data]"
+_GLOB_CHARS = set("*?[")
+
+
+class DataError(Exception):
+    """Bad input data; the message names the file and the problem."""
+
+
+def _read_datalist(list_path):
+    lines = [line.strip() for line in list_path.read_text().splitlines()]
+    entries = [line for line in lines if line and not line.startswith("#")]
+    if not entries:
+        raise DataError(f"{list_path}: the datalist is empty")
+    paths = []
+    for number, entry in enumerate(entries, start=1):
+        path = pathlib.Path(entry)
+        if not path.is_absolute():
+            path = list_path.parent / path
+        if not path.is_file():
+            raise DataError(f"{list_path}: entry {number} ({entry}) does not exist ({path})")
+        paths.append(str(path))
+    return paths
+
+
+def resolve_record_paths(spec):
+    """Record paths from a datalist file, a glob, a .tfrecords file, or a list/comma-list of these.
+
+    Datalist entries are relative to the list's folder unless absolute.
+    """
+    specs = spec.split(",") if isinstance(spec, str) else list(spec)
+    specs = [str(s).strip() for s in specs if str(s).strip()]
+    if not specs:
+        raise DataError("no record source given (expected a datalist, a glob or .tfrecords files)")
+    paths = []
+    for item in specs:
+        if _GLOB_CHARS & set(item):
+            matches = sorted(glob.glob(item))
+            if not matches:
+                raise DataError(f"{item}: the pattern matches no file")
+            paths.extend(matches)
+        elif item.endswith(".tfrecords") or item.endswith(".tfrecord"):
+            if not os.path.isfile(item):
+                raise DataError(f"{item}: the record file does not exist")
+            paths.append(item)
+        else:
+            list_path = pathlib.Path(item)
+            if not list_path.is_file():
+                raise DataError(f"{item}: the datalist does not exist")
+            paths.extend(_read_datalist(list_path))
+    return paths
+
+
+def check_record_framing(path):
+    """Walks the TFRecord framing (length, length CRC, data, data CRC) without reading the data.
+
+    Catches truncated and empty files up front, where the file can still be named. Returns the
+    number of records.
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        raise DataError(f"{path}: the record file is empty")
+    count, offset = 0, 0
+    with open(path, "rb") as handle:
+        while offset < size:
+            header = handle.read(12)
+            if len(header) < 12:
+                raise DataError(f"{path}: truncated record header at byte {offset}")
+            (length,) = struct.unpack("<Q", header[:8])
+            offset += 12 + length + 4
+            if offset > size:
+                raise DataError(f"{path}: truncated record at byte {offset - 16 - length} "
+                                f"(needs {length} bytes of data; the file ends first)")
+            handle.seek(offset)
+            count += 1
+    return count
+
+
+def load_intensity_range(stats_path, modality):
+    """(min, max) for `modality` from a stats.json file."""
+    stats_path = pathlib.Path(stats_path)
+    if not stats_path.is_file():
+        raise DataError(f"{stats_path}: the stats file does not exist")
+    try:
+        stats = json.loads(stats_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{stats_path}: not valid JSON ({error})") from None
+    if modality not in stats:
+        raise DataError(f"{stats_path}: no statistics for modality {modality!r} "
+                        f"(it has {sorted(stats)})")
+    low, high = float(stats[modality]["min"]), float(stats[modality]["max"])
+    if not high > low:
+        raise DataError(f"{stats_path}: {modality} max ({high}) must exceed min ({low})")
+    return low, high
+
+
+def to_unit_range(image, intensity_range):
+    """Maps [min, max] to [-1, 1] as SIFA does: 2 * (x - min) / (max - min) - 1."""
+    low, high = intensity_range
+    return 2.0 * (image - low) / (high - low) - 1.0
+
+
+def _fail(path, message):
+    return [ERROR_MARKER, path, message]
+
+
+def parse_record(serialized, path, image_size):
+    """Parses one record into its middle image slice (H, W, 1) float32 and label slice (H, W).
+
+    Labels come back as uint8 (the official loader casts to uint8 too), clipped to 255.
+    """
+    spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
+            for key in (records.IMAGE_KEY, records.LABEL_KEY)}
+    spec.update({key: tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+                 for key in records.IMAGE_SIZE_KEYS + records.LABEL_SIZE_KEYS})
+    features = tf.io.parse_single_example(serialized, spec)
+    expected_bytes = image_size * image_size * records.SLICES_PER_RECORD * 4
+    slices = []
+    for key, size_keys in ((records.IMAGE_KEY, records.IMAGE_SIZE_KEYS),
+                           (records.LABEL_KEY, records.LABEL_SIZE_KEYS)):
+        raw = features[key]
+        shape = tf.stack([features[k] for k in size_keys])
+        checks = [
+            tf.debugging.Assert(tf.strings.length(raw) > 0,
+                                _fail(path, f": record lacks the key {key}")),
+            tf.debugging.Assert(tf.reduce_all(shape >= 0),
+                                _fail(path, f": record lacks a size key of {key} ({', '.join(size_keys)})")),
+            tf.debugging.Assert(tf.equal(tf.strings.length(raw), expected_bytes),
+                                _fail(path, f": {key} should hold {expected_bytes} bytes "
+                                            f"({image_size}x{image_size}x3 float32); it holds")
+                                + [tf.strings.length(raw)]),
+        ]
+        with tf.control_dependencies(checks):
+            values = tf.io.decode_raw(raw, tf.float32)
+        volume = tf.reshape(values, [image_size, image_size, records.SLICES_PER_RECORD])
+        slices.append(volume[:, :, 1])
+    image, label = slices
+    return image[:, :, tf.newaxis], tf.cast(tf.clip_by_value(label, 0, 255), tf.uint8)
+
+
+def one_hot_labels(label, num_classes):
+    """One-hot with depth num_classes; values >= num_classes (SIFA's 5) give an all-zero row."""
+    return tf.one_hot(tf.cast(label, tf.int32), num_classes, dtype=tf.float32)
+
+
+def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
+                 shuffle=True, repeat=True, seed=None, deterministic=False,
+                 shuffle_buffer=500, drop_remainder=True):
+    """Batches of (image [B,H,W,1] in [-1,1], one-hot label [B,H,W,C]) from record files."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise DataError("no record files to read")
+    for path in paths:
+        check_record_framing(path)
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if shuffle:
+        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        files = files.repeat()
+    parallel = None if deterministic else tf.data.AUTOTUNE
+    dataset = files.interleave(
+        lambda p: tf.data.TFRecordDataset(p).map(lambda r: (r, p)),
+        cycle_length=min(len(paths), 8), num_parallel_calls=parallel, deterministic=deterministic)
+    # Parse before shuffling: the buffer then holds one image slice and uint8 labels per record
+    # (a third of a serialized record), which also keeps a checkpointed iterator small.
+    dataset = dataset.map(lambda r, p: parse_record(r, p, image_size),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(
+        lambda image, label: (to_unit_range(image, intensity_range), one_hot_labels(label, num_classes)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def as_data_error(error):
+    """The `DataError` hidden in a TensorFlow error raised by the pipeline, or None."""
+    message = getattr(error, "message", str(error))
+    start = message.find(ERROR_MARKER)
+    if start < 0:
+        if isinstance(error, tf.errors.DataLossError):
+            return DataError(f"a record file is corrupt: {message.splitlines()[0]}")
+        return None
+    line = message[start + len(ERROR_MARKER):].splitlines()[0]
+    path, *details = re.findall(r"\[([^\[\]]*)\]", line)
+    return DataError(path + " ".join(details))

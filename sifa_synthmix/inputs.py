@@ -1,0 +1,87 @@
+"""Turns a DataConfig into record lists, intensity ranges and `tf.data` pipelines for training."""
+import dataclasses
+import pathlib
+
+from sifa_synthmix.data import layout as layout_lib
+from sifa_synthmix.data import reader
+from sifa_synthmix.data.reader import DataError
+
+HOW_TO_PREPARE = (
+    "Prepare it with data_prep (python -m data_prep.mmwhs --raw_dir RAW --output_dir DIR, see "
+    "README 'Real data'), or run the phantom demo instead: python main.py --flagfile=configs/demo.flags")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedData:
+    source_train: list
+    target_train: list
+    target_val: list
+    source_range: tuple
+    target_range: tuple
+    info: dict
+
+
+def _range_for(explicit, stats_path, modality):
+    if explicit:
+        low, high = (float(v) for v in explicit)
+        if not high > low:
+            raise DataError(f"intensity range for {modality}: max ({high}) must exceed min ({low})")
+        return low, high
+    return reader.load_intensity_range(stats_path, modality)
+
+
+def resolve_data(cfg):
+    """Finds the record lists and intensity ranges of a run; explicit settings win over data_dir."""
+    for modality in (cfg.source_modality, cfg.target_modality):
+        if modality not in layout_lib.MODALITIES:
+            raise DataError(f"unknown modality {modality!r}; expected one of {layout_lib.MODALITIES}")
+    layout = layout_lib.PreparedLayout(cfg.data_dir)
+    explicit_lists = cfg.source_train_list and cfg.target_train_list
+    if not explicit_lists and not layout.root.is_dir():
+        raise DataError(f"{layout.root}: the data folder does not exist. {HOW_TO_PREPARE}")
+    info = layout.read_info() if layout.info_path.is_file() else {}
+
+    def pick(explicit, modality, split, required=True):
+        if explicit:
+            return reader.resolve_record_paths(explicit)
+        path = layout.datalist(modality, split)
+        if not path.is_file():
+            if required:
+                raise DataError(f"{path}: the datalist does not exist. {HOW_TO_PREPARE}")
+            return []
+        return reader.resolve_record_paths(str(path))
+
+    stats_path = pathlib.Path(cfg.stats_file) if cfg.stats_file else layout.stats_path
+    return ResolvedData(
+        source_train=pick(cfg.source_train_list, cfg.source_modality, "train"),
+        target_train=pick(cfg.target_train_list, cfg.target_modality, "train"),
+        target_val=pick(cfg.target_val_list, cfg.target_modality, "val", required=False),
+        source_range=_range_for(cfg.source_range, stats_path, cfg.source_modality),
+        target_range=_range_for(cfg.target_range, stats_path, cfg.target_modality),
+        info=info,
+    )
+
+
+def build_training_datasets(cfg, resolved):
+    """(source, target, target_val or None) datasets for a TrainConfig; source/target batches
+    are (image, one-hot label), shuffled and repeated forever."""
+    model = cfg.model
+    info_size = resolved.info.get("image_size")
+    if info_size is not None and int(info_size) != model.image_size:
+        raise DataError(f"{cfg.data.data_dir}: the data has {info_size} x {info_size} slices but "
+                        f"--image_size is {model.image_size}")
+    info_classes = resolved.info.get("num_classes")
+    if info_classes is not None and int(info_classes) != model.num_classes:
+        raise DataError(f"{cfg.data.data_dir}: the data has {info_classes} classes but "
+                        f"--num_classes is {model.num_classes}")
+
+    def dataset(paths, intensity_range, seed_offset):
+        return reader.make_dataset(
+            paths, image_size=model.image_size, num_classes=model.num_classes,
+            intensity_range=intensity_range, batch_size=cfg.batch_size, shuffle=True, repeat=True,
+            seed=cfg.seed + seed_offset, deterministic=cfg.deterministic)
+
+    source = dataset(resolved.source_train, resolved.source_range, 0)
+    target = dataset(resolved.target_train, resolved.target_range, 1)
+    val = dataset(resolved.target_val, resolved.target_range, 2) if resolved.target_val else None
+    return source, target, val

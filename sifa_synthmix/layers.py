@@ -1,0 +1,144 @@
+"""Keras 3 layers and conv blocks that reproduce the official SIFA (TF1) building blocks.
+
+The block helpers take and return KerasTensors, so the builders in `networks.py` read like
+the official graph. Layer names follow the official variable scopes (`r1/c1` becomes
+`r1_c1`, its instance norm `r1_c1_instance_norm`) so official checkpoints can be mapped.
+"""
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def truncated_normal(stddev):
+    """The official weight initializer (TF1 `truncated_normal_initializer`, cut at 2 stddev)."""
+    return keras.initializers.TruncatedNormal(mean=0.0, stddev=stddev)
+
+
+class InstanceNorm(keras.layers.Layer):
+    """Per-sample, per-channel normalisation over H and W with a learned scale and offset.
+
+    Matches `tf.contrib.layers.instance_norm` (epsilon 1e-6, gamma ones, beta zeros). The
+    statistics and the affine transform are computed in float32 even under a mixed
+    precision policy; the result is cast back to the compute dtype.
+    """
+
+    def __init__(self, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = (input_shape[-1],)
+        # autocast=False: gamma and beta stay float32 inside the float32 arithmetic below.
+        self.gamma = self.add_weight(shape=channels, initializer="ones", name="gamma", autocast=False)
+        self.beta = self.add_weight(shape=channels, initializer="zeros", name="beta", autocast=False)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        centred = x - mean
+        variance = ops.mean(ops.square(centred), axis=(1, 2), keepdims=True)
+        normalised = centred * ops.rsqrt(variance + self.epsilon)
+        return ops.cast(normalised * self.gamma + self.beta, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+class ChannelZeroPad(keras.layers.Layer):
+    """Zero-pads the channel axis by `padding` channels on each side (the res_ds shortcut)."""
+
+    def __init__(self, padding, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = padding
+
+    def call(self, inputs):
+        return ops.pad(inputs, [[0, 0], [0, 0], [0, 0], [self.padding, self.padding]])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 2 * self.padding)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+class BilinearResize(keras.layers.Layer):
+    """Bilinear resize to `size` = (height, width) with TF1 `tf.image.resize_images` semantics.
+
+    TF1 maps output pixel i to source coordinate i * in / out (no half-pixel centres, no
+    corner alignment); TF2's `tf.image.resize` uses half-pixel centres and gives other values.
+    """
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(size)
+
+    def call(self, inputs):
+        resized = tf.raw_ops.ResizeBilinear(
+            images=inputs, size=self.size, align_corners=False, half_pixel_centers=False
+        )
+        return ops.cast(resized, self.compute_dtype)  # the op always returns float32
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+def _normalise_and_activate(x, norm, activation, name):
+    """norm: "instance", "batch" or None; activation: "relu", "leaky_relu" or None."""
+    if norm == "instance":
+        x = InstanceNorm(name=f"{name}_instance_norm")(x)
+    elif norm == "batch":
+        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, name=f"{name}_batch_norm")(x)
+    elif norm is not None:
+        raise ValueError(f"unknown norm {norm!r}")
+    if activation == "relu":
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    elif activation == "leaky_relu":
+        x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"{name}_lrelu")(x)
+    elif activation is not None:
+        raise ValueError(f"unknown activation {activation!r}")
+    return x
+
+
+def conv_block(x, filters, kernel_size, *, name, stddev, use_bias, strides=1, padding="valid",
+               dilation_rate=1, norm=None, activation=None, dtype=None):
+    """Conv2D, then optional norm and activation: the official `general_conv2d` (no bias),
+    `general_conv2d_ga` (bias) and `dilate_conv2d` (bias, dilation 2)."""
+    x = keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding=padding, dilation_rate=dilation_rate,
+        use_bias=use_bias, kernel_initializer=truncated_normal(stddev), name=name, dtype=dtype,
+    )(x)
+    return _normalise_and_activate(x, norm, activation, name)
+
+
+def upsample_block(x, filters, *, name):
+    """The official `general_deconv2d` as used by g_A and de_B: 3x3 stride-2 transposed conv
+    (SAME, bias, stddev 0.02), instance norm, ReLU."""
+    x = keras.layers.Conv2DTranspose(
+        filters, 3, strides=2, padding="same", use_bias=True,
+        kernel_initializer=truncated_normal(0.02), name=name,
+    )(x)
+    return _normalise_and_activate(x, "instance", "relu", name)
+
+
+def residual_block(x, filters, *, name, norm, use_bias, stddev, dilation_rate=1):
+    """Two zero-padded VALID 3x3 convs; out = ReLU(block + shortcut).
+
+    Covers the official resnet blocks (dilation 1, pad 1) and drn blocks (dilation 2, pad 2).
+    When `filters` exceeds the input width (res_ds), the shortcut is the input zero-padded
+    on the channel axis by half the difference on each side.
+    """
+    shortcut = x
+    in_channels = x.shape[-1]
+    for conv_name, activation in (("c1", "relu"), ("c2", None)):
+        x = keras.layers.ZeroPadding2D(dilation_rate, name=f"{name}_{conv_name}_pad")(x)
+        x = conv_block(
+            x, filters, 3, name=f"{name}_{conv_name}", stddev=stddev, use_bias=use_bias,
+            dilation_rate=dilation_rate, norm=norm, activation=activation,
+        )
+    if filters != in_channels:
+        shortcut = ChannelZeroPad((filters - in_channels) // 2, name=f"{name}_shortcut_pad")(shortcut)
+    x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
+    return keras.layers.ReLU(name=f"{name}_relu")(x)

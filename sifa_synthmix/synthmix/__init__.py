@@ -1,0 +1,1 @@
+"""SynthMix: block masks, mixing, the Mixup Inspector and its losses (plus the Mixup/CutMix baselines)."""

@@ -1,0 +1,235 @@
+"""The SIFA training task: networks, optimizers, fake pools, and the seven-update train step.
+
+The step keeps the official semantics: the updates run in the official order and each one sees
+the weights as the previous update left them. Unlike the TF1 graph, a value is computed once and
+reused while its inputs and weights are unchanged, and a tape only records the forward passes it
+differentiates. Networks with only per-sample normalisation (g_A, de_B, discriminators) run once
+on stacked batches; e_B (batch norm) always sees one batch at a time, as in the official graph.
+"""
+import keras
+import tensorflow as tf
+
+from sifa_synthmix import losses
+from sifa_synthmix.fake_pool import FakeImagePool
+from sifa_synthmix.networks import SIFANetworks
+
+SEG_L2_WEIGHT = 1e-4
+DEEP_SUPERVISION_WEIGHT = 0.1
+SEG_ADVERSARIAL_WEIGHTS = {"g_loss_B": 0.1, "d_P": 0.1, "d_P_ll": 0.01, "d_A_aux": 0.1}
+ADAM_EPSILON = 1e-8  # TF1 AdamOptimizer's default
+
+UPDATE_ORDER = ("g_A", "d_B", "seg", "de_B", "d_A", "d_P", "d_P_ll")
+# The variables each update may change, by scope.
+UPDATE_SCOPES = {
+    "g_A": ("g_A",), "d_B": ("d_B",), "seg": ("e_B", "s_B", "s_B_ll"), "de_B": ("de_B",),
+    "d_A": ("d_A",), "d_P": ("d_P",), "d_P_ll": ("d_P_ll",),
+}
+
+
+def run_stacked(model, batches):
+    """Runs a network whose layers act on each sample alone once on several equal batches.
+
+    `batches` holds tensors, or lists of tensors for a multi-input model; returns one output
+    per batch.
+    """
+    if isinstance(batches[0], (list, tuple)):
+        inputs = [tf.concat(parts, axis=0) for parts in zip(*batches)]
+    else:
+        inputs = tf.concat(batches, axis=0)
+    return tf.split(model(inputs), len(batches), axis=0)
+
+
+def foreground_dice(logits, onehot):
+    """Mean Dice over foreground classes of argmax predictions: the batch Dice SIFA logs."""
+    num_classes = onehot.shape[-1]
+    prediction = tf.one_hot(tf.argmax(logits, axis=-1), num_classes)[..., 1:]
+    truth = tf.cast(onehot, tf.float32)[..., 1:]
+    axes = tf.range(tf.rank(truth) - 1)
+    intersection = tf.reduce_sum(prediction * truth, axis=axes)
+    sizes = tf.reduce_sum(prediction, axis=axes) + tf.reduce_sum(truth, axis=axes)
+    return tf.reduce_mean(2.0 * intersection / (sizes + 1e-7))
+
+
+def set_precision(precision):
+    """Sets the global Keras dtype policy: float32, mixed_float16 or mixed_bfloat16."""
+    if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+        raise ValueError(f"unknown precision {precision!r}")
+    keras.mixed_precision.set_dtype_policy(precision)
+
+
+class SIFATask:
+    """Builds everything a SIFA run trains and runs its step (official/vision style)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        set_precision(cfg.precision)
+        self.networks = self.build_model()
+        self.gan_optimizer, self.seg_optimizer = self.build_optimizers()
+        batch_shape = (cfg.batch_size, cfg.model.image_size, cfg.model.image_size, 1)
+        self.pool_A = FakeImagePool(cfg.pool_size, batch_shape, seed=cfg.seed, name="pool_A")
+        self.pool_B = FakeImagePool(cfg.pool_size, batch_shape, seed=cfg.seed + 1, name="pool_B")
+
+    def build_model(self):
+        return SIFANetworks(self.cfg.model)
+
+    def scope_variables(self, scopes):
+        return [v for scope in scopes for v in getattr(self.networks, scope).trainable_variables]
+
+    def build_optimizers(self):
+        """One Adam (beta1 0.5) shared by the six GAN updates, as in the official graph (so its
+        step count, and Adam's bias correction, advances once per update), and one for seg."""
+        gan = keras.optimizers.Adam(self.cfg.base_lr, beta_1=0.5, epsilon=ADAM_EPSILON, name="adam_gan")
+        seg = keras.optimizers.Adam(self.cfg.base_lr, epsilon=ADAM_EPSILON, name="adam_seg")
+        if self.cfg.precision == "mixed_float16":
+            gan = keras.optimizers.LossScaleOptimizer(gan, name="gan")
+            seg = keras.optimizers.LossScaleOptimizer(seg, name="seg")
+        gan_scopes = [s for name in UPDATE_ORDER if name != "seg" for s in UPDATE_SCOPES[name]]
+        gan.build(self.scope_variables(gan_scopes))
+        seg.build(self.scope_variables(UPDATE_SCOPES["seg"]))
+        return gan, seg
+
+    def checkpoint_items(self):
+        """Everything a resumed run needs, for tf.train.Checkpoint."""
+        items = {scope: getattr(self.networks, scope) for scope in SIFANetworks.SCOPES}
+        items.update(gan_optimizer=self.gan_optimizer, seg_optimizer=self.seg_optimizer,
+                     pool_A=self.pool_A, pool_B=self.pool_B)
+        return items
+
+    # ----------------------------------------------------------------- losses
+    def cycle_loss(self, ctx, cycle_A, cycle_B):
+        weight = self.cfg.lambda_cycle
+        return weight * (losses.cycle_consistency(ctx["A"], cycle_A) + losses.cycle_consistency(ctx["B"], cycle_B))
+
+    def g_loss_B(self, ctx, latent_B, latent_fake_B):
+        """g_loss_B = cycle + lsgan_gen(d_A_main(fake_A)); also returns fake_A and the d_A output."""
+        n = self.networks
+        fake_A, cycle_A = run_stacked(n.de_B, [[latent_B, ctx["B"]], [latent_fake_B, ctx["fake_B"]]])
+        cycle_B = n.g_A(fake_A)
+        d_A_fake = n.d_A(fake_A)
+        loss = self.cycle_loss(ctx, cycle_A, cycle_B) + losses.lsgan_generator(d_A_fake[..., :1])
+        return loss, fake_A, d_A_fake, (cycle_A, cycle_B)
+
+    def segmentation_terms(self, logits, logits_ll, onehot):
+        ce, dice = losses.weighted_cross_entropy(logits, onehot), losses.dice_loss(logits, onehot)
+        ce_ll, dice_ll = losses.weighted_cross_entropy(logits_ll, onehot), losses.dice_loss(logits_ll, onehot)
+        return {"ce": ce, "dice": dice, "ce_ll": ce_ll, "dice_ll": dice_ll}
+
+    def minimize(self, optimizer, tape, loss, variables):
+        gradients = tape.gradient(optimizer.scale_loss(loss), variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+
+    # ---------------------------------------------------------------- updates
+    # Each update reads and writes `ctx`, a dict of the step's tensors. A value stays in ctx
+    # only while the weights and inputs it came from are unchanged.
+
+    def update_g_A(self, ctx):
+        n, metrics = self.networks, ctx["metrics"]
+        latent_B, _ = n.e_B(ctx["B"], training=True)
+        fake_A = n.de_B([latent_B, ctx["B"]])
+        variables = self.scope_variables(UPDATE_SCOPES["g_A"])
+        with tf.GradientTape() as tape:
+            fake_B, cycle_B = run_stacked(n.g_A, [ctx["A"], fake_A])
+            latent_fake_B, _ = n.e_B(fake_B, training=True)
+            cycle_A = n.de_B([latent_fake_B, fake_B])
+            loss = self.cycle_loss(ctx, cycle_A, cycle_B) + losses.lsgan_generator(n.d_B(fake_B))
+        self.minimize(self.gan_optimizer, tape, loss, variables)
+        metrics["g_loss_A"] = loss
+        # The pool gets fake_B from before this update, as in the official schedule.
+        ctx["pooled_fake_B"] = self.pool_B(fake_B)
+
+    def update_d_B(self, ctx):
+        variables = self.scope_variables(UPDATE_SCOPES["d_B"])
+        with tf.GradientTape() as tape:
+            real, fake = run_stacked(self.networks.d_B, [ctx["B"], ctx["pooled_fake_B"]])
+            loss = losses.lsgan_discriminator(real, fake)
+        self.minimize(self.gan_optimizer, tape, loss, variables)
+        ctx["metrics"]["d_loss_B"] = loss
+
+    def update_seg(self, ctx):
+        n, metrics = self.networks, ctx["metrics"]
+        ctx["fake_B"] = n.g_A(ctx["A"])  # g_A has changed; it stays fixed until the next step
+        variables = self.scope_variables(UPDATE_SCOPES["seg"])
+        with tf.GradientTape() as tape:
+            latent_B, latent_B_ll = n.e_B(ctx["B"], training=True)
+            latent_fake_B, latent_fake_B_ll = n.e_B(ctx["fake_B"], training=True)
+            pred_B, pred_fake_B = run_stacked(n.s_B, [latent_B, latent_fake_B])
+            pred_B_ll, pred_fake_B_ll = run_stacked(n.s_B_ll, [latent_B_ll, latent_fake_B_ll])
+            g_loss_B, _, d_A_fake, _ = self.g_loss_B(ctx, latent_B, latent_fake_B)
+            terms = self.segmentation_terms(pred_fake_B, pred_fake_B_ll, ctx["gt_A"])
+            terms["l2"] = SEG_L2_WEIGHT * losses.l2_regularisation(variables)
+            adversarial = {
+                "g_loss_B": g_loss_B,
+                "d_P": losses.lsgan_generator(n.d_P(pred_B)),
+                "d_P_ll": losses.lsgan_generator(n.d_P_ll(pred_B_ll)),
+                "d_A_aux": losses.lsgan_generator(d_A_fake[..., 1:]),
+            }
+            loss = (terms["ce"] + terms["dice"] + terms["l2"]
+                    + DEEP_SUPERVISION_WEIGHT * (terms["ce_ll"] + terms["dice_ll"])
+                    + sum(SEG_ADVERSARIAL_WEIGHTS[k] * v for k, v in adversarial.items()))
+        self.minimize(self.seg_optimizer, tape, loss, variables)
+        metrics["seg_loss"] = loss
+        metrics.update({f"seg_{k}": v for k, v in terms.items()})
+        metrics.update({f"seg_adv_{k}": v for k, v in adversarial.items()})
+
+    def update_de_B(self, ctx):
+        n = self.networks
+        # e_B changed in the seg update; these latents stay valid until the next step.
+        ctx["latent_B"], ctx["latent_B_ll"] = n.e_B(ctx["B"], training=True)
+        ctx["latent_fake_B"], ctx["latent_fake_B_ll"] = n.e_B(ctx["fake_B"], training=True)
+        variables = self.scope_variables(UPDATE_SCOPES["de_B"])
+        with tf.GradientTape() as tape:
+            loss, fake_A, _, cycles = self.g_loss_B(ctx, ctx["latent_B"], ctx["latent_fake_B"])
+        self.minimize(self.gan_optimizer, tape, loss, variables)
+        ctx["metrics"]["g_loss_B"] = loss
+        ctx["images"].update(fake_A=fake_A, cycle_B=cycles[1])
+        ctx["pooled_fake_A"] = self.pool_A(fake_A)
+
+    def update_d_A(self, ctx):
+        n = self.networks
+        cycle_A = n.de_B([ctx["latent_fake_B"], ctx["fake_B"]])  # de_B has changed
+        variables = self.scope_variables(UPDATE_SCOPES["d_A"])
+        with tf.GradientTape() as tape:
+            real, pooled, cycled = run_stacked(n.d_A, [ctx["A"], ctx["pooled_fake_A"], cycle_A])
+            loss = (losses.lsgan_discriminator(real[..., :1], pooled[..., :1])
+                    + losses.lsgan_discriminator(cycled[..., 1:], pooled[..., 1:]))
+        self.minimize(self.gan_optimizer, tape, loss, variables)
+        ctx["metrics"]["d_loss_A"] = loss
+        ctx["images"]["cycle_A"] = cycle_A
+
+    def _update_output_discriminator(self, ctx, scope, segmenter, latent_key):
+        n = self.networks
+        fake_B_logits, B_logits = run_stacked(getattr(n, segmenter),
+                                              [ctx[f"latent_fake_B{latent_key}"], ctx[f"latent_B{latent_key}"]])
+        variables = self.scope_variables(UPDATE_SCOPES[scope])
+        with tf.GradientTape() as tape:
+            real, fake = run_stacked(getattr(n, scope), [fake_B_logits, B_logits])
+            loss = losses.lsgan_discriminator(real, fake)
+        self.minimize(self.gan_optimizer, tape, loss, variables)
+        ctx["metrics"][f"d_loss_{scope[2:]}"] = loss
+        return fake_B_logits
+
+    def update_d_P(self, ctx):
+        pred_fake_B = self._update_output_discriminator(ctx, "d_P", "s_B", "")
+        ctx["metrics"]["dice_fake_B"] = foreground_dice(pred_fake_B, ctx["gt_A"])
+        ctx["images"]["pred_fake_B"] = pred_fake_B
+
+    def update_d_P_ll(self, ctx):
+        self._update_output_discriminator(ctx, "d_P_ll", "s_B_ll", "_ll")
+
+    # ------------------------------------------------------------------- step
+    def new_context(self, source_images, source_labels, target_images):
+        return {"A": source_images, "gt_A": source_labels, "B": target_images,
+                "metrics": {}, "images": {}}
+
+    def train_step(self, source_images, source_labels, target_images):
+        """The seven updates in the official order; returns (metrics, images)."""
+        ctx = self.new_context(source_images, source_labels, target_images)
+        for name in UPDATE_ORDER:
+            getattr(self, f"update_{name}")(ctx)
+        images = dict(ctx["images"], A=ctx["A"], B=ctx["B"], fake_B=ctx["fake_B"])
+        return ctx["metrics"], images
+
+    def predict_logits(self, images):
+        """Target-domain segmentation logits with batch norm in inference mode."""
+        latent, _ = self.networks.e_B(images, training=False)
+        return self.networks.s_B(latent)

@@ -1,0 +1,224 @@
+"""SIFA sub-networks: official parameter counts and shapes, small forward passes, custom layers."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sifa_synthmix.config import ModelConfig
+from sifa_synthmix.layers import BilinearResize, ChannelZeroPad, InstanceNorm
+from sifa_synthmix.networks import SIFANetworks, build_de_B, build_g_A
+
+# Trainable parameters of the official TF1 graph at its defaults (docs/sifa_reference.md).
+OFFICIAL_PARAMETER_COUNTS = {
+    "g_A": 2_849_537,
+    "e_B": 27_519_472,
+    "de_B": 1_902_848,
+    "s_B": 2_560,
+    "s_B_ll": 2_560,
+    "d_A": 2_771_712,
+    "d_B": 2_763_520,
+    "d_P": 2_767_616,
+    "d_P_ll": 2_767_616,
+    "total": 43_347_441,
+}
+OFFICIAL_BATCH_NORM_MOVING_STATS = 16_096
+TINY = ModelConfig(image_size=32, ngf=4, ndf=4, encoder_base=2, num_classes=3)
+BATCH = 2
+
+
+def discriminator_map_size(image_size):
+    """Five 4x4 VALID convs after zero padding 2, strides 2, 2, 2, 1, 1."""
+    for stride in (2, 2, 2, 1, 1):
+        image_size = image_size // stride + 1
+    return image_size
+
+
+def run_all(networks, images, training):
+    """One forward pass of every sub-network on `images`; returns {scope: outputs}."""
+    latent, latent_ll = networks.e_B(images, training=training)
+    logits = networks.s_B(latent)
+    return {
+        "g_A": networks.g_A(images),
+        "e_B": (latent, latent_ll),
+        "de_B": networks.de_B([latent, images]),
+        "s_B": logits,
+        "s_B_ll": networks.s_B_ll(latent_ll),
+        "d_A": networks.d_A(images),
+        "d_B": networks.d_B(images),
+        "d_P": networks.d_P(logits),
+        "d_P_ll": networks.d_P_ll(logits),
+    }
+
+
+def tiny_images(seed=0):
+    return tf.random.stateless_uniform((BATCH, TINY.image_size, TINY.image_size, 1), (seed, 1), -1.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def default_networks():
+    return SIFANetworks(ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def tiny_networks():
+    keras.utils.set_random_seed(1234)
+    return SIFANetworks(TINY)
+
+
+@pytest.fixture
+def mixed_bfloat16_policy():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_parameter_counts_match_the_official_graph(default_networks):
+    assert default_networks.parameter_counts() == OFFICIAL_PARAMETER_COUNTS
+    moving_stats = sum(int(np.prod(w.shape)) for w in default_networks.e_B.non_trainable_weights)
+    assert moving_stats == OFFICIAL_BATCH_NORM_MOVING_STATS
+
+
+def test_models_carry_the_official_scope_names(default_networks):
+    assert [getattr(default_networks, scope).name for scope in SIFANetworks.SCOPES] == list(SIFANetworks.SCOPES)
+
+
+def test_output_shapes_at_the_official_size(default_networks):
+    def output_shape(model, *input_shapes):
+        specs = [keras.KerasTensor(shape) for shape in input_shapes]
+        outputs = model.compute_output_spec(specs if len(specs) > 1 else specs[0])
+        return [tuple(o.shape) for o in outputs] if isinstance(outputs, list) else tuple(outputs.shape)
+
+    image, latent = (1, 256, 256, 1), (1, 32, 32, 512)
+    assert discriminator_map_size(256) == 35
+    assert output_shape(default_networks.e_B, image) == [latent, latent]
+    assert output_shape(default_networks.g_A, image) == image
+    assert output_shape(default_networks.de_B, latent, image) == image
+    for segmenter in (default_networks.s_B, default_networks.s_B_ll):
+        assert output_shape(segmenter, latent) == (1, 256, 256, 5)
+    assert output_shape(default_networks.d_A, image) == (1, 35, 35, 2)
+    assert output_shape(default_networks.d_B, image) == (1, 35, 35, 1)
+    for discriminator in (default_networks.d_P, default_networks.d_P_ll):
+        assert output_shape(discriminator, (1, 256, 256, 5)) == (1, 35, 35, 1)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_tiny_forward_pass_shapes_and_finite_values(tiny_networks, training):
+    outputs = run_all(tiny_networks, tiny_images(), training)
+    size, latent_size, map_size = TINY.image_size, TINY.image_size // 8, discriminator_map_size(TINY.image_size)
+    expected = {
+        "g_A": [(BATCH, size, size, 1)],
+        "e_B": [(BATCH, latent_size, latent_size, 32 * TINY.encoder_base)] * 2,
+        "de_B": [(BATCH, size, size, 1)],
+        "s_B": [(BATCH, size, size, TINY.num_classes)],
+        "s_B_ll": [(BATCH, size, size, TINY.num_classes)],
+        "d_A": [(BATCH, map_size, map_size, 2)],
+        "d_B": [(BATCH, map_size, map_size, 1)],
+        "d_P": [(BATCH, map_size, map_size, 1)],
+        "d_P_ll": [(BATCH, map_size, map_size, 1)],
+    }
+    for scope, tensors in outputs.items():
+        tensors = list(tensors) if isinstance(tensors, tuple) else [tensors]
+        assert [tuple(t.shape) for t in tensors] == expected[scope], scope
+        assert all(np.isfinite(t.numpy()).all() for t in tensors), scope
+    for scope in ("g_A", "de_B"):
+        assert np.abs(outputs[scope].numpy()).max() < 1.0  # tanh range
+
+
+@pytest.mark.parametrize("build, with_latent", [(build_g_A, False), (build_de_B, True)])
+def test_skip_connection_adds_the_input_image_before_tanh(build, with_latent):
+    generator = build(TINY)
+    last_conv = generator.get_layer("c6")
+    last_conv.set_weights([np.zeros(w.shape, np.float32) for w in last_conv.weights])
+    images = tiny_images(seed=3)
+    latent_size = TINY.image_size // 8
+    latent = tf.random.stateless_normal((BATCH, latent_size, latent_size, 32 * TINY.encoder_base), (3, 2))
+    generated = generator([latent, images] if with_latent else images)
+    np.testing.assert_allclose(generated.numpy(), np.tanh(images.numpy()), rtol=1e-6, atol=1e-6)
+
+
+def test_encoder_segmenter_discriminator_compile_with_xla(tiny_networks):
+    """Covers batch norm in training mode, channel padding, the resize op and instance norm."""
+
+    def forward(images):
+        _, latent_ll = tiny_networks.e_B(images, training=True)
+        logits = tiny_networks.s_B_ll(latent_ll)
+        return logits, tiny_networks.d_P_ll(logits)
+
+    images = tiny_images(seed=5)
+    eager = forward(images)
+    compiled = tf.function(forward, jit_compile=True)(images)
+    for expected, actual in zip(eager, compiled):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_outputs_are_float32_under_mixed_bfloat16(mixed_bfloat16_policy):
+    networks = SIFANetworks(TINY)
+    outputs = run_all(networks, tiny_images(), training=True)
+    latent, latent_ll = outputs.pop("e_B")
+    assert latent.dtype == latent_ll.dtype == tf.bfloat16  # the policy really applies inside
+    for scope, tensor in outputs.items():
+        assert tensor.dtype == tf.float32, scope
+        assert np.isfinite(tensor.numpy()).all(), scope
+
+
+def numpy_instance_norm(x, gamma, beta, epsilon=1e-6):
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    variance = x.var(axis=(1, 2), keepdims=True)
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+
+def test_instance_norm_matches_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(2, 5, 6, 3)).astype(np.float32)
+    gamma, beta = rng.normal(size=3).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    layer = InstanceNorm()
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    np.testing.assert_allclose(layer(x).numpy(), numpy_instance_norm(x, gamma, beta), rtol=1e-5, atol=1e-5)
+
+
+def test_instance_norm_keeps_float32_statistics_under_bfloat16():
+    rng = np.random.default_rng(1)
+    x = tf.cast(rng.normal(5.0, 3.0, size=(2, 8, 8, 4)), tf.bfloat16)
+    layer = InstanceNorm(dtype="mixed_bfloat16")
+    y = layer(x)
+    assert y.dtype == tf.bfloat16
+    assert layer.gamma.dtype == layer.beta.dtype == "float32"
+    expected = numpy_instance_norm(tf.cast(x, tf.float32).numpy(), 1.0, 0.0)
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected, rtol=1e-2, atol=2e-2)
+
+
+def test_bilinear_resize_uses_tf1_sampling_for_a_2x2_upsample():
+    image = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32).reshape(1, 2, 2, 1)
+    # TF1: output pixel i samples source i * 2 / 4, clamped at the last row / column.
+    expected = np.array(
+        [[0.0, 0.5, 1.0, 1.0], [1.0, 1.5, 2.0, 2.0], [2.0, 2.5, 3.0, 3.0], [2.0, 2.5, 3.0, 3.0]], np.float32
+    )
+    np.testing.assert_allclose(BilinearResize((4, 4))(image).numpy()[0, :, :, 0], expected)
+
+
+def numpy_tf1_resize_bilinear(images, out_height, out_width):
+    def weights(in_size, out_size):
+        source = np.arange(out_size) * (in_size / out_size)
+        lower = np.floor(source).astype(int)
+        return lower, np.minimum(lower + 1, in_size - 1), (source - lower).astype(np.float32)
+
+    top, bottom, dy = weights(images.shape[1], out_height)
+    left, right, dx = weights(images.shape[2], out_width)
+    rows = images[:, top] * (1 - dy)[None, :, None, None] + images[:, bottom] * dy[None, :, None, None]
+    return rows[:, :, left] * (1 - dx)[None, None, :, None] + rows[:, :, right] * dx[None, None, :, None]
+
+
+def test_bilinear_resize_matches_tf1_semantics_for_uneven_ratios():
+    images = np.random.default_rng(2).normal(size=(2, 3, 5, 4)).astype(np.float32)
+    resized = BilinearResize((8, 12))(images).numpy()
+    np.testing.assert_allclose(resized, numpy_tf1_resize_bilinear(images, 8, 12), rtol=1e-5, atol=1e-5)
+
+
+def test_channel_zero_pad_pads_both_sides_of_the_channel_axis():
+    x = np.ones((1, 2, 2, 2), np.float32)
+    padded = ChannelZeroPad(3)(x).numpy()
+    assert padded.shape == (1, 2, 2, 8)
+    np.testing.assert_array_equal(padded[0, 0, 0], [0, 0, 0, 1, 1, 0, 0, 0])
