@@ -41,11 +41,36 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SynthMixConfig:
+    """The SynthMix add-on (docs: ../shared/docs/synthmix.md). protocol "none" is plain SIFA."""
+
+    protocol: str = "none"  # none | synthmix | mixup | cutmix
+    k: int = 8
+    lam: str = "uniform"  # a number in [0, 1], or "uniform" (per sample from U(0, 1))
+    interpolation: str = "nearest"
+    lambda_inspector: float = 0.1
+    inspector_loss: str = "bce"  # bce | lsgan
+    image_discriminators: bool = True  # False: the paper's "Model 0", no d_A/d_B adversarial terms
+    inspector_ndf: int = 64
+
+    def __post_init__(self):
+        if self.protocol not in ("none", "synthmix", "mixup", "cutmix"):
+            raise ValueError(f"unknown mix protocol {self.protocol!r}")
+        if self.inspector_loss not in ("bce", "lsgan"):
+            raise ValueError(f"unknown inspector loss {self.inspector_loss!r}")
+        if self.interpolation not in ("nearest", "bilinear"):
+            raise ValueError(f"unknown mask interpolation {self.interpolation!r}")
+        if self.lam != "uniform" and not 0.0 <= float(self.lam) <= 1.0:
+            raise ValueError(f"synthmix lambda must be 'uniform' or in [0, 1], got {self.lam}")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are SIFA's official schedule."""
 
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
+    synthmix: SynthMixConfig = SynthMixConfig()
     output_dir: str = "runs/sifa"
     max_steps: int = 20000
     batch_size: int = 8
@@ -60,3 +85,16 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: bool = False
     deterministic: bool = False
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        values = dict(values)
+        nested = {"model": ModelConfig, "data": DataConfig, "synthmix": SynthMixConfig}
+        for key, kind in nested.items():
+            if key in values:
+                fields = dict(values[key])
+                values[key] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        return cls(**values)

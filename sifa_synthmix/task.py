@@ -36,7 +36,10 @@ def run_stacked(model, batches):
         inputs = [tf.concat(parts, axis=0) for parts in zip(*batches)]
     else:
         inputs = tf.concat(batches, axis=0)
-    return tf.split(model(inputs), len(batches), axis=0)
+    outputs = model(inputs)
+    if isinstance(outputs, (list, tuple)):
+        return list(zip(*(tf.split(output, len(batches), axis=0) for output in outputs)))
+    return tf.split(outputs, len(batches), axis=0)
 
 
 def foreground_dice(logits, onehot):
@@ -58,7 +61,13 @@ def set_precision(precision):
 
 
 class SIFATask:
-    """Builds everything a SIFA run trains and runs its step (official/vision style)."""
+    """Builds everything a SIFA run trains and runs its step (official/vision style).
+
+    Subclasses add terms to the generator losses through `mix_loss_A` / `mix_loss_B`, more
+    updates through `update_order`, and may switch off the image discriminators d_A and d_B.
+    """
+
+    image_discriminators = True
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -71,6 +80,9 @@ class SIFATask:
 
     def build_model(self):
         return SIFANetworks(self.cfg.model)
+
+    def parameter_counts(self):
+        return self.networks.parameter_counts()
 
     def scope_variables(self, scopes):
         return [v for scope in scopes for v in getattr(self.networks, scope).trainable_variables]
@@ -95,18 +107,38 @@ class SIFATask:
                      pool_A=self.pool_A, pool_B=self.pool_B)
         return items
 
+    @property
+    def update_order(self):
+        if self.image_discriminators:
+            return UPDATE_ORDER
+        return tuple(name for name in UPDATE_ORDER if name not in ("d_A", "d_B"))
+
+    def mix_loss_A(self, ctx, fake_B):
+        """Extra term of g_loss_A (SynthMix's S_mix term); none in SIFA."""
+        del ctx, fake_B
+        return 0.0
+
+    def mix_loss_B(self, ctx, fake_A):
+        """Extra term of g_loss_B (SynthMix's T_mix term); none in SIFA."""
+        del ctx, fake_A
+        return 0.0
+
     # ----------------------------------------------------------------- losses
     def cycle_loss(self, ctx, cycle_A, cycle_B):
         weight = self.cfg.lambda_cycle
         return weight * (losses.cycle_consistency(ctx["A"], cycle_A) + losses.cycle_consistency(ctx["B"], cycle_B))
 
     def g_loss_B(self, ctx, latent_B, latent_fake_B):
-        """g_loss_B = cycle + lsgan_gen(d_A_main(fake_A)); also returns fake_A and the d_A output."""
+        """g_loss_B = cycle + lsgan_gen(d_A_main(fake_A)) (+ mix term); also returns fake_A,
+        the d_A output (None without image discriminators) and the cycle images."""
         n = self.networks
         fake_A, cycle_A = run_stacked(n.de_B, [[latent_B, ctx["B"]], [latent_fake_B, ctx["fake_B"]]])
         cycle_B = n.g_A(fake_A)
-        d_A_fake = n.d_A(fake_A)
-        loss = self.cycle_loss(ctx, cycle_A, cycle_B) + losses.lsgan_generator(d_A_fake[..., :1])
+        loss = self.cycle_loss(ctx, cycle_A, cycle_B) + self.mix_loss_B(ctx, fake_A)
+        d_A_fake = None
+        if self.image_discriminators:
+            d_A_fake = n.d_A(fake_A)
+            loss += losses.lsgan_generator(d_A_fake[..., :1])
         return loss, fake_A, d_A_fake, (cycle_A, cycle_B)
 
     def segmentation_terms(self, logits, logits_ll, onehot):
@@ -131,11 +163,14 @@ class SIFATask:
             fake_B, cycle_B = run_stacked(n.g_A, [ctx["A"], fake_A])
             latent_fake_B, _ = n.e_B(fake_B, training=True)
             cycle_A = n.de_B([latent_fake_B, fake_B])
-            loss = self.cycle_loss(ctx, cycle_A, cycle_B) + losses.lsgan_generator(n.d_B(fake_B))
+            loss = self.cycle_loss(ctx, cycle_A, cycle_B) + self.mix_loss_A(ctx, fake_B)
+            if self.image_discriminators:
+                loss += losses.lsgan_generator(n.d_B(fake_B))
         self.minimize(self.gan_optimizer, tape, loss, variables)
         metrics["g_loss_A"] = loss
-        # The pool gets fake_B from before this update, as in the official schedule.
-        ctx["pooled_fake_B"] = self.pool_B(fake_B)
+        if self.image_discriminators:
+            # The pool gets fake_B from before this update, as in the official schedule.
+            ctx["pooled_fake_B"] = self.pool_B(fake_B)
 
     def update_d_B(self, ctx):
         variables = self.scope_variables(UPDATE_SCOPES["d_B"])
@@ -161,8 +196,9 @@ class SIFATask:
                 "g_loss_B": g_loss_B,
                 "d_P": losses.lsgan_generator(n.d_P(pred_B)),
                 "d_P_ll": losses.lsgan_generator(n.d_P_ll(pred_B_ll)),
-                "d_A_aux": losses.lsgan_generator(d_A_fake[..., 1:]),
             }
+            if self.image_discriminators:
+                adversarial["d_A_aux"] = losses.lsgan_generator(d_A_fake[..., 1:])
             loss = (terms["ce"] + terms["dice"] + terms["l2"]
                     + DEEP_SUPERVISION_WEIGHT * (terms["ce_ll"] + terms["dice_ll"])
                     + sum(SEG_ADVERSARIAL_WEIGHTS[k] * v for k, v in adversarial.items()))
@@ -181,8 +217,9 @@ class SIFATask:
             loss, fake_A, _, cycles = self.g_loss_B(ctx, ctx["latent_B"], ctx["latent_fake_B"])
         self.minimize(self.gan_optimizer, tape, loss, variables)
         ctx["metrics"]["g_loss_B"] = loss
-        ctx["images"].update(fake_A=fake_A, cycle_B=cycles[1])
-        ctx["pooled_fake_A"] = self.pool_A(fake_A)
+        ctx["images"].update(fake_A=fake_A, cycle_A=cycles[0], cycle_B=cycles[1])
+        if self.image_discriminators:
+            ctx["pooled_fake_A"] = self.pool_A(fake_A)
 
     def update_d_A(self, ctx):
         n = self.networks
@@ -224,7 +261,7 @@ class SIFATask:
     def train_step(self, source_images, source_labels, target_images):
         """The seven updates in the official order; returns (metrics, images)."""
         ctx = self.new_context(source_images, source_labels, target_images)
-        for name in UPDATE_ORDER:
+        for name in self.update_order:
             getattr(self, f"update_{name}")(ctx)
         images = dict(ctx["images"], A=ctx["A"], B=ctx["B"], fake_B=ctx["fake_B"])
         return ctx["metrics"], images

@@ -1,0 +1,109 @@
+"""Every command-line flag of main.py, defined once, and their translation into a TrainConfig."""
+from absl import flags
+
+from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainConfig
+
+FLAGS = flags.FLAGS
+MODES = ("summary", "train")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def define_flags():
+    """Defines the flags (once per process; later calls do nothing)."""
+    if "mode" in FLAGS:
+        return
+    flags.DEFINE_enum("mode", "train", MODES, "summary: print parameter counts as JSON; train: train a run.")
+    # Data.
+    flags.DEFINE_string("data_dir", "data/mmwhs", "Prepared-data folder (data_prep output or the phantom).")
+    flags.DEFINE_enum("source_modality", "mr", ["mr", "ct"], "Labelled domain A.")
+    flags.DEFINE_enum("target_modality", "ct", ["mr", "ct"], "Unlabelled domain B.")
+    flags.DEFINE_string("source_train_list", "", "Overrides DATA_DIR/datalists: a datalist, glob or .tfrecords.")
+    flags.DEFINE_string("target_train_list", "", "Overrides DATA_DIR/datalists for the target.")
+    flags.DEFINE_string("target_val_list", "", "Target validation records (monitoring only).")
+    flags.DEFINE_string("stats_file", "", "Overrides DATA_DIR/stats.json.")
+    flags.DEFINE_list("source_range", [], "Explicit min,max of the source intensities (maps to [-1, 1]).")
+    flags.DEFINE_list("target_range", [], "Explicit min,max of the target intensities.")
+    flags.DEFINE_bool("prepare_phantom", False,
+                      "Generate the embedded phantom into --data_dir first if it holds no dataset.json.")
+    flags.DEFINE_integer("phantom_seed", 0, "Seed of the generated phantom.")
+    # Model.
+    flags.DEFINE_integer("image_size", 256, "Slice height and width.")
+    flags.DEFINE_integer("ngf", 32, "Generator/decoder base width.")
+    flags.DEFINE_integer("ndf", 64, "Discriminator base width.")
+    flags.DEFINE_integer("encoder_base", 16, "e_B base width (even).")
+    flags.DEFINE_integer("num_classes", 5, "Classes including background.")
+    flags.DEFINE_bool("skip", True, "Skip connection tanh(image + conv) in g_A and de_B.")
+    # Training.
+    flags.DEFINE_string("output_dir", "runs/sifa", "Run folder: checkpoints/, tb/, config.json.")
+    flags.DEFINE_integer("max_steps", 20000, "Training steps.")
+    flags.DEFINE_integer("batch_size", 8, "Slices per domain per step.")
+    flags.DEFINE_float("base_lr", 2e-4, "Adam learning rate of every update.")
+    flags.DEFINE_float("lambda_cycle", 10.0, "Weight of each cycle-consistency term.")
+    flags.DEFINE_integer("pool_size", 50, "Batches held by each fake-image pool.")
+    flags.DEFINE_integer("seed", 1234, "Seed of weights, data order, pools and masks.")
+    flags.DEFINE_integer("save_every", 300, "Checkpoint every N steps (and at the end).")
+    flags.DEFINE_integer("keep_checkpoints", 40, "Checkpoints kept (official: 40).")
+    flags.DEFINE_integer("log_every", 10, "Scalars, batch Dice and the progress line every N steps.")
+    flags.DEFINE_integer("image_every", 300, "TensorBoard images every N steps.")
+    flags.DEFINE_enum("precision", "auto", PRECISIONS,
+                      "auto: mixed_float16 when a GPU is present, else float32.")
+    flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+    flags.DEFINE_bool("deterministic", False,
+                      "Seeded, op-deterministic run whose input pipeline position is checkpointed too, "
+                      "so a resumed run continues exactly (the shuffle buffer goes into checkpoints).")
+    flags.DEFINE_bool("overwrite", False, "Start afresh in an output_dir that holds a run with other flags.")
+    # SynthMix.
+    flags.DEFINE_enum("mix_protocol", "none", ["none", "synthmix", "mixup", "cutmix"],
+                      "none: plain SIFA; synthmix: the paper's method; mixup/cutmix: its baselines.")
+    flags.DEFINE_integer("synthmix_k", 8, "SynthMix mask resolution k (divides image_size).")
+    flags.DEFINE_string("synthmix_lambda", "uniform", "Share of target cells: a number, or 'uniform'.")
+    flags.DEFINE_enum("mask_interpolation", "nearest", ["nearest", "bilinear"], "Mask upsampling.")
+    flags.DEFINE_float("lambda_inspector", 0.1, "lambda_I, weight of L_adv^mix and L_cls.")
+    flags.DEFINE_enum("inspector_loss", "bce", ["bce", "lsgan"], "Loss of the Mixup Inspector.")
+    flags.DEFINE_bool("image_discriminators", True,
+                      "False: the paper's 'Model 0', no d_A/d_B terms; the Inspector alone judges translations.")
+    flags.DEFINE_integer("inspector_ndf", 64, "Mixup Inspector base width.")
+
+
+def _range(values, name):
+    if not values:
+        return ()
+    if len(values) != 2:
+        raise flags.ValidationError(f"--{name} takes min,max, got {','.join(values)}")
+    return tuple(float(v) for v in values)
+
+
+def resolve_precision(precision):
+    if precision != "auto":
+        return precision
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+
+def config_from_flags(values=FLAGS):
+    """A TrainConfig from parsed flags."""
+    return TrainConfig(
+        model=ModelConfig(image_size=values.image_size, ngf=values.ngf, ndf=values.ndf,
+                          encoder_base=values.encoder_base, num_classes=values.num_classes,
+                          skip=values.skip),
+        data=DataConfig(data_dir=values.data_dir, source_modality=values.source_modality,
+                        target_modality=values.target_modality,
+                        source_train_list=values.source_train_list,
+                        target_train_list=values.target_train_list,
+                        target_val_list=values.target_val_list, stats_file=values.stats_file,
+                        source_range=_range(values.source_range, "source_range"),
+                        target_range=_range(values.target_range, "target_range")),
+        synthmix=SynthMixConfig(protocol=values.mix_protocol, k=values.synthmix_k,
+                                lam=values.synthmix_lambda, interpolation=values.mask_interpolation,
+                                lambda_inspector=values.lambda_inspector,
+                                inspector_loss=values.inspector_loss,
+                                image_discriminators=values.image_discriminators,
+                                inspector_ndf=values.inspector_ndf),
+        output_dir=values.output_dir, max_steps=values.max_steps, batch_size=values.batch_size,
+        base_lr=values.base_lr, lambda_cycle=values.lambda_cycle, pool_size=values.pool_size,
+        seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
+        log_every=values.log_every, image_every=values.image_every,
+        precision=resolve_precision(values.precision), jit_compile=values.jit_compile,
+        deterministic=values.deterministic,
+    )

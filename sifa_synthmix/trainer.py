@@ -1,0 +1,199 @@
+"""The training loop: run folder, data, checkpoints (and resuming), TensorBoard, progress line."""
+import json
+import pathlib
+import shutil
+import sys
+import time
+
+import keras
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from sifa_synthmix import inputs, visualize
+from sifa_synthmix.config import TrainConfig
+from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.data.reader import as_data_error
+from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.task import foreground_dice
+
+CONFIG_FILE = "config.json"
+# Settings a resumed run may change: they do not change what is trained.
+RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every")
+PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
+                   ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
+IMAGES_SHOWN = 4
+
+
+class RunFolderError(Exception):
+    """The output folder holds a run that this one must not overwrite."""
+
+
+def _flatten(values, prefix=""):
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
+
+
+def prepare_run_folder(cfg, overwrite=False):
+    """Creates OUTPUT_DIR and saves the run's flags there.
+
+    A folder holding a run with the same flags is resumed; one with other flags is refused
+    (naming the flags that differ) unless overwrite, which clears its checkpoints and events.
+    """
+    out = pathlib.Path(cfg.output_dir)
+    saved_path = out / CONFIG_FILE
+    new = _flatten(cfg.to_dict())
+    if saved_path.is_file():
+        old = _flatten(json.loads(saved_path.read_text()))
+        differing = sorted(k for k in set(old) | set(new)
+                           if k not in RESUMABLE_SETTINGS and old.get(k) != new.get(k))
+        if differing and not overwrite:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
+            raise RunFolderError(f"{out} holds a run with other flags ({details}); "
+                                 "pass --overwrite to replace it or choose another --output_dir")
+        if differing:
+            for sub in ("checkpoints", "tb"):
+                shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return out
+
+
+def load_run_config(run_dir):
+    """The TrainConfig a run folder was trained with."""
+    return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text()))
+
+
+def _format_eta(seconds):
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Trainer:
+    """Trains one run of a TrainConfig; a second Trainer on the same folder resumes it."""
+
+    def __init__(self, cfg, overwrite=False, log=print):
+        self.cfg = cfg
+        self.overwrite = overwrite
+        self.log = log
+
+    def _build(self):
+        cfg = self.cfg
+        self.out = prepare_run_folder(cfg, self.overwrite)
+        keras.utils.set_random_seed(cfg.seed)
+        if cfg.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        resolved = inputs.resolve_data(cfg.data)
+        source, target, val = inputs.build_training_datasets(cfg, resolved)
+        self.task = build_task(cfg)
+        self.source_it, self.target_it = iter(source), iter(target)
+        self.val_it = iter(val) if val is not None else None
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        items = dict(self.task.checkpoint_items(), step=self.step)
+        if cfg.deterministic:
+            items.update(source_iterator=self.source_it, target_iterator=self.target_it)
+        self.checkpoint = tf.train.Checkpoint(**items)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.out / "checkpoints"),
+                                                  max_to_keep=cfg.keep_checkpoints)
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            self.log(f"resumed {self.manager.latest_checkpoint} at step {int(self.step)}")
+        self.train_step = tf.function(self.task.train_step, jit_compile=cfg.jit_compile)
+        self.predict = tf.function(self.task.predict_logits)
+        self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
+
+    def _write_hparams(self):
+        with self.writer.as_default(step=int(self.step)):
+            hparams_api.hparams(_flatten(self.cfg.to_dict()), trial_id=str(self.out))
+
+    def _learning_rates(self):
+        return {"gan": float(keras.ops.convert_to_numpy(self.task.gan_optimizer.learning_rate)),
+                "seg": float(keras.ops.convert_to_numpy(self.task.seg_optimizer.learning_rate))}
+
+    def _write_scalars(self, step, metrics, target_batch):
+        scalars = {f"loss/{k}": float(v) for k, v in metrics.items() if not k.startswith("dice")}
+        scalars.update({f"lr/{k}": v for k, v in self._learning_rates().items()})
+        scalars["dice/fake_B_vs_source_labels"] = float(metrics["dice_fake_B"])
+        images_B, labels_B = target_batch
+        scalars["dice/B_train_batch"] = float(foreground_dice(self.predict(images_B), labels_B))
+        if self.val_it is not None:
+            val_images, val_labels = next(self.val_it)
+            scalars["dice/B_val_batch"] = float(foreground_dice(self.predict(val_images), val_labels))
+        with self.writer.as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+        return scalars
+
+    def _write_images(self, step, images, source_labels, target_batch):
+        num_classes = self.cfg.model.num_classes
+        shown = {k: v[:IMAGES_SHOWN] for k, v in images.items()}
+        with self.writer.as_default(step=step):
+            for name in ("A", "B", "fake_A", "fake_B", "cycle_A", "cycle_B"):
+                tf.summary.image(f"images/{name}", visualize.grey_to_rgb(shown[name]), max_outputs=IMAGES_SHOWN)
+            for name in sorted(k for k in shown if k.startswith("mix/")):
+                tf.summary.image(name, shown[name], max_outputs=IMAGES_SHOWN)
+            truth_A = tf.argmax(source_labels[:IMAGES_SHOWN], axis=-1)
+            masks = {
+                "masks/fake_B_predicted": (shown["fake_B"], tf.argmax(shown["pred_fake_B"], axis=-1)),
+                "masks/fake_B_true": (shown["fake_B"], truth_A),
+            }
+            images_B, labels_B = (t[:IMAGES_SHOWN] for t in target_batch)
+            masks["masks/B_predicted"] = (images_B, tf.argmax(self.predict(images_B), axis=-1))
+            masks["masks/B_true"] = (images_B, tf.argmax(labels_B, axis=-1))
+            for name, (image, labels) in masks.items():
+                tf.summary.image(name, visualize.overlay(image, labels, num_classes), max_outputs=IMAGES_SHOWN)
+
+    def _progress(self, step, seconds_per_step, metrics):
+        cfg = self.cfg
+        losses = " ".join(f"{short} {float(metrics[key]):.3f}" for short, key in PROGRESS_LOSSES if key in metrics)
+        if "inspector_cls" in metrics:
+            losses += (f" L_cls {float(metrics['inspector_cls']):.3f} "
+                       f"acc_mix {float(metrics['inspector_accuracy_unaligned_mix']):.2f}")
+        return (f"step {step}/{cfg.max_steps} | {seconds_per_step:.2f} s/step | "
+                f"ETA {_format_eta((cfg.max_steps - step) * seconds_per_step)} | {losses} | "
+                f"dice fake_B {float(metrics['dice_fake_B']):.3f}")
+
+    def save(self):
+        return self.manager.save(checkpoint_number=int(self.step))
+
+    def run(self):
+        """Trains up to max_steps; returns the last step's metrics as floats."""
+        cfg = self.cfg
+        self._build()
+        self._write_hparams()
+        metrics, interval_start, interval_steps = {}, None, 0
+        try:
+            while int(self.step) < cfg.max_steps:
+                source_images, source_labels = next(self.source_it)
+                target_batch = next(self.target_it)
+                metrics, images = self.train_step(source_images, source_labels, target_batch[0])
+                step = int(self.step.assign_add(1))
+                if interval_start is None:  # leave the tracing step out of the timing
+                    interval_start, interval_steps = time.perf_counter(), 0
+                else:
+                    interval_steps += 1
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    self._write_scalars(step, metrics, target_batch)
+                    elapsed = time.perf_counter() - interval_start
+                    self.log(self._progress(step, elapsed / max(interval_steps, 1), metrics))
+                    interval_start, interval_steps = time.perf_counter(), 0
+                if step % cfg.image_every == 0 or step == cfg.max_steps:
+                    self._write_images(step, images, source_labels, target_batch)
+                if step % cfg.save_every == 0:
+                    self.save()
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
+            data_error = as_data_error(error)
+            if data_error is None:
+                raise
+            raise data_error from None
+        finally:
+            if hasattr(self, "writer"):
+                self.writer.flush()
+        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
+            self.save()
+        sys.stdout.flush()
+        return {k: float(v) for k, v in metrics.items()}
