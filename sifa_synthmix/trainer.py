@@ -46,7 +46,7 @@ def prepare_run_folder(cfg, overwrite=False):
     """
     out = pathlib.Path(cfg.output_dir)
     saved_path = out / CONFIG_FILE
-    new = _flatten(cfg.to_dict())
+    new = _flatten(json.loads(json.dumps(cfg.to_dict())))
     if saved_path.is_file():
         old = _flatten(json.loads(saved_path.read_text()))
         differing = sorted(k for k in set(old) | set(new)
@@ -102,8 +102,8 @@ class Trainer:
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             self.log(f"resumed {self.manager.latest_checkpoint} at step {int(self.step)}")
-        self.train_step = tf.function(self.task.train_step, jit_compile=cfg.jit_compile)
-        self.predict = tf.function(self.task.predict_logits)
+        self.train_step = tf.function(self.task.train_step, jit_compile=cfg.jit_compile, autograph=False)
+        self.predict = tf.function(self.task.predict_logits, autograph=False)
         self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
 
     def _write_hparams(self):

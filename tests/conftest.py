@@ -6,6 +6,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tensorflow as tf  # pylint: disable=wrong-import-position
+
+# Grappler's graph rewrites cost ~15 s on the first call of each traced train step and change
+# nothing the tests check; the product keeps them on.
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
 SIFA_SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sifa_samples"
 
 
@@ -15,3 +21,40 @@ def sifa_samples():
     if not SIFA_SAMPLES.is_dir():
         pytest.skip(f"{SIFA_SAMPLES} is absent")
     return SIFA_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory):
+    """A 32 x 32 phantom with a few subjects per split, shared by the whole session."""
+    from data_prep import phantom  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp("data") / "phantom32"
+    counts = {"mr_train": 3, "ct_train": 3, "mr_val": 1, "ct_val": 1, "mr_test": 2, "ct_test": 2}
+    phantom.generate_phantom(root, image_size=32, seed=0, counts=counts)
+    return root
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def config_from_argv(*argv):
+    """A TrainConfig parsed by main.py's own flags from command-line arguments."""
+    from sifa_synthmix import flags as flags_lib  # pylint: disable=import-outside-toplevel
+
+    flags_lib.define_flags()
+    flags_lib.FLAGS.unparse_flags()
+    flags_lib.FLAGS(["main.py", *argv])
+    return flags_lib.config_from_flags(flags_lib.FLAGS)
+
+
+@pytest.fixture
+def tiny_config(tiny_phantom, tmp_path, monkeypatch):
+    """Factory: the TrainConfig of configs/tiny_cpu.flags on the tiny phantom, plus extra flags."""
+    monkeypatch.chdir(REPO)
+
+    def make(*extra, output_dir=None):
+        out = output_dir or tmp_path / "run"
+        return config_from_argv("--flagfile=configs/tiny_cpu.flags", f"--data_dir={tiny_phantom}",
+                                f"--output_dir={out}", *extra)
+
+    return make

@@ -174,10 +174,10 @@ def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         files = files.repeat()
-    parallel = None if deterministic else tf.data.AUTOTUNE
+    interleave_options = {} if deterministic else {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": False}
     dataset = files.interleave(
         lambda p: tf.data.TFRecordDataset(p).map(lambda r: (r, p)),
-        cycle_length=min(len(paths), 8), num_parallel_calls=parallel, deterministic=deterministic)
+        cycle_length=min(len(paths), 8), **interleave_options)
     # Parse before shuffling: the buffer then holds one image slice and uint8 labels per record
     # (a third of a serialized record), which also keeps a checkpointed iterator small.
     dataset = dataset.map(lambda r, p: parse_record(r, p, image_size),

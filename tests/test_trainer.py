@@ -1,0 +1,92 @@
+"""The training loop: a tiny run on the phantom, its TensorBoard events, checkpoints and resuming."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sifa_synthmix.trainer import RunFolderError, Trainer, load_run_config
+
+SCALAR_TAGS = {
+    "loss/g_loss_A", "loss/d_loss_B", "loss/seg_loss", "loss/g_loss_B", "loss/d_loss_A", "loss/d_loss_P",
+    "loss/d_loss_P_ll", "loss/seg_ce", "loss/seg_dice", "loss/seg_l2", "loss/seg_ce_ll", "loss/seg_dice_ll",
+    "lr/gan", "lr/seg", "dice/fake_B_vs_source_labels", "dice/B_train_batch", "dice/B_val_batch",
+}
+IMAGE_TAGS = {f"images/{n}" for n in ("A", "B", "fake_A", "fake_B", "cycle_A", "cycle_B")} | {
+    "masks/fake_B_predicted", "masks/fake_B_true", "masks/B_predicted", "masks/B_true"}
+
+
+def read_events(run_dir):
+    """{tag: {step: value or image count}} and the set of plugins, from a run's event files."""
+    values, plugins = {}, set()
+    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                plugins.add(value.metadata.plugin_data.plugin_name)
+                tensor = tf.make_ndarray(value.tensor)
+                values.setdefault(value.tag, {})[event.step] = tensor if tensor.dtype != object else len(tensor)
+    return values, plugins
+
+
+def weights(trainer):
+    return [np.array(v) for scope in trainer.task.networks.SCOPES
+            for v in getattr(trainer.task.networks, scope).trainable_variables]
+
+
+@pytest.fixture(scope="module")
+def resume_runs(tmp_path_factory, tiny_phantom):
+    """Deterministic runs: 4 steps straight, and 2 steps then a restart up to 4."""
+    from conftest import config_from_argv  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp("runs")
+    argv = ("--flagfile=configs/tiny_cpu.flags", f"--data_dir={tiny_phantom}", "--deterministic", "--save_every=2")
+    straight = Trainer(config_from_argv(*argv, f"--output_dir={root / 'straight'}"), log=lambda _: None)
+    straight.run()
+    logs = []
+    first = Trainer(config_from_argv(*argv, f"--output_dir={root / 'resumed'}", "--max_steps=2"), log=logs.append)
+    first.run()
+    second = Trainer(config_from_argv(*argv, f"--output_dir={root / 'resumed'}"), log=logs.append)
+    second.run()
+    return straight, second, logs, root
+
+
+def test_events_hold_losses_dice_images_and_hparams(resume_runs):
+    straight, _, _, root = resume_runs
+    values, plugins = read_events(root / "straight")
+    assert SCALAR_TAGS <= set(values), SCALAR_TAGS - set(values)
+    assert IMAGE_TAGS <= set(values), IMAGE_TAGS - set(values)
+    assert "hparams" in plugins
+    assert sorted(values["loss/g_loss_A"]) == [1, 2, 3, 4]  # --log_every=1
+    assert all(np.isfinite(float(v)) for tag in SCALAR_TAGS for v in values[tag].values())
+    assert float(values["lr/gan"][4]) == pytest.approx(2e-4)
+    assert sorted(values["images/fake_B"]) == [2, 4]  # --image_every=2
+    assert int(straight.step) == 4
+
+
+def test_checkpoints_and_flags_are_saved(resume_runs):
+    straight, _, _, root = resume_runs
+    run_dir = root / "straight"
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-4.index"]
+    assert load_run_config(run_dir) == straight.cfg
+    assert json.loads((run_dir / "config.json").read_text())["model"]["image_size"] == 32
+
+
+def test_restart_resumes_at_the_saved_step_and_matches_an_uninterrupted_run(resume_runs):
+    straight, resumed, logs, root = resume_runs
+    assert any("resumed" in line and "at step 2" in line for line in logs)
+    straight_values, _ = read_events(root / "straight")
+    resumed_values, _ = read_events(root / "resumed")
+    for tag in ("loss/g_loss_A", "loss/seg_loss", "loss/d_loss_A", "loss/d_loss_P_ll"):
+        for step in (3, 4):
+            assert float(resumed_values[tag][step]) == pytest.approx(float(straight_values[tag][step]), rel=1e-5)
+    for a, b in zip(weights(straight), weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(straight.task.pool_A.images.numpy(), resumed.task.pool_A.images.numpy())
+
+
+def test_an_output_dir_with_other_flags_is_refused_unless_overwrite(resume_runs, tiny_config):
+    _, _, _, root = resume_runs
+    other = tiny_config("--ngf=8", output_dir=root / "straight")
+    with pytest.raises(RunFolderError, match="model.ngf: 4 -> 8"):
+        Trainer(other).run()
+    assert sorted(p.name for p in (root / "straight" / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-4.index"]
