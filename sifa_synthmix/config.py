@@ -12,6 +12,9 @@ class ModelConfig:
     encoder_base: int = 16  # e_B base width ("fb" in the official code)
     num_classes: int = 5
     skip: bool = True  # tanh(image + conv) at the end of g_A and de_B
+    # The official code's de_B residual blocks take the block function's default keep rate 0.75,
+    # so their convs have always-on dropout (rate 0.25); the reference disables it (0.0).
+    decoder_dropout: float = 0.0
 
     def __post_init__(self):
         if self.image_size % 8:
@@ -71,6 +74,8 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     synthmix: SynthMixConfig = SynthMixConfig()
+    kind: str = "sifa"  # sifa: SIFA (+ mixing); segmenter: e_B + s_B alone (reference rows)
+    train_domain: str = "source"  # segmenter only: source ("source only") or target ("oracle")
     output_dir: str = "runs/sifa"
     max_steps: int = 20000
     batch_size: int = 8

@@ -33,6 +33,10 @@ def define_flags():
     flags.DEFINE_integer("encoder_base", 16, "e_B base width (even).")
     flags.DEFINE_integer("num_classes", 5, "Classes including background.")
     flags.DEFINE_bool("skip", True, "Skip connection tanh(image + conv) in g_A and de_B.")
+    flags.DEFINE_float("decoder_dropout", 0.0,
+                       "Always-on dropout rate after the convs of de_B's residual blocks. The official "
+                       "TF1 code has 0.25 there (its blocks fall back to keep_rate=0.75); the reference "
+                       "and our default keep it off.")
     # Training.
     flags.DEFINE_string("output_dir", "runs/sifa", "Run folder: checkpoints/, tb/, config.json.")
     flags.DEFINE_integer("max_steps", 20000, "Training steps.")
@@ -86,7 +90,7 @@ def config_from_flags(values=FLAGS):
     return TrainConfig(
         model=ModelConfig(image_size=values.image_size, ngf=values.ngf, ndf=values.ndf,
                           encoder_base=values.encoder_base, num_classes=values.num_classes,
-                          skip=values.skip),
+                          skip=values.skip, decoder_dropout=values.decoder_dropout),
         data=DataConfig(data_dir=values.data_dir, source_modality=values.source_modality,
                         target_modality=values.target_modality,
                         source_train_list=values.source_train_list,

@@ -102,14 +102,25 @@ def _normalise_and_activate(x, norm, activation, name):
     return x
 
 
+class AlwaysOnDropout(keras.layers.Dropout):
+    """Dropout that is active in training and inference, like a TF1 `tf.nn.dropout` with a
+    constant keep rate."""
+
+    def call(self, inputs, training=None):
+        del training
+        return super().call(inputs, training=True)
+
+
 def conv_block(x, filters, kernel_size, *, name, stddev, use_bias, strides=1, padding="valid",
-               dilation_rate=1, norm=None, activation=None, dtype=None):
-    """Conv2D, then optional norm and activation: the official `general_conv2d` (no bias),
-    `general_conv2d_ga` (bias) and `dilate_conv2d` (bias, dilation 2)."""
+               dilation_rate=1, norm=None, activation=None, dtype=None, dropout=0.0):
+    """Conv2D, then optional dropout, norm and activation: the official `general_conv2d` (no
+    bias), `general_conv2d_ga` (bias) and `dilate_conv2d` (bias, dilation 2)."""
     x = keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding=padding, dilation_rate=dilation_rate,
         use_bias=use_bias, kernel_initializer=truncated_normal(stddev), name=name, dtype=dtype,
     )(x)
+    if dropout:
+        x = AlwaysOnDropout(dropout, name=f"{name}_dropout")(x)
     return _normalise_and_activate(x, norm, activation, name)
 
 
@@ -123,7 +134,7 @@ def upsample_block(x, filters, *, name):
     return _normalise_and_activate(x, "instance", "relu", name)
 
 
-def residual_block(x, filters, *, name, norm, use_bias, stddev, dilation_rate=1):
+def residual_block(x, filters, *, name, norm, use_bias, stddev, dilation_rate=1, dropout=0.0):
     """Two zero-padded VALID 3x3 convs; out = ReLU(block + shortcut).
 
     Covers the official resnet blocks (dilation 1, pad 1) and drn blocks (dilation 2, pad 2).
@@ -136,7 +147,7 @@ def residual_block(x, filters, *, name, norm, use_bias, stddev, dilation_rate=1)
         x = keras.layers.ZeroPadding2D(dilation_rate, name=f"{name}_{conv_name}_pad")(x)
         x = conv_block(
             x, filters, 3, name=f"{name}_{conv_name}", stddev=stddev, use_bias=use_bias,
-            dilation_rate=dilation_rate, norm=norm, activation=activation,
+            dilation_rate=dilation_rate, norm=norm, activation=activation, dropout=dropout,
         )
     if filters != in_channels:
         shortcut = ChannelZeroPad((filters - in_channels) // 2, name=f"{name}_shortcut_pad")(shortcut)

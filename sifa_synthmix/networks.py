@@ -77,7 +77,8 @@ def build_e_B(cfg: ModelConfig) -> keras.Model:
 def build_de_B(cfg: ModelConfig) -> keras.Model:
     """Decoder B->A: [latent (H/8, W/8, 32 fb), image (H, W, 1)] -> image (H, W, 1).
 
-    The image only feeds the skip connection.
+    The image only feeds the skip connection. With cfg.decoder_dropout > 0, dropout follows
+    every conv of the residual blocks in training and inference, as in the official code.
     """
     ngf = cfg.ngf
     size = cfg.image_size // 8
@@ -86,7 +87,8 @@ def build_de_B(cfg: ModelConfig) -> keras.Model:
     x = conv_block(latent, 4 * ngf, 3, name="c1", padding="same", stddev=0.02, use_bias=False,
                    norm="instance", activation="relu")
     for index in range(1, 5):
-        x = residual_block(x, 4 * ngf, name=f"r{index}", norm="instance", use_bias=False, stddev=0.01)
+        x = residual_block(x, 4 * ngf, name=f"r{index}", norm="instance", use_bias=False, stddev=0.01,
+                           dropout=cfg.decoder_dropout)
     for name, filters in (("c3", 2 * ngf), ("c4", 2 * ngf), ("c5", ngf)):
         x = upsample_block(x, filters, name=name)
     x = conv_block(x, 1, 7, name="c6", padding="same", stddev=0.02, use_bias=False)

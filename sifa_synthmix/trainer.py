@@ -68,6 +68,17 @@ def load_run_config(run_dir):
     return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text()))
 
 
+def scalar_tag(metric):
+    """TensorBoard tag of a step metric: inspector accuracies and SynthMix losses get their own groups."""
+    if metric.startswith("inspector_accuracy_"):
+        return f"inspector/accuracy_{metric[len('inspector_accuracy_'):]}"
+    if metric == "inspector_cls":
+        return "synthmix/L_cls"
+    if metric.startswith("mix_adv_"):
+        return f"synthmix/L_adv_mix_{metric[len('mix_adv_'):]}"
+    return f"loss/{metric}"
+
+
 def _format_eta(seconds):
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -115,7 +126,7 @@ class Trainer:
                 "seg": float(keras.ops.convert_to_numpy(self.task.seg_optimizer.learning_rate))}
 
     def _write_scalars(self, step, metrics, target_batch):
-        scalars = {f"loss/{k}": float(v) for k, v in metrics.items() if not k.startswith("dice")}
+        scalars = {scalar_tag(k): float(v) for k, v in metrics.items() if k != "dice_fake_B"}
         scalars.update({f"lr/{k}": v for k, v in self._learning_rates().items()})
         scalars["dice/fake_B_vs_source_labels"] = float(metrics["dice_fake_B"])
         images_B, labels_B = target_batch

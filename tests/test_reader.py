@@ -197,8 +197,6 @@ def test_as_data_error_of_other_errors():
     assert str(corrupt) == "a record file is corrupt: corrupted record at 12"
 
 
-@pytest.mark.xfail(strict=True, reason="as_data_error splits on brackets: a path holding [ or ] "
-                                       "comes back cut (product bug, reported)")
 def test_as_data_error_with_brackets_in_the_path(tmp_path):
     folder = tmp_path / "run[1]"
     folder.mkdir()

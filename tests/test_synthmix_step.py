@@ -55,7 +55,6 @@ def test_g_A_minimises_the_S_mix_term(synthmix_task, monkeypatch):
     ctx = task.new_context(source, labels, target)  # one mask M for every run below
     loss_with, gradients_with = g_A_update_gradients(task, ctx, LAMBDA_INSPECTOR, monkeypatch)
     s_mix = float(ctx["metrics"]["mix_adv_S_mix"])
-    _, gradients_again = g_A_update_gradients(task, ctx, LAMBDA_INSPECTOR, monkeypatch)
     loss_without, gradients_without = g_A_update_gradients(task, ctx, 0.0, monkeypatch)
 
     # The loss: lambda_I * L_adv^mix(S_mix) on top of SIFA's g_loss_A.
@@ -72,8 +71,7 @@ def test_g_A_minimises_the_S_mix_term(synthmix_task, monkeypatch):
     expected = tape.gradient(term, g_A.trainable_variables)
     scale = max(np.abs(g.numpy()).max() for g in expected)
     assert scale > 1e-6
-    for again, with_, without, term_gradient in zip(gradients_again, gradients_with, gradients_without, expected):
-        np.testing.assert_allclose(again, with_, rtol=1e-5, atol=1e-3 * scale)  # the same run twice
+    for with_, without, term_gradient in zip(gradients_with, gradients_without, expected):
         np.testing.assert_allclose(with_ - without, term_gradient, rtol=1e-3, atol=1e-2 * scale)
 
 

@@ -51,7 +51,7 @@ def resolve_record_paths(spec):
         raise DataError("no record source given (expected a datalist, a glob or .tfrecords files)")
     paths = []
     for item in specs:
-        if _GLOB_CHARS & set(item):
+        if _GLOB_CHARS & set(item) and not os.path.isfile(item):
             matches = sorted(glob.glob(item))
             if not matches:
                 raise DataError(f"{item}: the pattern matches no file")
@@ -105,7 +105,10 @@ def load_intensity_range(stats_path, modality):
     if modality not in stats:
         raise DataError(f"{stats_path}: no statistics for modality {modality!r} "
                         f"(it has {sorted(stats)})")
-    low, high = float(stats[modality]["min"]), float(stats[modality]["max"])
+    try:
+        low, high = float(stats[modality]["min"]), float(stats[modality]["max"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{stats_path}: {modality} needs numeric 'min' and 'max'") from None
     if not high > low:
         raise DataError(f"{stats_path}: {modality} max ({high}) must exceed min ({low})")
     return low, high
@@ -201,6 +204,9 @@ def as_data_error(error):
         if isinstance(error, tf.errors.DataLossError):
             return DataError(f"a record file is corrupt: {message.splitlines()[0]}")
         return None
-    line = message[start + len(ERROR_MARKER):].splitlines()[0]
-    path, *details = re.findall(r"\[([^\[\]]*)\]", line)
+    # The assertion prints its data as "[marker] [path] [: reason] [value]..."; the reasons
+    # start with ": " and hold no brackets, while a path may.
+    line = message[start + len(ERROR_MARKER):].splitlines()[0].lstrip("] ")
+    path, _, rest = line[1:].partition("] [: ")
+    details = re.findall(r"\[([^\[\]]*)\]", "[: " + rest)
     return DataError(path + " ".join(details))

@@ -52,8 +52,9 @@ class MixingTask(sifa_task.SIFATask):
 
     def parameter_counts(self):
         counts = super().parameter_counts()
+        total = counts.pop("total")
         counts["inspector"] = sum(int(tf.size(v)) for v in self.inspector.trainable_variables)
-        counts["total"] += counts["inspector"]
+        counts["total"] = total + counts["inspector"]
         return counts
 
     def checkpoint_items(self):

@@ -1,0 +1,233 @@
+"""From raw volumes to a prepared data set: the steps per volume, the run over all volumes
+(optionally in several processes) and its report. The MMWHS and abdominal converters only
+find their files and choose the label mapping and slice orientation.
+
+Per volume: load and check, orient (slices on axis 2), optionally resample in-plane, map the
+labels, add augmented copies (training volumes), crop image_size x image_size around the
+centroid of the structure of interest (padding with the volume's minimum), clip the top 2% and
+z-score (`clip_and_standardise`), then keep the record slices (`phantom.record_crop`: the
+labelled slices plus a margin) for train/val or every slice for test.
+"""
+import dataclasses
+import functools
+import json
+import multiprocessing
+import os
+import pathlib
+import shutil
+import sys
+from typing import Callable, Optional
+
+import numpy as np
+
+from data_prep import augmentation, volumes
+from data_prep.phantom import record_crop
+from data_prep.preprocessing import clip_and_standardise
+from sifa_synthmix.data import layout
+
+REPORT_NAME = "prep_report.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RawVolume:
+    """One raw volume to convert; `load` returns a `volumes.Volume` and must pickle (a
+    functools.partial of a module-level function) for --workers."""
+    modality: str
+    split: str
+    name: str
+    load: Callable
+    label_mapping: volumes.LabelMapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    axcodes: tuple
+    image_size: int
+    spacing_mm: Optional[float] = None
+    augment: int = 0
+    seed: int = 0
+    ignore_unknown_labels: bool = False
+
+
+@dataclasses.dataclass
+class PreparedVolume:
+    """A cropped, normalised volume ready for the writer; `record_slices` is None for test."""
+    modality: str
+    split: str
+    name: str
+    source: str
+    image: np.ndarray
+    labels: np.ndarray
+    record_slices: Optional[list]
+    spacing: tuple
+    voxels_outside_crop: int
+    unknown_labels: dict
+    augmented: bool
+
+    @property
+    def written_labels(self):
+        return self.labels if self.record_slices is None else self.labels[:, :, self.record_slices]
+
+
+def assign_splits(ids, test_ids, val_count, where):
+    """{id: split}: `test_ids` for test, the last `val_count` of the others (in id order) for
+    validation, the rest for training."""
+    missing = sorted(set(test_ids) - set(ids))
+    if missing:
+        raise volumes.RawDataError(f"{where}: no volume with test id(s) {missing} (found {sorted(ids)})")
+    rest = sorted(set(ids) - set(test_ids))
+    if not 0 <= val_count < len(rest):
+        raise volumes.RawDataError(f"{where}: {len(rest)} non-test volume(s) cannot give {val_count} "
+                                   "for validation and at least one for training")
+    splits = {i: "test" for i in test_ids}
+    splits.update({i: "train" for i in rest[:len(rest) - val_count]})
+    splits.update({i: "val" for i in rest[len(rest) - val_count:]})
+    return splits
+
+
+def split_raw_volumes(modality, sources, load, label_mapping, test_ids, val_count, where):
+    """The `RawVolume`s of {id: arguments of `load`}, split by `assign_splits`."""
+    splits = assign_splits(sources, test_ids, val_count, where)
+    return [RawVolume(modality, splits[i], f"{modality}_{i}", functools.partial(load, *sources[i]),
+                      label_mapping) for i in sorted(sources)]
+
+
+def _finished_copy(raw, volume, name, image, labels, window_start, unknown, size):
+    """Crop, normalisation and record slices of one copy of a volume."""
+    cropped_labels = volumes.cropped_in_plane(labels, window_start, size, 0)
+    outside = int(np.count_nonzero(labels) - np.count_nonzero(cropped_labels))
+    image = clip_and_standardise(volumes.cropped_in_plane(image, window_start, size, image.min()))
+    record_slices = None
+    if raw.split != "test":
+        kept, record_slices = record_crop(cropped_labels)
+        image, cropped_labels = image[:, :, kept], cropped_labels[:, :, kept]
+    return PreparedVolume(raw.modality, raw.split, name, volume.source, image, cropped_labels,
+                          record_slices, volume.spacing, outside, unknown, augmented=name != raw.name)
+
+
+def prepare_volume(raw, settings):
+    """The prepared volume of `raw`, then its augmented copies (training volumes only)."""
+    volume = volumes.oriented(raw.load(), settings.axcodes)
+    if settings.spacing_mm:
+        volume = volumes.resampled_in_plane(volume, settings.spacing_mm)
+    mapping = raw.label_mapping
+    centre_mask = mapping.centre_mask(volume.label)
+    if not centre_mask.any():
+        raise volumes.RawDataError(f"{volume.source}: no voxel holds any of the label values "
+                                   f"{list(mapping.centre_values)} to centre the crop on")
+    labels, unknown = mapping.apply(volume.label, volume.source, settings.ignore_unknown_labels)
+    centre = volumes.centroid(centre_mask)
+    copies = [(raw.name, volume.image, labels)]
+    if raw.split == "train":
+        for copy in range(1, settings.augment + 1):
+            matrix = augmentation.random_affine(augmentation.copy_rng(settings.seed, raw.name, copy))
+            copies.append((f"{raw.name}_aug{copy}",
+                           *augmentation.transformed(volume.image, labels, volume.spacing, centre, matrix)))
+    window_start = volumes.crop_window(centre[:2], settings.image_size)
+    try:
+        return [_finished_copy(raw, volume, name, image, copy_labels, window_start, unknown,
+                               settings.image_size) for name, image, copy_labels in copies]
+    except ValueError as error:  # a constant volume, or no labelled slice left in the crop
+        raise volumes.RawDataError(f"{volume.source}: {error}") from None
+
+
+def prepared_volumes(raw_volumes, settings, workers):
+    """`prepare_volume` of each raw volume, in order, in `workers` processes."""
+    prepare = functools.partial(prepare_volume, settings=settings)
+    if workers <= 1:
+        yield from map(prepare, raw_volumes)
+        return
+    with multiprocessing.Pool(workers) as pool:
+        yield from pool.imap(prepare, raw_volumes)
+
+
+class PrepReport:
+    """Volumes, slices and label voxels per class for each modality and split, and per volume."""
+
+    def __init__(self, class_names):
+        self.class_names = list(class_names)
+        self.splits = {}
+        self.volumes = []
+
+    def add(self, item, slices):
+        entry = self.splits.setdefault(f"{item.modality}_{item.split}", {
+            "volumes": 0, "augmented_copies": 0, "slices": 0,
+            "label_voxels": dict.fromkeys(self.class_names, 0)})
+        entry["augmented_copies" if item.augmented else "volumes"] += 1
+        entry["slices"] += slices
+        counts = np.bincount(item.written_labels.ravel(), minlength=len(self.class_names))
+        for name, count in zip(self.class_names, counts):
+            entry["label_voxels"][name] += int(count)
+        self.volumes.append({
+            "name": item.name, "modality": item.modality, "split": item.split, "source": item.source,
+            "shape": list(item.image.shape), "spacing_mm": [round(s, 6) for s in item.spacing],
+            "slices": slices, "voxels_outside_crop": item.voxels_outside_crop,
+            "unknown_labels_ignored": {str(v): c for v, c in item.unknown_labels.items()}})
+
+    def as_dict(self, stats, provenance):
+        return {"splits": dict(sorted(self.splits.items())), "stats": stats,
+                "provenance": provenance, "volumes": self.volumes}
+
+
+def write(writer, item):
+    """Hands one prepared volume to the writer; returns the slices written."""
+    if item.record_slices is None:
+        writer.add_test_volume(item.modality, item.name, item.image, item.labels, spacing=item.spacing)
+        return item.image.shape[2]
+    before = writer.slices_written[(item.modality, item.split)]
+    writer.add_record_volume(item.modality, item.split, item.name, item.image, item.labels,
+                             item.record_slices)
+    return writer.slices_written[(item.modality, item.split)] - before
+
+
+def progress_line(number, total, items, slices):
+    first = items[0]
+    extra = f" + {len(items) - 1} augmented" if len(items) > 1 else ""
+    cut = sum(item.voxels_outside_crop for item in items)
+    warning = f"; WARNING: {cut} labelled voxels fall outside the crop" if cut else ""
+    return (f"[{number}/{total}] {first.modality} {first.split} {first.name}{extra}: "
+            f"{slices} slices{warning}")
+
+
+def convert(raw_volumes, output_dir, settings, class_names, provenance, workers=1, progress=sys.stderr):
+    """Writes the prepared data set and DIR/prep_report.json; returns the report.
+
+    Everything is written to a sibling folder first and renamed at the end, so `output_dir`
+    (which must be absent or empty) is either a finished data set or untouched.
+    """
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir} is not empty; remove it or choose another folder")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.with_name(f"{output_dir.name}.partial-{os.getpid()}")
+    staging.mkdir()
+    try:
+        writer = layout.PreparedDatasetWriter(staging, class_names, settings.image_size,
+                                              flip_test_volumes=False, provenance=provenance)
+        report = PrepReport(class_names)
+        for number, items in enumerate(prepared_volumes(raw_volumes, settings, workers), start=1):
+            slices = 0
+            for item in items:
+                written = write(writer, item)
+                report.add(item, written)
+                slices += written
+            print(progress_line(number, len(raw_volumes), items, slices), file=progress, flush=True)
+        result = report.as_dict(writer.finish(), provenance)
+        layout.atomic_write_text(staging / REPORT_NAME, json.dumps(result, indent=2) + "\n")
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def summary_text(report, output_dir):
+    """A few lines for the terminal: per split volumes, slices and label voxels, then stats."""
+    lines = [f"wrote {output_dir} ({REPORT_NAME} has the details)"]
+    for split, entry in report["splits"].items():
+        copies = f" + {entry['augmented_copies']} augmented" if entry["augmented_copies"] else ""
+        voxels = ", ".join(f"{name} {count}" for name, count in entry["label_voxels"].items())
+        lines.append(f"  {split}: {entry['volumes']} volumes{copies}, {entry['slices']} slices; "
+                     f"label voxels: {voxels}")
+    lines.append(f"  stats: {json.dumps(report['stats'])}")
+    return "\n".join(lines)

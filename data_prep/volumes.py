@@ -1,0 +1,164 @@
+"""Raw image/label volumes for the converters: loading and checking, orientation, in-plane
+resampling and cropping, and label mapping.
+
+A `Volume` holds an image and a label array of one 3D shape, the voxel -> world (RAS+, mm)
+affine they share, and the file the volume came from, which every error message names.
+"""
+import dataclasses
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+AFFINE_TOLERANCE_MM = 1e-3
+# Voxel axis directions (nibabel axis codes: the way each index increases), with slices on axis 2
+# and the slices in radiological view: top of the image anterior or superior, patient's right on
+# the image's left.
+AXIAL = ("P", "L", "S")  # rows anterior -> posterior, columns right -> left, slices feet -> head
+CORONAL = ("I", "L", "P")  # rows head -> feet, columns right -> left, slices front -> back
+
+
+class RawDataError(ValueError):
+    """Bad raw input; the message names the file and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    image: np.ndarray
+    label: np.ndarray
+    affine: np.ndarray
+    source: str
+
+    @property
+    def spacing(self):
+        """Voxel size along each array axis, mm."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+
+def checked_volume(image, label, affine, source):
+    """A `Volume`, after checking that image and label are 3D, of one shape and finite."""
+    if image.ndim != 3:
+        raise RawDataError(f"{source}: expected a 3D volume, got shape {image.shape}")
+    if image.shape != label.shape:
+        raise RawDataError(f"{source}: image shape {image.shape} and label shape {label.shape} differ")
+    for name, array in (("image", image), ("label", label)):
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise RawDataError(f"{source}: the {name} holds {bad} NaN or infinite voxel(s)")
+    return Volume(image.astype(np.float32), label, np.asarray(affine, dtype=float), str(source))
+
+
+def read_nifti(path):
+    """(array, affine) of a NIfTI file; trailing axes of length 1 are dropped."""
+    try:
+        nifti = nib.load(str(path))
+        array = np.asanyarray(nifti.dataobj)
+    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as error:
+        raise RawDataError(f"{path}: cannot read the NIfTI file ({error})") from None
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise RawDataError(f"{path}: expected a 3D volume, got shape {array.shape}")
+    return array, nifti.affine
+
+
+def load_nifti_pair(image_path, label_path):
+    """The volume of an image file and its label file, which must share shape and affine."""
+    image, image_affine = read_nifti(image_path)
+    label, label_affine = read_nifti(label_path)
+    if image.shape != label.shape:
+        raise RawDataError(f"{label_path}: label shape {label.shape} differs from the image's "
+                           f"{image.shape} ({image_path})")
+    if not np.allclose(image_affine, label_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        raise RawDataError(f"{label_path}: label affine {label_affine.round(4).tolist()} differs from "
+                           f"the image's {image_affine.round(4).tolist()} ({image_path})")
+    return checked_volume(image, label, image_affine, image_path)
+
+
+def sitk_affine(image):
+    """Voxel (x, y, z index) -> RAS+ mm affine of a SimpleITK image (which is LPS)."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)
+    affine[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def oriented(volume, axcodes):
+    """The volume with its axes permuted and flipped to point toward `axcodes` (nearest match)."""
+    current = nib.orientations.io_orientation(volume.affine)
+    transform = nib.orientations.ornt_transform(current, nib.orientations.axcodes2ornt(axcodes))
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(transform, volume.image.shape)
+    return dataclasses.replace(volume, image=nib.orientations.apply_orientation(volume.image, transform),
+                               label=nib.orientations.apply_orientation(volume.label, transform),
+                               affine=affine)
+
+
+def resampled_in_plane(volume, spacing_mm):
+    """The volume resampled on axes 0 and 1 to `spacing_mm` (linear image, nearest labels)."""
+    factors = [volume.spacing[axis] / spacing_mm for axis in (0, 1)] + [1.0]
+    image = ndimage.zoom(volume.image, factors, order=1)
+    label = ndimage.zoom(volume.label, factors, order=0)
+    old, new = np.asarray(volume.image.shape[:2]), np.asarray(image.shape[:2])
+    steps = (old - 1) / np.maximum(new - 1, 1)  # zoom maps the corner voxels onto each other
+    return dataclasses.replace(volume, image=image, label=label,
+                               affine=volume.affine @ np.diag([*steps, 1.0, 1.0]))
+
+
+def centroid(mask):
+    """Voxel coordinates of the centre of mass of a 3D boolean mask (one per axis)."""
+    total = np.count_nonzero(mask)
+    sums = [mask.sum(axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)]
+    return tuple(float(s @ np.arange(s.size)) / total for s in sums)
+
+
+def crop_window(centre, size):
+    """Start (row, column) of the size x size window centred on `centre` (it may leave the array)."""
+    return tuple(int(round(c - size / 2.0)) for c in centre)
+
+
+def cropped_in_plane(array, start, size, fill):
+    """The size x size window of axes 0 and 1 from `start`, padded with `fill` outside the array."""
+    out = np.full((size, size) + array.shape[2:], fill, dtype=array.dtype)
+    source = tuple(slice(max(s, 0), min(s + size, n)) for s, n in zip(start, array.shape[:2]))
+    target = tuple(slice(sl.start - s, sl.stop - s) for sl, s in zip(source, start))
+    if all(sl.stop > sl.start for sl in source):
+        out[target] = array[source]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelMapping:
+    """Raw label value -> class for every known value (0 = background); `centre_values` are the
+    raw values of the structure the crop is centred on."""
+    classes: dict
+    centre_values: tuple
+
+    def centre_mask(self, raw):
+        return np.isin(raw, self.centre_values)
+
+    def unknown_values(self, raw):
+        """{value: voxel count} of the raw values the mapping does not know."""
+        values, counts = np.unique(raw, return_counts=True)
+        return {_plain(v): int(c) for v, c in zip(values, counts) if _plain(v) not in self.classes}
+
+    def apply(self, raw, source, ignore_unknown=False):
+        """(uint8 class labels, {unknown value: count}); unknown values become background, or
+        raise unless `ignore_unknown`."""
+        unknown = self.unknown_values(raw)
+        if unknown and not ignore_unknown:
+            listed = ", ".join(f"{v} ({c} voxels)" for v, c in sorted(unknown.items()))
+            raise RawDataError(f"{source}: unknown label values {listed}; known values are "
+                               f"{sorted(self.classes)} (--ignore_unknown_labels maps the others "
+                               "to background)")
+        labels = np.zeros(raw.shape, dtype=np.uint8)
+        for value, index in self.classes.items():
+            if index:
+                labels[raw == value] = index
+        return labels, unknown
+
+
+def _plain(value):
+    """A numpy label value as a Python int when it is integral, else as a float."""
+    value = float(value)
+    return int(value) if value.is_integer() else value

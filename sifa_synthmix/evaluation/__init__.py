@@ -1,0 +1,12 @@
+"""Evaluation on whole 3D test volumes (Dice and ASSD per class) and the comparison of runs.
+
+metrics      Dice / ASSD per class of one volume, the empty-case rule, means over volumes
+inference    label volume of one image volume, slice by slice
+label_files  predicted label volumes as NIfTI
+table        the paper's table layout (column order, mean(std) cells)
+report       evaluate a run on test volumes -> eval/metrics.json, metrics.csv, table.md, NIfTI
+methods      method names of runs from their config.json
+significance paired two-sided t-test of per-volume Dice against a reference run
+figures      qualitative grid and per-class Dice bars
+compare      all of the above over several evaluated runs
+"""

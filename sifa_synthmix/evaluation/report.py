@@ -1,0 +1,119 @@
+"""Evaluation of one run on whole test volumes, written to an eval folder:
+
+    metrics.json           per volume per class {dice, assd, status}, summary mean/std per class
+                           and Avg, units, the empty-case rule and its counts, the volume paths
+    metrics.csv            one row per volume per class
+    table.md               the paper's table layout for this run
+    predictions/NAME.nii.gz  each predicted label volume (int16)
+"""
+import pathlib
+
+import numpy as np
+
+from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.evaluation import label_files, metrics, result_files, table
+from sifa_synthmix.evaluation.inference import predict_volume
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_DIR = "predictions"
+SPACING_UNITS = ("voxel", "mm")
+
+
+def spacing_by_volume(dataset_info, modality):
+    """Volume name -> voxel spacing from dataset.json's test_spacing ({"MOD/NAME": [sx, sy, sz]})."""
+    prefix = f"{modality}/"
+    return {key[len(prefix):]: value for key, value in dataset_info.get("test_spacing", {}).items()
+            if key.startswith(prefix)}
+
+
+def _volume_names(volume_paths):
+    names = [pathlib.Path(p).name.removesuffix(".npz") for p in volume_paths]
+    if not names:
+        raise ValueError("no test volumes to evaluate")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"test volume names must be unique (their predictions share a folder): {repeated}")
+    return names
+
+
+def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names, out_dir,
+                     batch_size=16, flip=False, spacing=None, spacing_unit="voxel", method="This run"):
+    """Predicts and scores every test volume (npz: arr_0 image, arr_1 labels, slice axis 2).
+
+    spacing: volume name (file name without .npz) -> voxel spacing, or None. It sets the NIfTI
+    affine whenever known; ASSD uses it only with spacing_unit="mm" (then every volume needs one).
+    Returns the record written to metrics.json.
+    """
+    class_names = list(class_names)
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class names must be unique: {class_names}")
+    if spacing_unit not in SPACING_UNITS:
+        raise ValueError(f"spacing_unit must be one of {SPACING_UNITS}, got {spacing_unit!r}")
+    names = _volume_names(volume_paths)
+    spacing = dict(spacing or {})
+    if spacing_unit == "mm" and set(names) - set(spacing):
+        raise ValueError(f"ASSD in mm needs the spacing of every volume; none for {sorted(set(names) - set(spacing))}")
+    out_dir = pathlib.Path(out_dir)
+    (out_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
+    volumes = [_evaluate_volume(predict_logits, pathlib.Path(path), name, intensity_range, class_names,
+                                out_dir, batch_size, flip, spacing.get(name), spacing_unit)
+               for path, name in zip(volume_paths, names)]
+    record = {
+        "method": method,
+        "class_names": class_names,
+        "dice_unit": "fraction (tables show %)",
+        "assd_unit": spacing_unit,
+        "empty_case_rule": metrics.EMPTY_CASE_RULE,
+        "intensity_range": [float(v) for v in intensity_range],
+        "flip": bool(flip),
+        "batch_size": int(batch_size),
+        "volumes": volumes,
+        "summary": metrics.summarise([v["classes"] for v in volumes]),
+    }
+    result_files.write_json(out_dir / METRICS_FILE, record)
+    result_files.write_csv(out_dir / "metrics.csv", ["volume", "class_index", "class", "dice", "assd",
+                                                     "assd_unit", "status"],
+                           [[v["name"], class_names.index(c), c, m["dice"], m["assd"], spacing_unit, m["status"]]
+                            for v in volumes for c, m in v["classes"].items()])
+    atomic_write_text(out_dir / "table.md", run_table(record))
+    return record
+
+
+def _evaluate_volume(predict_logits, path, name, intensity_range, class_names, out_dir, batch_size, flip,
+                     spacing, spacing_unit):
+    with np.load(path) as arrays:
+        image, truth = arrays["arr_0"], arrays["arr_1"]
+    prediction = predict_volume(predict_logits, image, intensity_range, batch_size, flip)
+    per_class = metrics.volume_metrics(prediction, truth, len(class_names),
+                                       spacing if spacing_unit == "mm" else None)
+    prediction_path = f"{PREDICTIONS_DIR}/{name}{label_files.SUFFIX}"
+    label_files.write_label_volume(out_dir / prediction_path, prediction, spacing)
+    return {"name": name, "path": str(path.resolve()), "prediction": prediction_path,
+            "spacing": None if spacing is None else [float(s) for s in spacing],
+            "classes": {class_names[c]: m for c, m in per_class.items()},
+            "avg": metrics.volume_average(per_class)}
+
+
+def _empty_case_note(summary, class_names):
+    counts = {c: summary[c]["status_counts"] for c in class_names[1:]}
+    cases = [f"{c}: " + ", ".join(f"{n} {s}" for s, n in counted.items() if n and s != metrics.OK)
+             for c, counted in counts.items() if any(n for s, n in counted.items() if s != metrics.OK)]
+    if not cases:
+        return ""
+    return ("\nEmpty cases (" + "; ".join(cases) + "). Rule: " + metrics.EMPTY_CASE_RULE + "\n")
+
+
+def run_table(record):
+    """table.md of one evaluated run: its row in the paper's layout, plus any empty cases."""
+    columns = table.table_columns(record["class_names"])
+    named = [(record["method"], record["summary"])]
+    blocks = [(table.block_title(m, record["assd_unit"]), table.metric_rows(named, columns, m))
+              for m in ("dice", "assd")]
+    return (table.markdown_table(columns, blocks)
+            + f"\nmean(std) over {len(record['volumes'])} volumes.\n"
+            + _empty_case_note(record["summary"], record["class_names"]))
+
+
+def read_metrics(eval_dir):
+    """The record in EVAL_DIR/metrics.json (NaN restored)."""
+    return result_files.read_json(pathlib.Path(eval_dir) / METRICS_FILE)

@@ -1,0 +1,341 @@
+"""Evaluation on 3D volumes (Dice/ASSD against medpy, every slice predicted, the empty-case rule,
+NIfTI output) and the comparison of runs (table, differences, t-test, figures)."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from medpy.metric import binary
+from scipy import stats
+
+from sifa_synthmix.data.layout import CARDIAC_CLASSES
+from sifa_synthmix.evaluation import label_files, metrics, result_files
+from sifa_synthmix.evaluation.compare import compare_runs
+from sifa_synthmix.evaluation.inference import predict_volume
+from sifa_synthmix.evaluation.methods import method_names
+from sifa_synthmix.evaluation.report import evaluate_volumes, read_metrics, spacing_by_volume
+from sifa_synthmix.evaluation.significance import ALL_CLASSES, paired_dice_ttest
+from sifa_synthmix.evaluation.table import display_classes
+
+SIZE, DEPTH, BATCH, VOLUMES = 12, 7, 3, 6  # depth 7 is not a multiple of the batch size
+NUM_CLASSES = len(CARDIAC_CLASSES)
+CARDIAC_HEADER = "| Method | AA | LAC | LVC | MYO | Avg |"
+
+
+def random_boxes(rng, shape=(SIZE, SIZE, DEPTH), num_classes=NUM_CLASSES):
+    """A label volume with one random box per foreground class (later classes drawn on top)."""
+    labels = np.zeros(shape, np.int16)
+    for c in range(1, num_classes):
+        low = rng.integers(0, np.array(shape) - 3)
+        high = low + rng.integers(2, 6, size=3)
+        labels[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = c
+    return labels
+
+
+class VoxelCodedModel:
+    """A fake network: images encode each voxel's (volume, z, y, x) as its intensity, and the
+    'logits' are one-hot of `answers[volume][y, x, z]`, so any misplaced, skipped or wrongly
+    flipped slice shows up in the prediction. Records the batches it was given."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.batches = []
+
+    @property
+    def intensity_range(self):
+        return 0.0, float(len(self.answers) * DEPTH * SIZE * SIZE)
+
+    def image(self, volume):
+        z, y, x = np.meshgrid(np.arange(DEPTH), np.arange(SIZE), np.arange(SIZE), indexing="ij")
+        code = ((volume * DEPTH + z) * SIZE + y) * SIZE + x
+        return np.moveaxis(code, 0, 2).astype(np.float32)  # H x W x D
+
+    def __call__(self, batch):
+        self.batches.append(batch)
+        low, high = self.intensity_range
+        code = np.rint((batch[..., 0] + 1.0) / 2.0 * (high - low) + low).astype(np.int64)
+        code, x = np.divmod(code, SIZE)
+        code, y = np.divmod(code, SIZE)
+        volume, z = np.divmod(code, DEPTH)
+        labels = np.stack([self.answers[v][yy, xx, zz] for v, yy, xx, zz in zip(volume.ravel(), y.ravel(),
+                                                                                 x.ravel(), z.ravel())])
+        return np.eye(NUM_CLASSES, dtype=np.float32)[labels.reshape(batch.shape[:3])]
+
+
+def medpy_expected(prediction, truth, c, spacing=None):
+    return binary.dc(prediction == c, truth == c), binary.assd(prediction == c, truth == c, voxelspacing=spacing)
+
+
+# --- inference ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_predict_volume_predicts_every_slice_in_place(flip):
+    answer = random_boxes(np.random.default_rng(1))
+    model = VoxelCodedModel([answer])
+    prediction = predict_volume(model, model.image(0), model.intensity_range, BATCH, flip=flip)
+    np.testing.assert_array_equal(prediction, answer)
+    assert [b.shape for b in model.batches] == [(BATCH, SIZE, SIZE, 1)] * 3  # 7 slices, padded last batch
+    first_pixel = model.image(0)[-1, -1, 0] if flip else model.image(0)[0, 0, 0]
+    low, high = model.intensity_range
+    assert model.batches[0][0, 0, 0, 0] == pytest.approx(2 * (first_pixel - low) / (high - low) - 1)
+
+
+def test_predict_volume_rejects_a_2d_image():
+    with pytest.raises(ValueError, match="H x W x D"):
+        predict_volume(lambda b: b, np.zeros((4, 4)), (0, 1), 2)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+def test_volume_metrics_match_medpy_in_voxels_and_mm():
+    rng = np.random.default_rng(2)
+    truth, prediction = random_boxes(rng), random_boxes(rng)
+    for spacing in (None, (0.7, 0.7, 2.5)):
+        result = metrics.volume_metrics(prediction, truth, NUM_CLASSES, spacing)
+        assert sorted(result) == [1, 2, 3, 4]
+        for c, values in result.items():
+            dice, assd = medpy_expected(prediction, truth, c, spacing)
+            assert values == {"dice": pytest.approx(dice), "assd": pytest.approx(assd), "status": metrics.OK}
+
+
+def test_empty_cases_follow_one_rule():
+    truth = np.zeros((6, 6, 4), np.int16)
+    truth[1:3, 1:3, 1:3] = 1
+    prediction = np.zeros_like(truth)
+    prediction[3:5, 3:5, 1:3] = 2
+    result = metrics.volume_metrics(prediction, truth, 4)
+    assert result[1]["status"] == metrics.EMPTY_PREDICTION and result[1]["dice"] == 0.0
+    assert result[2]["status"] == metrics.EMPTY_TRUTH and result[2]["dice"] == 0.0
+    assert result[3]["status"] == metrics.BOTH_EMPTY and result[3]["dice"] == 1.0
+    assert all(np.isnan(r["assd"]) for r in result.values())
+    assert metrics.volume_average(result)["dice"] == pytest.approx(1 / 3)
+    assert np.isnan(metrics.volume_average(result)["assd"])
+
+
+# --- evaluate_volumes --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """Six test volumes evaluated with a fake network whose predictions are known; AA (class 4)
+    is empty in the truth of volume 0, in both of volume 1 and in the prediction of volume 2."""
+    root = tmp_path_factory.mktemp("evaluate")
+    rng = np.random.default_rng(3)
+    truths = [random_boxes(rng) for _ in range(VOLUMES)]
+    answers = [random_boxes(rng) for _ in range(VOLUMES)]
+    truths[0][truths[0] == 4] = 0
+    truths[1][truths[1] == 4] = 0
+    answers[1][answers[1] == 4] = 0
+    answers[2][answers[2] == 4] = 0
+    model = VoxelCodedModel(answers)
+    paths = []
+    for v, truth in enumerate(truths):
+        paths.append(root / "ct" / "test" / f"case{v}.npz")
+        paths[-1].parent.mkdir(parents=True, exist_ok=True)
+        np.savez(paths[-1], arr_0=model.image(v), arr_1=truth)
+    spacing = {f"case{v}": (0.5 + 0.1 * v, 0.8, 2.0) for v in range(VOLUMES)}
+    out_dir = root / "eval"
+    record = evaluate_volumes(model, paths, model.intensity_range, CARDIAC_CLASSES, out_dir,
+                              batch_size=BATCH, spacing=spacing, spacing_unit="mm", method="SIFA")
+    return {"record": record, "out_dir": out_dir, "truths": truths, "answers": answers, "spacing": spacing}
+
+
+def test_per_volume_metrics_match_medpy(evaluated):
+    record = read_metrics(evaluated["out_dir"])
+    assert [v["name"] for v in record["volumes"]] == [f"case{v}" for v in range(VOLUMES)]
+    for v, volume in enumerate(record["volumes"]):
+        for c, name in enumerate(CARDIAC_CLASSES[1:], start=1):
+            values = volume["classes"][name]
+            if values["status"] != metrics.OK:
+                continue
+            dice, assd = medpy_expected(evaluated["answers"][v], evaluated["truths"][v], c,
+                                        evaluated["spacing"][f"case{v}"])
+            assert (values["dice"], values["assd"]) == (pytest.approx(dice), pytest.approx(assd))
+
+
+def test_summary_groups_each_class_over_all_six_volumes(evaluated):
+    summary = read_metrics(evaluated["out_dir"])["summary"]
+    for c, name in enumerate(CARDIAC_CLASSES[1:4], start=1):
+        expected = [medpy_expected(a, t, c, evaluated["spacing"][f"case{v}"])
+                    for v, (a, t) in enumerate(zip(evaluated["answers"], evaluated["truths"]))]
+        dice, assd = np.array(expected).T
+        assert summary[name]["dice_mean"] == pytest.approx(dice.mean())
+        assert summary[name]["dice_std"] == pytest.approx(dice.std())
+        assert summary[name]["assd_mean"] == pytest.approx(assd.mean())
+        assert summary[name]["volumes"] == VOLUMES
+
+
+def test_empty_aa_is_recorded_and_left_out_of_assd_means(evaluated):
+    record = read_metrics(evaluated["out_dir"])
+    statuses = [v["classes"]["AA"]["status"] for v in record["volumes"]]
+    assert statuses[:3] == [metrics.EMPTY_TRUTH, metrics.BOTH_EMPTY, metrics.EMPTY_PREDICTION]
+    aa = record["summary"]["AA"]
+    assert aa["assd_excluded"] == 3 and aa["assd_volumes"] == 3
+    assert aa["status_counts"] == {"ok": 3, "empty_prediction": 1, "empty_truth": 1, "both_empty": 1}
+    dice = [v["classes"]["AA"]["dice"] for v in record["volumes"]]
+    assert dice[:3] == [0.0, 1.0, 0.0] and aa["dice_mean"] == pytest.approx(np.mean(dice))
+    assert aa["assd_mean"] == pytest.approx(np.mean([v["classes"]["AA"]["assd"] for v in record["volumes"][3:]]))
+    assert record["empty_case_rule"] == metrics.EMPTY_CASE_RULE
+    assert "empty_truth" in (evaluated["out_dir"] / "table.md").read_text()
+
+
+def test_metrics_json_is_strict_json_and_csv_has_a_row_per_volume_and_class(evaluated):
+    json.loads((evaluated["out_dir"] / "metrics.json").read_text(), parse_constant=pytest.fail)
+    lines = (evaluated["out_dir"] / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "volume,class_index,class,dice,assd,assd_unit,status"
+    assert len(lines) == 1 + VOLUMES * (NUM_CLASSES - 1)
+    assert "case0,4,AA,0.0,,mm,empty_truth" in lines
+
+
+def test_table_has_the_papers_column_order(evaluated):
+    lines = (evaluated["out_dir"] / "table.md").read_text().splitlines()
+    assert lines[0] == CARDIAC_HEADER
+    summary = evaluated["record"]["summary"]
+    assert lines[3].startswith(f"| SIFA | {100 * summary['AA']['dice_mean']:.1f}({100 * summary['AA']['dice_std']:.1f})"
+                               f" | {100 * summary['LAC']['dice_mean']:.1f}(")
+    assert lines[4].startswith("| **ASSD (mm) ↓** |")
+
+
+def test_predictions_round_trip_as_nifti(evaluated):
+    for v in range(VOLUMES):
+        image = nib.load(str(evaluated["out_dir"] / "predictions" / f"case{v}.nii.gz"))
+        assert image.get_data_dtype() == np.int16
+        np.testing.assert_array_equal(np.asarray(image.dataobj), evaluated["answers"][v])
+        np.testing.assert_allclose(np.diag(image.affine), [*evaluated["spacing"][f"case{v}"], 1.0])
+    assert not list(evaluated["out_dir"].rglob("*.tmp"))
+
+
+def test_label_volume_without_spacing_has_an_identity_affine(tmp_path):
+    labels = random_boxes(np.random.default_rng(4))
+    label_files.write_label_volume(tmp_path / "x.nii.gz", labels)
+    np.testing.assert_array_equal(label_files.read_label_volume(tmp_path / "x.nii.gz"), labels)
+    np.testing.assert_array_equal(nib.load(str(tmp_path / "x.nii.gz")).affine, np.eye(4))
+
+
+def test_assd_in_mm_needs_every_spacing(tmp_path):
+    with pytest.raises(ValueError, match="case1"):
+        evaluate_volumes(None, [tmp_path / "case1.npz"], (0, 1), CARDIAC_CLASSES, tmp_path, spacing_unit="mm")
+
+
+def test_spacing_of_one_modality_from_dataset_info():
+    info = {"test_spacing": {"ct/a": [1, 1, 2], "mr/b": [1, 1, 3]}}
+    assert spacing_by_volume(info, "ct") == {"a": [1, 1, 2]}
+
+
+def test_display_order():
+    assert display_classes(CARDIAC_CLASSES) == ["AA", "LAC", "LVC", "MYO"]
+    assert display_classes(["bg", "Spleen", "Liver", "L Kidney", "R Kidney"]) == ["Liver", "R Kidney", "L Kidney",
+                                                                                   "Spleen"]
+    assert display_classes(["bg", "b", "a"]) == ["b", "a"]
+
+
+# --- compare -----------------------------------------------------------------------------------
+
+def test_method_names():
+    def sifa(protocol="none", k=8, discriminators=True):
+        return {"kind": "sifa", "synthmix": {"protocol": protocol, "k": k, "image_discriminators": discriminators}}
+
+    configs = [{"kind": "segmenter", "train_domain": "source"}, {"kind": "segmenter", "train_domain": "target"},
+               sifa(), sifa("synthmix"), sifa("synthmix", k=4, discriminators=False), sifa("mixup"), sifa("cutmix"),
+               sifa("cutmix"), None]
+    assert method_names(configs, [f"run{i}" for i in range(len(configs))]) == [
+        "Source only", "Oracle", "SIFA", "SIFA+SynthMix (k=8)", "SIFA+SynthMix (k=4, Model 0)", "SIFA+Mixup",
+        "SIFA+CutMix [run6]", "SIFA+CutMix [run7]", "run8"]
+    assert method_names([sifa("synthmix")], ["a"]) == ["SIFA+SynthMix"]
+
+
+# Hand-written per-volume Dice (MYO, LAC, LVC, AA) of two runs on three volumes; ASSD = 10 * (1 - Dice).
+FAKE_DICE = {
+    "sifa": [[0.5, 0.6, 0.7, 0.8], [0.6, 0.7, 0.8, 0.6], [0.7, 0.5, 0.9, 0.7]],
+    "synthmix": [[0.6, 0.7, 0.7, 0.9], [0.8, 0.9, 0.9, 0.8], [0.7, 0.8, 0.8, 0.9]],
+}
+
+
+def write_fake_run(folder, protocol, dice_rows, data_dir):
+    """A run folder with config.json, eval/metrics.json and eval/predictions, as written by training
+    and evaluate_volumes."""
+    (folder / "eval" / "predictions").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"kind": "sifa", "synthmix": {"protocol": protocol, "k": 8}}))
+    rng = np.random.default_rng(len(protocol))
+    volumes = []
+    for v, row in enumerate(dice_rows):
+        path = data_dir / f"case{v}.npz"
+        if not path.exists():
+            np.savez(path, arr_0=rng.normal(size=(SIZE, SIZE, DEPTH)).astype(np.float32), arr_1=random_boxes(rng))
+        label_files.write_label_volume(folder / "eval" / "predictions" / f"case{v}.nii.gz", random_boxes(rng))
+        classes = {name: {"dice": d, "assd": 10 * (1 - d), "status": "ok"} for name, d in zip(CARDIAC_CLASSES[1:], row)}
+        volumes.append({"name": f"case{v}", "path": str(path), "prediction": f"predictions/case{v}.nii.gz",
+                        "classes": classes, "avg": metrics.volume_average(classes)})
+    result_files.write_json(folder / "eval" / "metrics.json", {
+        "class_names": list(CARDIAC_CLASSES), "assd_unit": "voxel", "empty_case_rule": metrics.EMPTY_CASE_RULE,
+        "intensity_range": [-3.0, 3.0], "flip": True, "volumes": volumes,
+        "summary": metrics.summarise([v["classes"] for v in volumes])})
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    for protocol, rows in FAKE_DICE.items():
+        write_fake_run(root / protocol, "none" if protocol == "sifa" else protocol, rows, data_dir)
+    out_dir = root / "comparison"
+    markdown = compare_runs([root / "sifa", root / "synthmix"], out_dir)
+    return {"markdown": markdown, "out_dir": out_dir}
+
+
+def test_comparison_table_rows_and_differences(comparison):
+    lines = comparison["markdown"].splitlines()
+    assert lines[0] == CARDIAC_HEADER
+    # AA column: SIFA 0.8, 0.6, 0.7 -> 70.0(8.2); SynthMix 0.9, 0.8, 0.9 -> 86.7(4.7).
+    # Avg: mean(std) of the per-volume class means 0.65, 0.675, 0.7 and 0.725, 0.85, 0.8.
+    assert lines[3] == "| SIFA | 70.0(8.2) | 60.0(8.2) | 80.0(8.2) | 60.0(8.2) | 67.5(2.0) |"
+    assert lines[4] == "| SIFA+SynthMix | 86.7(4.7) | 80.0(8.2) | 80.0(8.2) | 70.0(8.2) | 79.2(5.1) |"
+    assert lines[5] == "| **Dice difference to SIFA (% points)** | | | | | |"
+    assert lines[6] == "| SIFA+SynthMix | +16.7 | +20.0 | +0.0 | +10.0 | +11.7 |"
+    assert lines[7] == "| **ASSD (voxel) ↓** | | | | | |"
+    assert lines[8] == "| SIFA | 3.00(0.82) | 4.00(0.82) | 2.00(0.82) | 4.00(0.82) | 3.25(0.20) |"
+    assert lines[11] == "| SIFA+SynthMix | -1.67 | -2.00 | +0.00 | -1.00 | -1.17 |"
+
+
+def test_ttest_matches_scipy(comparison):
+    saved = result_files.read_json(comparison["out_dir"] / "comparison.json")
+    tests = saved["dice_ttests"]["SIFA+SynthMix"]
+    sifa, synthmix = (np.array(FAKE_DICE[k]) for k in ("sifa", "synthmix"))
+    pooled = stats.ttest_rel(synthmix.ravel(), sifa.ravel())
+    assert (tests["All classes"]["t"], tests["All classes"]["p"]) == (pytest.approx(pooled.statistic),
+                                                                       pytest.approx(pooled.pvalue))
+    assert tests["All classes"]["n"] == 12
+    aa = stats.ttest_rel(synthmix[:, 3], sifa[:, 3])
+    assert (tests["AA"]["t"], tests["AA"]["p"], tests["AA"]["n"]) == (pytest.approx(aa.statistic),
+                                                                     pytest.approx(aa.pvalue), 3)
+    assert (tests["LVC"]["t"], tests["LVC"]["p"]) == (pytest.approx(0.0), pytest.approx(1.0))  # equal means
+    assert f"p={pooled.pvalue:.3g}" in comparison["markdown"]
+
+
+def test_ttest_of_identical_runs_is_undefined_not_an_error():
+    volumes = [{"name": f"v{i}", "classes": {"a": {"dice": d}}} for i, d in enumerate([0.5, 0.7, 0.9])]
+    result = paired_dice_ttest(volumes, volumes[:2], ["a"])
+    assert result["a"]["n"] == 2 and np.isnan(result["a"]["t"]) and np.isnan(result[ALL_CLASSES]["p"])
+
+
+def test_comparison_files(comparison):
+    out_dir = comparison["out_dir"]
+    for name in ("comparison.md", "comparison.csv", "comparison.json", "qualitative.png", "dice_bars.png"):
+        assert (out_dir / name).stat().st_size > 0, name
+    assert (out_dir / "comparison.md").read_text() == comparison["markdown"]
+    rows = (out_dir / "comparison.csv").read_text().splitlines()
+    assert rows[0] == "method,run,class,dice_mean,dice_std,dice_difference,assd_mean,assd_std,assd_difference,t,p,n"
+    assert len(rows) == 1 + 2 * 5 + 1  # two runs x (4 classes + Avg), the pooled t-test row
+    saved = json.loads((out_dir / "comparison.json").read_text())
+    assert saved["differences"]["SIFA+SynthMix"]["AA"]["dice"] == pytest.approx(1 / 6)
+    assert saved["columns"] == ["AA", "LAC", "LVC", "MYO", "Avg"]
+
+
+def test_compare_refuses_runs_with_different_classes(comparison, tmp_path):
+    other = tmp_path / "other"
+    write_fake_run(other, "none", FAKE_DICE["sifa"], tmp_path)
+    record = read_metrics(other / "eval")
+    record["class_names"] = ["background", "a", "b", "c", "d"]
+    result_files.write_json(other / "eval" / "metrics.json", record)
+    with pytest.raises(ValueError, match="class_names"):
+        compare_runs([comparison["out_dir"].parent / "sifa", other], tmp_path / "out")
