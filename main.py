@@ -1,6 +1,8 @@
 """Command line of the toolkit: python main.py --flagfile=configs/mr2ct.flags [--mode=...]."""
 import json
+import pathlib
 import sys
+import time
 
 from absl import app
 from absl import logging
@@ -18,16 +20,55 @@ def run_summary(cfg):
     print(json.dumps(build_task(cfg).parameter_counts()))
 
 
-def run_train(cfg):
+def prepare_data(cfg):
     from data_prep import phantom  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import Trainer  # pylint: disable=import-outside-toplevel
 
     if FLAGS.prepare_phantom:
         phantom.ensure_phantom(cfg.data.data_dir, image_size=cfg.model.image_size, seed=FLAGS.phantom_seed)
+
+
+def run_train(cfg):
+    from sifa_synthmix.trainer import Trainer  # pylint: disable=import-outside-toplevel
+
+    prepare_data(cfg)
     Trainer(cfg, overwrite=FLAGS.overwrite).run()
 
 
-MODES = {"summary": run_summary, "train": run_train}
+def eval_options():
+    flip = {"auto": None, "true": True, "false": False}[FLAGS.flip_test_volumes]
+    return {"checkpoint": FLAGS.checkpoint or None, "flip": flip, "assd_unit": FLAGS.assd_unit,
+            "batch_size": FLAGS.eval_batch_size}
+
+
+def run_evaluate(cfg):
+    from sifa_synthmix.evaluation.report import run_table  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
+
+    print(run_table(evaluate_run(cfg.output_dir, **eval_options())))
+
+
+def run_compare(cfg):
+    from sifa_synthmix.evaluation.compare import compare_runs  # pylint: disable=import-outside-toplevel
+
+    if not FLAGS.compare_runs:
+        raise app.UsageError("--mode=compare needs --compare_runs=DIR1,DIR2[,...]")
+    out = pathlib.Path(cfg.output_dir) / "comparison"
+    print(compare_runs(FLAGS.compare_runs, out))
+    print(f"written to {out}")
+
+
+def run_experiment(cfg):
+    from sifa_synthmix.experiment import run_experiment as experiment  # pylint: disable=import-outside-toplevel
+
+    prepare_data(cfg)
+    start = time.perf_counter()
+    text = experiment(cfg, FLAGS.experiment_variants, overwrite=FLAGS.overwrite, eval_options=eval_options())
+    print(text)
+    print(f"experiment wall time: {time.perf_counter() - start:.0f} s")
+
+
+MODES = {"summary": run_summary, "train": run_train, "evaluate": run_evaluate, "compare": run_compare,
+         "experiment": run_experiment}
 
 
 def main(argv):
@@ -43,7 +84,7 @@ def main(argv):
         raise app.UsageError(str(error)) from None
     try:
         MODES[FLAGS.mode](cfg)
-    except (DataError, RunFolderError) as error:
+    except (DataError, RunFolderError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -89,7 +89,7 @@ def load_chaos_volume(dicom_dir, ground_dir):
     array = sitk.GetArrayFromImage(image)  # slice, row, column
     label = np.stack([read_mask(ground_dir / f"{f.stem}.png", f, array.shape[1:]) for f in files])
     return volumes.checked_volume(array.transpose(2, 1, 0), label.transpose(2, 1, 0),
-                                  volumes.sitk_affine(image), dicom_dir)
+                                  volumes.sitk_affine(image), dicom_dir, ground_dir)
 
 
 def raw_volumes(btcv_dir, chaos_dir, test_ids, val_counts):

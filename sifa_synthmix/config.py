@@ -63,6 +63,9 @@ class SynthMixConfig:
             raise ValueError(f"unknown inspector loss {self.inspector_loss!r}")
         if self.interpolation not in ("nearest", "bilinear"):
             raise ValueError(f"unknown mask interpolation {self.interpolation!r}")
+        if self.protocol == "none" and not self.image_discriminators:
+            raise ValueError("image_discriminators=False (Model 0) needs a mixing protocol; "
+                             "plain SIFA keeps d_A and d_B")
         if self.lam != "uniform" and not 0.0 <= float(self.lam) <= 1.0:
             raise ValueError(f"synthmix lambda must be 'uniform' or in [0, 1], got {self.lam}")
 

@@ -4,7 +4,7 @@ from absl import flags
 from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainConfig
 
 FLAGS = flags.FLAGS
-MODES = ("summary", "train")
+MODES = ("summary", "train", "evaluate", "compare", "experiment")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -12,7 +12,15 @@ def define_flags():
     """Defines the flags (once per process; later calls do nothing)."""
     if "mode" in FLAGS:
         return
-    flags.DEFINE_enum("mode", "train", MODES, "summary: print parameter counts as JSON; train: train a run.")
+    flags.DEFINE_enum("mode", "train", MODES,
+                      "summary: parameter counts as JSON; train: train a run; evaluate: score a run's "
+                      "target test volumes; compare: table and figures of evaluated runs; experiment: "
+                      "train, evaluate and compare --experiment_variants.")
+    flags.DEFINE_enum("model", "sifa", ["sifa", "segmenter"],
+                      "sifa: SIFA (+ --mix_protocol); segmenter: e_B + s_B alone with SIFA's segmentation "
+                      "loss, the 'source only' / 'oracle' reference rows.")
+    flags.DEFINE_enum("train_domain", "source", ["source", "target"],
+                      "Segmenter only: train on source labels (source only) or target labels (oracle).")
     # Data.
     flags.DEFINE_string("data_dir", "data/mmwhs", "Prepared-data folder (data_prep output or the phantom).")
     flags.DEFINE_enum("source_modality", "mr", ["mr", "ct"], "Labelled domain A.")
@@ -56,6 +64,17 @@ def define_flags():
                       "Seeded, op-deterministic run whose input pipeline position is checkpointed too, "
                       "so a resumed run continues exactly (the shuffle buffer goes into checkpoints).")
     flags.DEFINE_bool("overwrite", False, "Start afresh in an output_dir that holds a run with other flags.")
+    # Evaluation and comparison.
+    flags.DEFINE_string("checkpoint", "", "Evaluate this checkpoint instead of the run's latest.")
+    flags.DEFINE_enum("flip_test_volumes", "auto", ["auto", "true", "false"],
+                      "Flip test volumes on axes 0 and 1 before inference (auto: from dataset.json).")
+    flags.DEFINE_enum("assd_unit", "voxel", ["voxel", "mm"],
+                      "ASSD in voxels (as the paper) or in mm (needs the spacing in dataset.json).")
+    flags.DEFINE_integer("eval_batch_size", 16, "Slices per inference batch.")
+    flags.DEFINE_list("compare_runs", [], "Run folders to compare; the first is the reference.")
+    flags.DEFINE_list("experiment_variants", ["source_only", "sifa", "synthmix", "oracle"],
+                      "Variants of --mode=experiment: source_only, oracle, sifa, synthmix, mixup, "
+                      "cutmix, model0.")
     # SynthMix.
     flags.DEFINE_enum("mix_protocol", "none", ["none", "synthmix", "mixup", "cutmix"],
                       "none: plain SIFA; synthmix: the paper's method; mixup/cutmix: its baselines.")
@@ -104,7 +123,7 @@ def config_from_flags(values=FLAGS):
                                 inspector_loss=values.inspector_loss,
                                 image_discriminators=values.image_discriminators,
                                 inspector_ndf=values.inspector_ndf),
-        output_dir=values.output_dir, max_steps=values.max_steps, batch_size=values.batch_size,
+        kind=values.model, train_domain=values.train_domain, output_dir=values.output_dir, max_steps=values.max_steps, batch_size=values.batch_size,
         base_lr=values.base_lr, lambda_cycle=values.lambda_cycle, pool_size=values.pool_size,
         seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
         log_every=values.log_every, image_every=values.image_every,

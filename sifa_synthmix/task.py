@@ -84,6 +84,9 @@ class SIFATask:
     def parameter_counts(self):
         return self.networks.parameter_counts()
 
+    def learning_rates(self):
+        return {"gan": self.gan_optimizer.learning_rate, "seg": self.seg_optimizer.learning_rate}
+
     def scope_variables(self, scopes):
         return [v for scope in scopes for v in getattr(self.networks, scope).trainable_variables]
 
@@ -248,7 +251,7 @@ class SIFATask:
     def update_d_P(self, ctx):
         pred_fake_B = self._update_output_discriminator(ctx, "d_P", "s_B", "")
         ctx["metrics"]["dice_fake_B"] = foreground_dice(pred_fake_B, ctx["gt_A"])
-        ctx["images"]["pred_fake_B"] = pred_fake_B
+        ctx["images"]["seg_logits"] = pred_fake_B
 
     def update_d_P_ll(self, ctx):
         self._update_output_discriminator(ctx, "d_P_ll", "s_B_ll", "_ll")
@@ -258,12 +261,18 @@ class SIFATask:
         return {"A": source_images, "gt_A": source_labels, "B": target_images,
                 "metrics": {}, "images": {}}
 
-    def train_step(self, source_images, source_labels, target_images):
-        """The seven updates in the official order; returns (metrics, images)."""
+    def train_step(self, source_images, source_labels, target_images, target_labels=None):
+        """The seven updates in the official order; returns (metrics, images).
+
+        Target labels are never used for training (unsupervised adaptation); the argument
+        exists so that every task has one signature.
+        """
+        del target_labels
         ctx = self.new_context(source_images, source_labels, target_images)
         for name in self.update_order:
             getattr(self, f"update_{name}")(ctx)
-        images = dict(ctx["images"], A=ctx["A"], B=ctx["B"], fake_B=ctx["fake_B"])
+        images = dict(ctx["images"], A=ctx["A"], B=ctx["B"], fake_B=ctx["fake_B"],
+                      seg_image=ctx["fake_B"], seg_labels=ctx["gt_A"])
         return ctx["metrics"], images
 
     def predict_logits(self, images):

@@ -1,8 +1,15 @@
 """Picks the task a TrainConfig describes: plain SIFA, or SIFA with a mixing protocol."""
+from sifa_synthmix.segmenter_task import SegmenterTask
 from sifa_synthmix.task import SIFATask
+
+KINDS = ("sifa", "segmenter")
 
 
 def build_task(cfg):
+    if cfg.kind not in KINDS:
+        raise ValueError(f"unknown model kind {cfg.kind!r}; expected one of {KINDS}")
+    if cfg.kind == "segmenter":
+        return SegmenterTask(cfg)
     if cfg.synthmix.protocol == "none":
         return SIFATask(cfg)
     from sifa_synthmix.synthmix.task import MixingTask  # pylint: disable=import-outside-toplevel

@@ -70,6 +70,8 @@ def load_run_config(run_dir):
 
 def scalar_tag(metric):
     """TensorBoard tag of a step metric: inspector accuracies and SynthMix losses get their own groups."""
+    if metric.startswith("dice_"):
+        return f"dice/{metric[len('dice_'):]}"
     if metric.startswith("inspector_accuracy_"):
         return f"inspector/accuracy_{metric[len('inspector_accuracy_'):]}"
     if metric == "inspector_cls":
@@ -121,14 +123,10 @@ class Trainer:
         with self.writer.as_default(step=int(self.step)):
             hparams_api.hparams(_flatten(self.cfg.to_dict()), trial_id=str(self.out))
 
-    def _learning_rates(self):
-        return {"gan": float(keras.ops.convert_to_numpy(self.task.gan_optimizer.learning_rate)),
-                "seg": float(keras.ops.convert_to_numpy(self.task.seg_optimizer.learning_rate))}
-
     def _write_scalars(self, step, metrics, target_batch):
-        scalars = {scalar_tag(k): float(v) for k, v in metrics.items() if k != "dice_fake_B"}
-        scalars.update({f"lr/{k}": v for k, v in self._learning_rates().items()})
-        scalars["dice/fake_B_vs_source_labels"] = float(metrics["dice_fake_B"])
+        scalars = {scalar_tag(k): float(v) for k, v in metrics.items()}
+        scalars.update({f"lr/{k}": float(keras.ops.convert_to_numpy(v))
+                        for k, v in self.task.learning_rates().items()})
         images_B, labels_B = target_batch
         scalars["dice/B_train_batch"] = float(foreground_dice(self.predict(images_B), labels_B))
         if self.val_it is not None:
@@ -139,18 +137,19 @@ class Trainer:
                 tf.summary.scalar(name, value)
         return scalars
 
-    def _write_images(self, step, images, source_labels, target_batch):
+    def _write_images(self, step, images, target_batch):
         num_classes = self.cfg.model.num_classes
         shown = {k: v[:IMAGES_SHOWN] for k, v in images.items()}
         with self.writer.as_default(step=step):
             for name in ("A", "B", "fake_A", "fake_B", "cycle_A", "cycle_B"):
-                tf.summary.image(f"images/{name}", visualize.grey_to_rgb(shown[name]), max_outputs=IMAGES_SHOWN)
+                if name in shown:
+                    tf.summary.image(f"images/{name}", visualize.grey_to_rgb(shown[name]), max_outputs=IMAGES_SHOWN)
             for name in sorted(k for k in shown if k.startswith("mix/")):
                 tf.summary.image(name, shown[name], max_outputs=IMAGES_SHOWN)
-            truth_A = tf.argmax(source_labels[:IMAGES_SHOWN], axis=-1)
+            # The image the segmentation loss saw (fake_B for SIFA) with predicted and true masks.
             masks = {
-                "masks/fake_B_predicted": (shown["fake_B"], tf.argmax(shown["pred_fake_B"], axis=-1)),
-                "masks/fake_B_true": (shown["fake_B"], truth_A),
+                "masks/train_input_predicted": (shown["seg_image"], tf.argmax(shown["seg_logits"], axis=-1)),
+                "masks/train_input_true": (shown["seg_image"], tf.argmax(shown["seg_labels"], axis=-1)),
             }
             images_B, labels_B = (t[:IMAGES_SHOWN] for t in target_batch)
             masks["masks/B_predicted"] = (images_B, tf.argmax(self.predict(images_B), axis=-1))
@@ -164,9 +163,9 @@ class Trainer:
         if "inspector_cls" in metrics:
             losses += (f" L_cls {float(metrics['inspector_cls']):.3f} "
                        f"acc_mix {float(metrics['inspector_accuracy_unaligned_mix']):.2f}")
+        dice = " ".join(f"{k.replace('_', ' ', 1)} {float(v):.3f}" for k, v in metrics.items() if k.startswith("dice_"))
         return (f"step {step}/{cfg.max_steps} | {seconds_per_step:.2f} s/step | "
-                f"ETA {_format_eta((cfg.max_steps - step) * seconds_per_step)} | {losses} | "
-                f"dice fake_B {float(metrics['dice_fake_B']):.3f}")
+                f"ETA {_format_eta((cfg.max_steps - step) * seconds_per_step)} | {losses} | {dice}")
 
     def save(self):
         return self.manager.save(checkpoint_number=int(self.step))
@@ -181,7 +180,7 @@ class Trainer:
             while int(self.step) < cfg.max_steps:
                 source_images, source_labels = next(self.source_it)
                 target_batch = next(self.target_it)
-                metrics, images = self.train_step(source_images, source_labels, target_batch[0])
+                metrics, images = self.train_step(source_images, source_labels, *target_batch)
                 step = int(self.step.assign_add(1))
                 if interval_start is None:  # leave the tracing step out of the timing
                     interval_start, interval_steps = time.perf_counter(), 0
@@ -193,7 +192,7 @@ class Trainer:
                     self.log(self._progress(step, elapsed / max(interval_steps, 1), metrics))
                     interval_start, interval_steps = time.perf_counter(), 0
                 if step % cfg.image_every == 0 or step == cfg.max_steps:
-                    self._write_images(step, images, source_labels, target_batch)
+                    self._write_images(step, images, target_batch)
                 if step % cfg.save_every == 0:
                     self.save()
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:

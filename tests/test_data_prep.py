@@ -264,7 +264,8 @@ def test_augmentation_is_seeded_and_the_identity_changes_nothing():
 
 def test_in_plane_resampling_sets_the_spacing_and_keeps_the_classes():
     labels = blob_labels(np.random.default_rng(1), [3, 7])
-    volume = volumes.checked_volume(labels.astype(np.float32), labels, np.diag([0.5, 0.8, 2.0, 1.0]), "x")
+    volume = volumes.checked_volume(labels.astype(np.float32), labels, np.diag([0.5, 0.8, 2.0, 1.0]),
+                                     "image", "label")
     resampled = volumes.resampled_in_plane(volume, 1.0)
     assert resampled.image.shape == (20, 32, 30)
     assert np.allclose(resampled.spacing, [1.0, 1.0, 2.0], atol=0.05)
@@ -319,19 +320,16 @@ BAD_INPUTS = {
                         "mr_train_1001_image.nii.gz: its label partner .*mr_train_1001_label.nii.gz is missing"),
     "shape mismatch": (lambda raw: replace_volume(raw / MR_LABEL, array=lambda a: a[:, :, :-1]),
                        r"mr_train_1001_label.nii.gz: label shape \(40, 40, 29\) differs"),
-    "affine mismatch": (lambda raw: replace_volume(raw / MR_LABEL, affine=AFFINES["mr"] + np.eye(4)[:, [3]] * 0),
-                        None),
+    "affine mismatch": (lambda raw: replace_volume(raw / MR_LABEL, affine=AFFINES["mr"] + np.diag([0, 0, 0.01, 0])),
+                        r"mr_train_1001_label.nii.gz: label affine .* differs from the image's"),
     "non-3D volume": (lambda raw: replace_volume(raw / MR_IMAGE, array=lambda a: np.stack([a, a], axis=-1)),
                       r"mr_train_1001_image.nii.gz: expected a 3D volume, got shape \(40, 40, 30, 2\)"),
     "NaN voxels": (lambda raw: replace_volume(raw / MR_IMAGE, array=lambda a: np.where(a > 130, np.nan, a)),
                    "mr_train_1001_image.nii.gz: the image holds [0-9]+ NaN or infinite voxel"),
     "unknown labels": (lambda raw: replace_volume(raw / MR_LABEL, array=lambda a: np.where(
         np.indices(a.shape).sum(axis=0) < 2, 999, a).astype(np.int16)),
-        r"mr_train_1001_image.nii.gz: unknown label values 999 \(4 voxels\)"),
+        r"mr_train_1001_label.nii.gz: unknown label values 999 \(4 voxels\)"),
 }
-BAD_INPUTS["affine mismatch"] = (
-    lambda raw: replace_volume(raw / MR_LABEL, affine=AFFINES["mr"] + np.array([[0, 0, 0, 1.0]] * 3 + [[0] * 4])),
-    r"mr_train_1001_label.nii.gz: label affine .* differs from the image's")
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
@@ -374,3 +372,32 @@ def test_cli_bad_input_is_one_error_line_and_exit_code_2(tmp_path):
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [f"error: {tmp_path / 'raw' / MR_IMAGE}: its label partner "
                       f"{tmp_path / 'raw' / MR_LABEL} is missing"]
+
+
+def file_contents(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_one_process_writes_what_two_processes_wrote(cardiac, tmp_path):
+    raw_dir, out = cardiac[1].parent / "raw", cardiac[1]
+    mmwhs.main(["--raw_dir", str(raw_dir), "--output_dir", str(tmp_path / "out"), "--image_size", str(SIZE),
+                "--augment", "1", "--workers", "1", *SPLIT_OPTIONS])
+    assert file_contents(tmp_path / "out") == file_contents(out)
+
+
+def test_a_crop_that_cuts_labels_is_reported(tmp_path):
+    raw = write_mmwhs(tmp_path / "raw", ids=(1001, 1002))
+    report = run_mmwhs(tmp_path / "raw", tmp_path / "out", "--image_size", "8")
+    outside = {v["name"]: v["voxels_outside_crop"] for v in report["volumes"]}
+    test_labels = np.load(tmp_path / "out" / "ct" / "test" / "ct_1001.npz")["arr_1"]
+    lost = sum(counts_by_class(raw[("ct", 1001)], MMWHS_CLASSES).values()) - np.count_nonzero(test_labels)
+    assert outside["ct_1001"] == lost > 0
+
+
+def test_refuses_a_non_empty_output_folder(tmp_path):
+    write_mmwhs(tmp_path / "raw", ids=(1001, 1002))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is not empty"):
+        run_mmwhs(tmp_path / "raw", tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]

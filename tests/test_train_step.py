@@ -137,7 +137,7 @@ def test_full_step_metrics_are_finite_and_complete(first_step):
     _, _, _, metrics, images = first_step
     assert set(EXPECTED_METRICS) <= set(metrics)
     assert_all_finite(metrics)
-    for key in ("A", "B", "fake_B", "fake_A", "cycle_A", "cycle_B", "pred_fake_B"):
+    for key in ("A", "B", "fake_B", "fake_A", "cycle_A", "cycle_B", "seg_logits"):
         assert np.all(np.isfinite(images[key])), key
 
 

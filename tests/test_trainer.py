@@ -10,10 +10,10 @@ from sifa_synthmix.trainer import RunFolderError, Trainer, load_run_config
 SCALAR_TAGS = {
     "loss/g_loss_A", "loss/d_loss_B", "loss/seg_loss", "loss/g_loss_B", "loss/d_loss_A", "loss/d_loss_P",
     "loss/d_loss_P_ll", "loss/seg_ce", "loss/seg_dice", "loss/seg_l2", "loss/seg_ce_ll", "loss/seg_dice_ll",
-    "lr/gan", "lr/seg", "dice/fake_B_vs_source_labels", "dice/B_train_batch", "dice/B_val_batch",
+    "lr/gan", "lr/seg", "dice/fake_B", "dice/B_train_batch", "dice/B_val_batch",
 }
 IMAGE_TAGS = {f"images/{n}" for n in ("A", "B", "fake_A", "fake_B", "cycle_A", "cycle_B")} | {
-    "masks/fake_B_predicted", "masks/fake_B_true", "masks/B_predicted", "masks/B_true"}
+    "masks/train_input_predicted", "masks/train_input_true", "masks/B_predicted", "masks/B_true"}
 
 
 def read_events(run_dir):

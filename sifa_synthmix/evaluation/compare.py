@@ -40,7 +40,7 @@ def _read_config(folder):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_runs(run_dirs, names=None):
+def _load_runs(run_dirs, names=None):
     """The evaluated runs, named from their configs (or `names`); they must share classes and units."""
     folders = [pathlib.Path(d) for d in run_dirs]
     if not folders:
@@ -82,7 +82,7 @@ def _notes(runs):
     return "\n".join(f"- {n}" for n in notes) + "\n"
 
 
-def comparison_markdown(runs, columns, differences, ttests):
+def _comparison_markdown(runs, columns, differences, ttests):
     """The comparison table, its notes and the t-test table, as markdown."""
     reference = runs[0].name
     unit = runs[0].record["assd_unit"]
@@ -152,13 +152,13 @@ def _qualitative_figure(runs, class_names, max_rows):
 def compare_runs(run_dirs, out_dir, names=None, figure_rows=3):
     """Compares evaluated runs against the first one; writes the files listed in the module
     docstring to `out_dir` and returns the markdown (table, notes, t-tests) for printing."""
-    runs = load_runs(run_dirs, names)
+    runs = _load_runs(run_dirs, names)
     class_names = runs[0].record["class_names"]
     columns = table.table_columns(class_names)
     differences = _differences(runs, columns)
     ttests = {r.name: paired_dice_ttest(runs[0].record["volumes"], r.record["volumes"], class_names[1:])
               for r in runs[1:]}
-    markdown = comparison_markdown(runs, columns, differences, ttests)
+    markdown = _comparison_markdown(runs, columns, differences, ttests)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "comparison.md", markdown)

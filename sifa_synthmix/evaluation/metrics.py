@@ -42,7 +42,7 @@ def class_metrics(prediction_mask, truth_mask, spacing=None):
     """{dice, assd, status} of one binary class mask pair, following the empty-case rule."""
     status = _status(bool(prediction_mask.any()), bool(truth_mask.any()))
     if status != OK:
-        return {"dice": 0.0, "assd": float("nan"), "status": status}
+        return {"dice": 1.0 if status == BOTH_EMPTY else 0.0, "assd": float("nan"), "status": status}
     return {"dice": float(binary.dc(prediction_mask, truth_mask)),
             "assd": float(binary.assd(prediction_mask, truth_mask, voxelspacing=spacing)),
             "status": status}

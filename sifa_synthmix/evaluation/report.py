@@ -70,12 +70,13 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
         "volumes": volumes,
         "summary": metrics.summarise([v["classes"] for v in volumes]),
     }
-    result_files.write_json(out_dir / METRICS_FILE, record)
     result_files.write_csv(out_dir / "metrics.csv", ["volume", "class_index", "class", "dice", "assd",
                                                      "assd_unit", "status"],
                            [[v["name"], class_names.index(c), c, m["dice"], m["assd"], spacing_unit, m["status"]]
                             for v in volumes for c, m in v["classes"].items()])
     atomic_write_text(out_dir / "table.md", run_table(record))
+    # Last: compare reads metrics.json, so its presence means the whole folder is written.
+    result_files.write_json(out_dir / METRICS_FILE, record)
     return record
 
 

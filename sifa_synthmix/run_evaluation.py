@@ -1,0 +1,60 @@
+"""Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report."""
+import pathlib
+
+import tensorflow as tf
+
+from sifa_synthmix import inputs
+from sifa_synthmix.data import layout as layout_lib
+from sifa_synthmix.data.reader import DataError
+from sifa_synthmix.evaluation.methods import method_name
+from sifa_synthmix.evaluation.report import evaluate_volumes, spacing_by_volume
+from sifa_synthmix.segmenter_task import SegmenterNetworks
+from sifa_synthmix.task import set_precision
+from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
+
+EVAL_DIR = "eval"
+
+
+def restore_target_segmenter(run_dir, cfg, checkpoint=None):
+    """A tf.function mapping [N, H, W, 1] images in [-1, 1] to logits, with the run's e_B and s_B.
+
+    Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
+    """
+    run_dir = pathlib.Path(run_dir)
+    path = checkpoint or tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    if path is None:
+        raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
+    set_precision("float32")
+    networks = SegmenterNetworks(cfg.model)
+    status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(path)
+    status.expect_partial().assert_existing_objects_matched()
+
+    @tf.function(autograph=False)
+    def predict_logits(images):
+        latent, _ = networks.e_B(images, training=False)
+        return networks.s_B(latent)
+
+    return predict_logits, path
+
+
+def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, log=print):
+    """Writes RUN/eval (metrics.json/csv, table.md, predictions/*.nii.gz); returns the record."""
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise DataError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    cfg = load_run_config(run_dir)
+    data = layout_lib.PreparedLayout(cfg.data.data_dir)
+    modality = cfg.data.target_modality
+    volumes = data.test_volumes(modality)
+    if not volumes:
+        raise DataError(f"{data.test_dir(modality)}: no test volumes (*.npz) to evaluate")
+    info = data.read_info() if data.info_path.is_file() else {}
+    resolved = inputs.resolve_data(cfg.data)
+    class_names = info.get("class_names") or [f"class {i}" for i in range(cfg.model.num_classes)]
+    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint)
+    log(f"evaluating {path} on {len(volumes)} {modality} test volumes")
+    return evaluate_volumes(
+        predict_logits, volumes, resolved.target_range, class_names, run_dir / EVAL_DIR,
+        batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
+        spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
+        method=method_name(cfg.to_dict()))

@@ -1,0 +1,78 @@
+"""The reference rows of a comparison: e_B + s_B trained with SIFA's segmentation loss alone.
+
+"source only" trains on labelled source slices (no adaptation: the gap SIFA has to close);
+"oracle" trains on labelled target slices (the ceiling). Same networks, loss terms and
+optimizer settings as SIFA's segmentation update, without the deep-supervision head, the
+adversarial terms and the generators.
+"""
+import keras
+import tensorflow as tf
+
+from sifa_synthmix import losses
+from sifa_synthmix.networks import build_e_B, build_segmenter
+from sifa_synthmix.task import ADAM_EPSILON, SEG_L2_WEIGHT, foreground_dice, set_precision
+
+TRAIN_DOMAINS = ("source", "target")
+
+
+class SegmenterNetworks:
+    """e_B and s_B under their SIFA scope names, so checkpoints line up with SIFA runs."""
+
+    SCOPES = ("e_B", "s_B")
+
+    def __init__(self, cfg):
+        self.e_B = build_e_B(cfg)
+        self.s_B = build_segmenter(cfg, "s_B")
+
+    def parameter_counts(self):
+        counts = {scope: sum(int(tf.size(v)) for v in getattr(self, scope).trainable_variables)
+                  for scope in self.SCOPES}
+        counts["total"] = sum(counts.values())
+        return counts
+
+
+class SegmenterTask:
+    """Trains e_B + s_B on one domain's labels: cross-entropy + Dice + 1e-4 L2, as in SIFA."""
+
+    def __init__(self, cfg):
+        if cfg.train_domain not in TRAIN_DOMAINS:
+            raise ValueError(f"unknown train domain {cfg.train_domain!r}; expected one of {TRAIN_DOMAINS}")
+        self.cfg = cfg
+        set_precision(cfg.precision)
+        self.networks = SegmenterNetworks(cfg.model)
+        self.variables = self.networks.e_B.trainable_variables + self.networks.s_B.trainable_variables
+        self.optimizer = keras.optimizers.Adam(cfg.base_lr, epsilon=ADAM_EPSILON, name="adam_seg")
+        if cfg.precision == "mixed_float16":
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer, name="seg")
+        self.optimizer.build(self.variables)
+
+    def parameter_counts(self):
+        return self.networks.parameter_counts()
+
+    def learning_rates(self):
+        return {"seg": self.optimizer.learning_rate}
+
+    def checkpoint_items(self):
+        return {"e_B": self.networks.e_B, "s_B": self.networks.s_B, "seg_optimizer": self.optimizer}
+
+    def predict_logits(self, images):
+        latent, _ = self.networks.e_B(images, training=False)
+        return self.networks.s_B(latent)
+
+    def train_step(self, source_images, source_labels, target_images, target_labels=None):
+        """One update on the training domain's batch; returns (metrics, images)."""
+        if self.cfg.train_domain == "source":
+            images, labels = source_images, source_labels
+        else:
+            images, labels = target_images, target_labels
+        with tf.GradientTape() as tape:
+            latent, _ = self.networks.e_B(images, training=True)
+            logits = self.networks.s_B(latent)
+            terms = {"seg_ce": losses.weighted_cross_entropy(logits, labels),
+                     "seg_dice": losses.dice_loss(logits, labels),
+                     "seg_l2": SEG_L2_WEIGHT * losses.l2_regularisation(self.variables)}
+            loss = tf.add_n(list(terms.values()))
+        gradients = tape.gradient(self.optimizer.scale_loss(loss), self.variables)
+        self.optimizer.apply_gradients(zip(gradients, self.variables))
+        metrics = dict(terms, seg_loss=loss, dice_train=foreground_dice(logits, labels))
+        return metrics, {"seg_image": images, "seg_logits": logits, "seg_labels": labels}
