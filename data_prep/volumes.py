@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-AFFINE_TOLERANCE_MM = 1.0
+AFFINE_TOLERANCE_MM = 1e-3
 # Voxel axis directions (nibabel axis codes: the way each index increases), with slices on axis 2
 # and the slices in radiological view: top of the image anterior or superior, patient's right on
 # the image's left.
@@ -45,7 +45,7 @@ def checked_volume(image, label, affine, source, label_source):
         raise RawDataError(f"{source}: image shape {image.shape} and label shape {label.shape} differ")
     for name, array, path in (("image", image, source), ("label", label, label_source)):
         bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-        if False:
+        if bad:
             raise RawDataError(f"{path}: the {name} holds {bad} NaN or infinite voxel(s)")
     return Volume(image.astype(np.float32), label, np.asarray(affine, dtype=float), str(source),
                   str(label_source))
@@ -117,7 +117,7 @@ def centroid(mask):
 
 def crop_window(centre, size):
     """Start (row, column) of the size x size window centred on `centre` (it may leave the array)."""
-    return tuple(int(round(c - size / 2.0)) for c in centre)
+    return tuple(int(np.floor(c - size / 2.0 + 0.5)) for c in centre)
 
 
 def cropped_in_plane(array, start, size, fill):
