@@ -76,7 +76,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import RunFolderError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.trainer import NonFiniteError, RunFolderError  # pylint: disable=import-outside-toplevel
 
     try:
         cfg = flags_lib.config_from_flags(FLAGS)
@@ -87,6 +87,9 @@ def main(argv):
     except (DataError, RunFolderError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

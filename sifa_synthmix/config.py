@@ -93,6 +93,7 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: bool = False
     deterministic: bool = False
+    max_nonfinite: int = 10  # stop after this many steps in a row with a skipped (non-finite) update
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -32,11 +32,13 @@ class FakeImagePool(tf.Module):
         fake_batch = tf.cast(fake_batch, self.images.dtype)
         coin = self.generator.uniform([])
         random_slot = self.generator.uniform([], 0, self.pool_size, dtype=tf.int64)
-        filling = self.count < self.pool_size
-        swap = tf.logical_and(tf.logical_not(filling), coin > 0.5)
-        slot = tf.where(filling, self.count, random_slot)
+        # A non-finite batch is passed through but never stored, so it cannot come back later.
+        finite = tf.reduce_all(tf.math.is_finite(fake_batch))
+        filling = tf.logical_and(self.count < self.pool_size, finite)
+        swap = tf.logical_and(tf.logical_and(self.count >= self.pool_size, finite), coin > 0.5)
+        slot = tf.where(self.count < self.pool_size, self.count, random_slot)
         stored_batch = tf.gather(self.images, slot)
         new_content = tf.where(tf.logical_or(filling, swap), fake_batch, stored_batch)
         self.images.scatter_update(tf.IndexedSlices(new_content[tf.newaxis], slot[tf.newaxis]))
-        self.count.assign(tf.minimum(self.count + 1, self.pool_size))
+        self.count.assign(tf.minimum(self.count + tf.cast(finite, tf.int64), self.pool_size))
         return tf.where(swap, stored_batch, fake_batch)

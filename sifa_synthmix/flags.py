@@ -63,6 +63,9 @@ def define_flags():
     flags.DEFINE_bool("deterministic", False,
                       "Seeded, op-deterministic run whose input pipeline position is checkpointed too, "
                       "so a resumed run continues exactly (the shuffle buffer goes into checkpoints).")
+    flags.DEFINE_integer("max_nonfinite", 10,
+                         "A non-finite loss or gradient skips that update; after this many steps in a row "
+                         "with a skipped update the run stops, keeping its last good checkpoint.")
     flags.DEFINE_bool("overwrite", False, "Start afresh in an output_dir that holds a run with other flags.")
     # Evaluation and comparison.
     flags.DEFINE_string("checkpoint", "", "Evaluate this checkpoint instead of the run's latest.")
@@ -128,5 +131,5 @@ def config_from_flags(values=FLAGS):
         seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
         log_every=values.log_every, image_every=values.image_every,
         precision=resolve_precision(values.precision), jit_compile=values.jit_compile,
-        deterministic=values.deterministic,
+        deterministic=values.deterministic, max_nonfinite=values.max_nonfinite,
     )

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from sifa_synthmix import losses
 from sifa_synthmix.networks import build_e_B, build_segmenter
-from sifa_synthmix.task import ADAM_EPSILON, SEG_L2_WEIGHT, foreground_dice, set_precision
+from sifa_synthmix.task import ADAM_EPSILON, SEG_L2_WEIGHT, foreground_dice, minimize_if_finite, set_precision
 
 TRAIN_DOMAINS = ("source", "target")
 
@@ -72,7 +72,6 @@ class SegmenterTask:
                      "seg_dice": losses.dice_loss(logits, labels),
                      "seg_l2": SEG_L2_WEIGHT * losses.l2_regularisation(self.variables)}
             loss = tf.add_n(list(terms.values()))
-        gradients = tape.gradient(self.optimizer.scale_loss(loss), self.variables)
-        self.optimizer.apply_gradients(zip(gradients, self.variables))
-        metrics = dict(terms, seg_loss=loss, dice_train=foreground_dice(logits, labels))
+        skipped = minimize_if_finite(self.optimizer, tape, loss, self.variables)
+        metrics = dict(terms, seg_loss=loss, dice_train=foreground_dice(logits, labels), skipped_updates=skipped)
         return metrics, {"seg_image": images, "seg_logits": logits, "seg_labels": labels}

@@ -53,6 +53,23 @@ def foreground_dice(logits, onehot):
     return tf.reduce_mean(2.0 * intersection / (sizes + 1e-7))
 
 
+def minimize_if_finite(optimizer, tape, loss, variables):
+    """One optimizer step on `variables`, skipped when the loss or a gradient is not finite.
+
+    Returns 1 (int64) for a skipped update, else 0. Under float16 loss scaling the optimizer
+    also skips and lowers its scale when only the scaled gradients overflow.
+    """
+    gradients = tape.gradient(optimizer.scale_loss(loss), variables)
+    finite = tf.reduce_all([tf.math.is_finite(loss)]
+                           + [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
+
+    def apply():
+        optimizer.apply_gradients(zip(gradients, variables))
+        return tf.constant(0, tf.int64)
+
+    return tf.cond(finite, apply, lambda: tf.constant(1, tf.int64))
+
+
 def set_precision(precision):
     """Sets the global Keras dtype policy: float32, mixed_float16 or mixed_bfloat16."""
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
@@ -149,9 +166,11 @@ class SIFATask:
         ce_ll, dice_ll = losses.weighted_cross_entropy(logits_ll, onehot), losses.dice_loss(logits_ll, onehot)
         return {"ce": ce, "dice": dice, "ce_ll": ce_ll, "dice_ll": dice_ll}
 
-    def minimize(self, optimizer, tape, loss, variables):
-        gradients = tape.gradient(optimizer.scale_loss(loss), variables)
-        optimizer.apply_gradients(zip(gradients, variables))
+    def minimize(self, ctx, optimizer, tape, loss, variables):
+        """An optimizer step that a non-finite loss or gradient skips (counted in the metrics)."""
+        skipped = minimize_if_finite(optimizer, tape, loss, variables)
+        metrics = ctx["metrics"]
+        metrics["skipped_updates"] = metrics.get("skipped_updates", tf.constant(0, tf.int64)) + skipped
 
     # ---------------------------------------------------------------- updates
     # Each update reads and writes `ctx`, a dict of the step's tensors. A value stays in ctx
@@ -169,7 +188,7 @@ class SIFATask:
             loss = self.cycle_loss(ctx, cycle_A, cycle_B) + self.mix_loss_A(ctx, fake_B)
             if self.image_discriminators:
                 loss += losses.lsgan_generator(n.d_B(fake_B))
-        self.minimize(self.gan_optimizer, tape, loss, variables)
+        self.minimize(ctx, self.gan_optimizer, tape, loss, variables)
         metrics["g_loss_A"] = loss
         if self.image_discriminators:
             # The pool gets fake_B from before this update, as in the official schedule.
@@ -180,7 +199,7 @@ class SIFATask:
         with tf.GradientTape() as tape:
             real, fake = run_stacked(self.networks.d_B, [ctx["B"], ctx["pooled_fake_B"]])
             loss = losses.lsgan_discriminator(real, fake)
-        self.minimize(self.gan_optimizer, tape, loss, variables)
+        self.minimize(ctx, self.gan_optimizer, tape, loss, variables)
         ctx["metrics"]["d_loss_B"] = loss
 
     def update_seg(self, ctx):
@@ -205,7 +224,7 @@ class SIFATask:
             loss = (terms["ce"] + terms["dice"] + terms["l2"]
                     + DEEP_SUPERVISION_WEIGHT * (terms["ce_ll"] + terms["dice_ll"])
                     + sum(SEG_ADVERSARIAL_WEIGHTS[k] * v for k, v in adversarial.items()))
-        self.minimize(self.seg_optimizer, tape, loss, variables)
+        self.minimize(ctx, self.seg_optimizer, tape, loss, variables)
         metrics["seg_loss"] = loss
         metrics.update({f"seg_{k}": v for k, v in terms.items()})
         metrics.update({f"seg_adv_{k}": v for k, v in adversarial.items()})
@@ -218,7 +237,7 @@ class SIFATask:
         variables = self.scope_variables(UPDATE_SCOPES["de_B"])
         with tf.GradientTape() as tape:
             loss, fake_A, _, cycles = self.g_loss_B(ctx, ctx["latent_B"], ctx["latent_fake_B"])
-        self.minimize(self.gan_optimizer, tape, loss, variables)
+        self.minimize(ctx, self.gan_optimizer, tape, loss, variables)
         ctx["metrics"]["g_loss_B"] = loss
         ctx["images"].update(fake_A=fake_A, cycle_A=cycles[0], cycle_B=cycles[1])
         if self.image_discriminators:
@@ -232,7 +251,7 @@ class SIFATask:
             real, pooled, cycled = run_stacked(n.d_A, [ctx["A"], ctx["pooled_fake_A"], cycle_A])
             loss = (losses.lsgan_discriminator(real[..., :1], pooled[..., :1])
                     + losses.lsgan_discriminator(cycled[..., 1:], pooled[..., 1:]))
-        self.minimize(self.gan_optimizer, tape, loss, variables)
+        self.minimize(ctx, self.gan_optimizer, tape, loss, variables)
         ctx["metrics"]["d_loss_A"] = loss
         ctx["images"]["cycle_A"] = cycle_A
 
@@ -244,7 +263,7 @@ class SIFATask:
         with tf.GradientTape() as tape:
             real, fake = run_stacked(getattr(n, scope), [fake_B_logits, B_logits])
             loss = losses.lsgan_discriminator(real, fake)
-        self.minimize(self.gan_optimizer, tape, loss, variables)
+        self.minimize(ctx, self.gan_optimizer, tape, loss, variables)
         ctx["metrics"][f"d_loss_{scope[2:]}"] = loss
         return fake_B_logits
 

@@ -2,6 +2,7 @@
 import json
 import pathlib
 import shutil
+import signal
 import sys
 import time
 
@@ -18,7 +19,7 @@ from sifa_synthmix.task import foreground_dice
 
 CONFIG_FILE = "config.json"
 # Settings a resumed run may change: they do not change what is trained.
-RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every")
+RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite")
 PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
                    ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
 IMAGES_SHOWN = 4
@@ -26,6 +27,10 @@ IMAGES_SHOWN = 4
 
 class RunFolderError(Exception):
     """The output folder holds a run that this one must not overwrite."""
+
+
+class NonFiniteError(Exception):
+    """Too many steps in a row had a non-finite loss or gradient."""
 
 
 def _flatten(values, prefix=""):
@@ -170,18 +175,40 @@ class Trainer:
     def save(self):
         return self.manager.save(checkpoint_number=int(self.step))
 
+    def _request_stop(self, signum, frame):
+        del frame
+        self.stop_signal = signal.Signals(signum).name
+
+    def _check_finite(self, step, metrics):
+        """Counts steps in a row with a skipped update; raises after cfg.max_nonfinite of them."""
+        skipped = int(metrics.get("skipped_updates", 0))
+        self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if skipped else 0
+        if skipped:
+            self.log(f"step {step}: {skipped} update(s) skipped (non-finite loss or gradient), "
+                     f"{self.nonfinite_in_a_row} step(s) in a row")
+        if self.nonfinite_in_a_row >= self.cfg.max_nonfinite:
+            raise NonFiniteError(
+                f"stopped at step {step}: {self.nonfinite_in_a_row} steps in a row with non-finite losses or "
+                f"gradients; the last good checkpoint is {self.manager.latest_checkpoint}")
+
     def run(self):
-        """Trains up to max_steps; returns the last step's metrics as floats."""
+        """Trains up to max_steps; returns the last step's metrics as floats.
+
+        SIGINT or SIGTERM ends the run after the current step with a checkpoint.
+        """
         cfg = self.cfg
         self._build()
         self._write_hparams()
         metrics, interval_start, interval_steps = {}, None, 0
+        self.stop_signal, self.nonfinite_in_a_row = None, 0
+        previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while int(self.step) < cfg.max_steps:
+            while int(self.step) < cfg.max_steps and self.stop_signal is None:
                 source_images, source_labels = next(self.source_it)
                 target_batch = next(self.target_it)
                 metrics, images = self.train_step(source_images, source_labels, *target_batch)
                 step = int(self.step.assign_add(1))
+                self._check_finite(step, metrics)
                 if interval_start is None:  # leave the tracing step out of the timing
                     interval_start, interval_steps = time.perf_counter(), 0
                 else:
@@ -201,8 +228,11 @@ class Trainer:
                 raise
             raise data_error from None
         finally:
-            if hasattr(self, "writer"):
-                self.writer.flush()
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            self.writer.flush()
+        if self.stop_signal:
+            self.log(f"{self.stop_signal}: stopping at step {int(self.step)}")
         if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
             self.save()
         sys.stdout.flush()

@@ -178,7 +178,9 @@ def small_features(**replace):
      f"it holds {SMALL * SMALL * 2 * 4}"),
     (small_features(lsize_dim2=None),
      "record lacks a size key of label_vol (lsize_dim0, lsize_dim1, lsize_dim2)"),
-], ids=["no data_vol", "no label_vol", "wrong size", "no size key"])
+    (small_features(data_vol=records._bytes(np.full((SMALL, SMALL, 3), np.nan, np.float32).tobytes())),
+     "data_vol holds NaN or infinite values"),
+], ids=["no data_vol", "no label_vol", "wrong size", "no size key", "NaN image"])
 def test_bad_record_becomes_data_error(tmp_path, features, reason):
     good = write_small(tmp_path / "good.tfrecords", [0.5])
     bad = write_features(tmp_path / "bad.tfrecords", features)

@@ -39,8 +39,8 @@ def g_A_update_gradients(task, ctx, lambda_inspector, monkeypatch):
     monkeypatch.setattr(task, "mix_cfg", dataclasses.replace(task.mix_cfg, lambda_inspector=lambda_inspector))
     captured = {}
 
-    def capture(optimizer, tape, loss, variables):
-        del optimizer
+    def capture(ctx, optimizer, tape, loss, variables):
+        del ctx, optimizer
         captured["loss"] = float(loss)
         captured["gradients"] = [g.numpy() for g in tape.gradient(loss, variables)]
 

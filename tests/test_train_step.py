@@ -46,9 +46,12 @@ def random_batch(seed=0):
 
 
 def assert_all_finite(metrics):
+    """Losses are finite float32 and no update was skipped as non-finite."""
+    assert int(metrics["skipped_updates"]) == 0
     for key, value in metrics.items():
         value = np.asarray(value)
-        assert value.dtype == np.float32, (key, value.dtype)
+        if key != "skipped_updates":
+            assert value.dtype == np.float32, (key, value.dtype)
         assert np.all(np.isfinite(value)), (key, value)
 
 
@@ -201,3 +204,21 @@ def test_mixed_bfloat16_step_gives_finite_float32_losses(float32_policy_afterwar
     metrics, _ = task.train_step(*random_batch(seed=3))
     assert set(EXPECTED_METRICS) <= set(metrics)
     assert_all_finite(metrics)
+
+
+# --- non-finite values -------------------------------------------------------------------------
+
+
+def test_a_nan_batch_skips_every_update_and_leaves_the_weights_alone():
+    task = build_seeded(tiny_config())
+    source, labels, target = random_batch(seed=5)
+    poisoned = tf.tensor_scatter_nd_update(source, [[0, 0, 0, 0]], [float("nan")])
+    before = [v.numpy().copy() for v in task.scope_variables(task.networks.SCOPES)]
+    metrics, _ = task.train_step(poisoned, labels, target)
+    assert int(metrics["skipped_updates"]) == len(task.update_order)
+    after = [v.numpy() for v in task.scope_variables(task.networks.SCOPES)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert int(task.pool_B.count) == 0  # the NaN fake_B is not pooled
+    assert int(task.pool_A.count) == 1  # fake_A comes from the finite B: pooled
+    metrics, _ = task.train_step(source, labels, target)
+    assert int(metrics["skipped_updates"]) == 0

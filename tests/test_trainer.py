@@ -90,3 +90,16 @@ def test_an_output_dir_with_other_flags_is_refused_unless_overwrite(resume_runs,
     with pytest.raises(RunFolderError, match="model.ngf: 4 -> 8"):
         Trainer(other).run()
     assert sorted(p.name for p in (root / "straight" / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-4.index"]
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_the_run(tiny_config):
+    from sifa_synthmix.trainer import NonFiniteError  # pylint: disable=import-outside-toplevel
+
+    trainer = Trainer(tiny_config("--max_nonfinite=2"), log=lambda _: None)
+    trainer.nonfinite_in_a_row = 0
+    trainer.manager = type("Manager", (), {"latest_checkpoint": "ckpt-4"})()
+    trainer._check_finite(5, {"skipped_updates": 3})
+    trainer._check_finite(6, {"skipped_updates": 0})  # a good step resets the count
+    trainer._check_finite(7, {"skipped_updates": 1})
+    with pytest.raises(NonFiniteError, match="2 steps in a row.*last good checkpoint is ckpt-4"):
+        trainer._check_finite(8, {"skipped_updates": 7})

@@ -153,7 +153,10 @@ def parse_record(serialized, path, image_size):
         with tf.control_dependencies(checks):
             values = tf.io.decode_raw(raw, tf.float32)
         volume = tf.reshape(values, [image_size, image_size, records.SLICES_PER_RECORD])
-        slices.append(volume[:, :, 1])
+        finite = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(volume[:, :, 1])),
+                                     _fail(path, f": {key} holds NaN or infinite values"))
+        with tf.control_dependencies([finite]):
+            slices.append(tf.identity(volume[:, :, 1]))
     image, label = slices
     return image[:, :, tf.newaxis], tf.cast(tf.clip_by_value(label, 0, 255), tf.uint8)
 

@@ -137,7 +137,7 @@ class MixingTask(sifa_task.SIFATask):
             per_kind = [self.inspector_loss(o, a) for o, a in zip(outputs, answers)]
             classification = tf.add_n(per_kind) / len(per_kind)
             loss = self.mix_cfg.lambda_inspector * classification
-        self.minimize(self.inspector_optimizer, tape, loss, variables)
+        self.minimize(ctx, self.inspector_optimizer, tape, loss, variables)
         metrics = ctx["metrics"]
         metrics["inspector_cls"] = classification
         for kind, output, kind_answer in zip(INPUT_KINDS, outputs, answers):
