@@ -5,6 +5,7 @@ import sys
 import time
 
 from absl import app
+from absl import flags
 from absl import logging
 
 from sifa_synthmix import flags as flags_lib
@@ -51,7 +52,7 @@ def run_compare(cfg):
     from sifa_synthmix.evaluation.compare import compare_runs  # pylint: disable=import-outside-toplevel
 
     if not FLAGS.compare_runs:
-        raise app.UsageError("--mode=compare needs --compare_runs=DIR1,DIR2[,...]")
+        fail("--mode=compare needs --compare_runs=DIR1,DIR2[,...]")
     out = pathlib.Path(cfg.output_dir) / "comparison"
     print(compare_runs(FLAGS.compare_runs, out))
     print(f"written to {out}")
@@ -71,26 +72,38 @@ MODES = {"summary": run_summary, "train": run_train, "evaluate": run_evaluate, "
          "experiment": run_experiment}
 
 
+def fail(message, code=2):
+    """One line on stderr and the exit code; no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_flags(argv):
+    """absl's parser, but a bad flag or value is one error line and exit code 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        fail(error)
+
+
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.trainer import NonFiniteError, RunFolderError  # pylint: disable=import-outside-toplevel
 
     try:
         cfg = flags_lib.config_from_flags(FLAGS)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    except (ValueError, flags.ValidationError) as error:
+        fail(error)
     try:
         MODES[FLAGS.mode](cfg)
     except (DataError, RunFolderError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
     except NonFiniteError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(3)
+        fail(error, code=3)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

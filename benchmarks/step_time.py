@@ -12,20 +12,12 @@ import statistics
 import time
 
 import tensorflow as tf
-from absl import app
-from absl import flags as absl_flags
 
-from sifa_synthmix import flags as flags_lib
 from sifa_synthmix.task_factory import build_task
-
-flags_lib.define_flags()
-absl_flags.DEFINE_list("protocols", ["none", "synthmix"], "Mix protocols to time (none = SIFA).")
-absl_flags.DEFINE_integer("rounds", 5, "Interleaved rounds per protocol.")
-absl_flags.DEFINE_integer("steps_per_round", 3, "Timed steps per round.")
-FLAGS = flags_lib.FLAGS
 
 
 def random_batch(cfg):
+    """Fixed random (source images, one-hot source labels, target images) of the config's shape."""
     size, batch = cfg.model.image_size, cfg.batch_size
     images = tf.random.stateless_uniform([2, batch, size, size, 1], seed=[1, 2], minval=-1.0, maxval=1.0)
     labels = tf.random.stateless_uniform([batch, size, size], seed=[3, 4], maxval=cfg.model.num_classes,
@@ -33,25 +25,40 @@ def random_batch(cfg):
     return images[0], tf.one_hot(labels, cfg.model.num_classes), images[1]
 
 
+def with_protocol(cfg, protocol):
+    return dataclasses.replace(cfg, synthmix=dataclasses.replace(cfg.synthmix, protocol=protocol))
+
+
+def trace_steps(cfg, protocols, batch):
+    """{protocol: tf.function train step, called once on `batch`} and the seconds of that call."""
+    steps, trace_seconds = {}, {}
+    for protocol in protocols:
+        task = build_task(with_protocol(cfg, protocol))
+        steps[protocol] = tf.function(task.train_step, jit_compile=cfg.jit_compile, autograph=False)
+        start = time.perf_counter()
+        float(steps[protocol](*batch)[0]["g_loss_A"])
+        trace_seconds[protocol] = time.perf_counter() - start
+    return steps, trace_seconds
+
+
+def time_steps(steps, batch, rounds, steps_per_round):
+    """{protocol: [seconds per step of each round]}; the protocols take turns in every round."""
+    timings = {protocol: [] for protocol in steps}
+    for _ in range(rounds):
+        for protocol, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                metrics, _ = step(*batch)
+            float(metrics["g_loss_A"])  # wait for the last step to finish
+            timings[protocol].append((time.perf_counter() - start) / steps_per_round)
+    return timings
+
+
 def time_protocols(cfg, protocols, rounds, steps_per_round):
     """{protocol: [seconds per step of each round]} and the trace times."""
     batch = random_batch(cfg)
-    steps, trace_seconds = {}, {}
-    for protocol in protocols:
-        task = build_task(dataclasses.replace(cfg, synthmix=dataclasses.replace(cfg.synthmix, protocol=protocol)))
-        steps[protocol] = tf.function(task.train_step, jit_compile=cfg.jit_compile, autograph=False)
-        start = time.perf_counter()
-        steps[protocol](*batch)
-        trace_seconds[protocol] = time.perf_counter() - start
-    timings = {protocol: [] for protocol in protocols}
-    for _ in range(rounds):
-        for protocol in protocols:
-            start = time.perf_counter()
-            for _ in range(steps_per_round):
-                metrics, _ = steps[protocol](*batch)
-            float(metrics["g_loss_A"])  # wait for the last step to finish
-            timings[protocol].append((time.perf_counter() - start) / steps_per_round)
-    return timings, trace_seconds
+    steps, trace_seconds = trace_steps(cfg, protocols, batch)
+    return time_steps(steps, batch, rounds, steps_per_round), trace_seconds
 
 
 def main(argv):
@@ -68,4 +75,14 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from absl import app
+    from absl import flags as absl_flags
+
+    from sifa_synthmix import flags as flags_lib
+
+    flags_lib.define_flags()
+    absl_flags.DEFINE_list("protocols", ["none", "synthmix"], "Mix protocols to time (none = SIFA).")
+    absl_flags.DEFINE_integer("rounds", 5, "Interleaved rounds per protocol.")
+    absl_flags.DEFINE_integer("steps_per_round", 3, "Timed steps per round.")
+    FLAGS = flags_lib.FLAGS
     app.run(main)

@@ -15,6 +15,18 @@ from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
 EVAL_DIR = "eval"
 
 
+def architecture_difference(checkpoint_path, cfg):
+    """Which model flags differ between `cfg` and the run a checkpoint came from, as far as known."""
+    run_dir = pathlib.Path(checkpoint_path).parent.parent
+    if not (run_dir / CONFIG_FILE).is_file():
+        return "its run's flags are unknown"
+    saved = load_run_config(run_dir).model
+    differing = [f"--{name}={getattr(saved, name)} there, {getattr(cfg.model, name)} here"
+                 for name in ("image_size", "ngf", "ndf", "encoder_base", "num_classes", "skip")
+                 if getattr(saved, name) != getattr(cfg.model, name)]
+    return "; ".join(differing) or "same model flags; the file may be damaged"
+
+
 def restore_target_segmenter(run_dir, cfg, checkpoint=None):
     """A tf.function mapping [N, H, W, 1] images in [-1, 1] to logits, with the run's e_B and s_B.
 
@@ -26,8 +38,11 @@ def restore_target_segmenter(run_dir, cfg, checkpoint=None):
         raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
     set_precision("float32")
     networks = SegmenterNetworks(cfg.model)
-    status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(path)
-    status.expect_partial().assert_existing_objects_matched()
+    try:
+        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as error:
+        raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
 
     @tf.function(autograph=False)
     def predict_logits(images):

@@ -101,12 +101,13 @@ class Trainer:
 
     def _build(self):
         cfg = self.cfg
-        self.out = prepare_run_folder(cfg, self.overwrite)
+        # Bad data is reported before anything is written to the run folder.
+        resolved = inputs.resolve_data(cfg.data)
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
-        resolved = inputs.resolve_data(cfg.data)
         source, target, val = inputs.build_training_datasets(cfg, resolved)
+        self.out = prepare_run_folder(cfg, self.overwrite)
         self.task = build_task(cfg)
         self.source_it, self.target_it = iter(source), iter(target)
         self.val_it = iter(val) if val is not None else None

@@ -36,7 +36,7 @@ def _read_datalist(list_path):
             path = list_path.parent / path
         if not path.is_file():
             raise DataError(f"{list_path}: entry {number} ({entry}) does not exist ({path})")
-        paths.append(str(path))
+        paths.append(os.path.normpath(path))
     return paths
 
 

@@ -1,0 +1,66 @@
+"""What the suite measures: network widths, the TrainConfig of one configuration, and the grids
+of the quick and full runs."""
+import itertools
+
+from sifa_synthmix.config import ModelConfig, SynthMixConfig, TrainConfig
+
+# demo: configs/demo.flags (the inspector has its real size relative to SIFA); official: the paper.
+WIDTHS = {
+    "demo": {"ngf": 8, "ndf": 8, "encoder_base": 4, "inspector_ndf": 8},
+    "official": {"ngf": 32, "ndf": 64, "encoder_base": 16, "inspector_ndf": 64},
+}
+PRECISION_NAMES = {"float32": "fp32", "mixed_bfloat16": "bf16"}
+
+
+def spec(image_size, batch_size, widths="demo", precision="float32", jit_compile=False):
+    """One benchmarked configuration, as plain JSON-able values (passed to the worker)."""
+    return {"image_size": image_size, "batch_size": batch_size, "widths": widths,
+            "precision": precision, "jit_compile": jit_compile}
+
+
+def spec_name(values):
+    xla = "+XLA" if values["jit_compile"] else ""
+    return (f"{values['image_size']}px b{values['batch_size']} {values['widths']} "
+            f"{PRECISION_NAMES[values['precision']]}{xla}")
+
+
+def model_config(image_size, widths):
+    sizes = WIDTHS[widths]
+    return ModelConfig(image_size=image_size, ngf=sizes["ngf"], ndf=sizes["ndf"], encoder_base=sizes["encoder_base"])
+
+
+def train_config(values, protocol="none"):
+    """The TrainConfig of a spec: product defaults (pool 50, SynthMix k=8) otherwise."""
+    return TrainConfig(
+        model=model_config(values["image_size"], values["widths"]),
+        synthmix=SynthMixConfig(protocol=protocol, inspector_ndf=WIDTHS[values["widths"]]["inspector_ndf"]),
+        batch_size=values["batch_size"], precision=values["precision"], jit_compile=values["jit_compile"],
+        output_dir="/nonexistent")
+
+
+def overhead_specs(full):
+    """Configurations of the SynthMix / SIFA ratio: the demo run; in full mode the paper's widths too."""
+    specs = [spec(64, 4)]
+    if full:
+        specs.append(spec(256, 1, widths="official"))
+    return specs
+
+
+def throughput_specs(full):
+    """The training grid: SIFA at demo widths; quick mode takes 64 px, batch 2 and 8."""
+    if not full:
+        return [spec(64, 2), spec(64, 8), spec(64, 2, precision="mixed_bfloat16"), spec(64, 2, jit_compile=True)]
+    grid = itertools.product((64, 128, 256), (1, 2, 8), ("float32", "mixed_bfloat16"), (False, True))
+    return ([spec(size, batch, precision=precision, jit_compile=xla) for size, batch, precision, xla in grid]
+            + [spec(256, 1, widths="official")])
+
+
+def pipeline_specs(full):
+    """(image size, batch) of the reader measurements; each needs a float32 grid entry to compare to."""
+    return [(64, 2), (64, 8)] + ([(256, 1), (256, 8)] if full else [])
+
+
+def evaluation_specs(full):
+    """(image size, depth, widths) of the evaluation measurements."""
+    specs = [(64, 32, "demo"), (256, 128, "demo")]
+    return specs + ([(256, 128, "official")] if full else [])

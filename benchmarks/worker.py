@@ -1,0 +1,56 @@
+"""Times SIFA (and mix protocols) at one configuration in a process of its own, so that the
+process's peak resident memory belongs to that configuration; prints one JSON line.
+
+    python -m benchmarks.worker '{"spec": {...settings.spec...}, "protocols": ["none"], "rounds": 3, "steps_per_round": 2}'
+"""
+import json
+import os
+import resource
+import statistics
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # pylint: disable=wrong-import-position
+
+from benchmarks import flops as flops_lib  # pylint: disable=wrong-import-position
+from benchmarks import settings, step_time  # pylint: disable=wrong-import-position
+
+
+def resident_mb():
+    """Current resident memory (VmRSS) of this process in MB."""
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_resident_mb():
+    """Peak resident memory of this process in MB (ru_maxrss is in KB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(request):
+    spec = request["spec"]
+    protocols = request.get("protocols", ["none"])
+    cfg = settings.train_config(spec)
+    baseline = resident_mb()
+    batch = step_time.random_batch(cfg)
+    steps, trace_seconds = step_time.trace_steps(cfg, protocols, batch)
+    timings = step_time.time_steps(steps, batch, request.get("rounds", 3), request.get("steps_per_round", 2))
+    result = {"spec": spec, "protocols": protocols, "round_seconds": timings, "trace_seconds": trace_seconds,
+              "seconds_per_step": {p: statistics.median(t) for p, t in timings.items()},
+              "baseline_rss_mb": baseline, "peak_rss_mb": peak_resident_mb()}
+    if request.get("flops", True):
+        graphs = {p: step.get_concrete_function(*batch).graph for p, step in steps.items()}
+        result["flops_per_step"] = {p: sum(flops_lib.graph_flops(g).values()) for p, g in graphs.items()}
+        result["flops_by_op"] = {p: flops_lib.graph_flops(g) for p, g in graphs.items()}
+        result["profiler_flops_per_step"] = {p: flops_lib.profiler_flops(g) for p, g in graphs.items()}
+        result["uncounted_nested_ops"] = {p: flops_lib.nested_conv_ops(g) for p, g in graphs.items()}
+    return result
+
+
+if __name__ == "__main__":
+    tf.get_logger().setLevel("ERROR")
+    print(json.dumps(measure(json.loads(sys.argv[1]))))
