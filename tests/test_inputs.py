@@ -38,9 +38,9 @@ def stats_of(root):
 
 def test_resolve_finds_lists_and_stats(prepared):
     resolved = inputs.resolve_data(data_config(prepared))
-    assert resolved.source_train == [str(prepared / "datalists" / "../mr/train/mr_train_00.tfrecords")]
-    assert resolved.target_train == [str(prepared / "datalists" / "../ct/train/ct_train_00.tfrecords")]
-    assert resolved.target_val == [str(prepared / "datalists" / "../ct/val/ct_val_00.tfrecords")]
+    assert resolved.source_train == [str(prepared / "mr/train/mr_train_00.tfrecords")]
+    assert resolved.target_train == [str(prepared / "ct/train/ct_train_00.tfrecords")]
+    assert resolved.target_val == [str(prepared / "ct/val/ct_val_00.tfrecords")]
     ranges = stats_of(prepared)
     assert resolved.source_range == ranges["mr"] and resolved.target_range == ranges["ct"]
     assert ranges["mr"] != ranges["ct"]  # so a swap of the two would show
