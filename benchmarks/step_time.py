@@ -29,16 +29,13 @@ def with_protocol(cfg, protocol):
     return dataclasses.replace(cfg, synthmix=dataclasses.replace(cfg.synthmix, protocol=protocol))
 
 
-def trace_steps(cfg, protocols, batch):
-    """{protocol: tf.function train step, called once on `batch`} and the seconds of that call."""
-    steps, trace_seconds = {}, {}
-    for protocol in protocols:
-        task = build_task(with_protocol(cfg, protocol))
-        steps[protocol] = tf.function(task.train_step, jit_compile=cfg.jit_compile, autograph=False)
-        start = time.perf_counter()
-        float(steps[protocol](*batch)[0]["g_loss_A"])
-        trace_seconds[protocol] = time.perf_counter() - start
-    return steps, trace_seconds
+def trace_step(cfg, protocol, batch):
+    """The protocol's tf.function train step, called once on `batch`, and the seconds of that call."""
+    task = build_task(with_protocol(cfg, protocol))
+    step = tf.function(task.train_step, jit_compile=cfg.jit_compile, autograph=False)
+    start = time.perf_counter()
+    float(step(*batch)[0]["g_loss_A"])
+    return step, time.perf_counter() - start
 
 
 def time_steps(steps, batch, rounds, steps_per_round):
@@ -57,7 +54,9 @@ def time_steps(steps, batch, rounds, steps_per_round):
 def time_protocols(cfg, protocols, rounds, steps_per_round):
     """{protocol: [seconds per step of each round]} and the trace times."""
     batch = random_batch(cfg)
-    steps, trace_seconds = trace_steps(cfg, protocols, batch)
+    steps, trace_seconds = {}, {}
+    for protocol in protocols:
+        steps[protocol], trace_seconds[protocol] = trace_step(cfg, protocol, batch)
     return time_steps(steps, batch, rounds, steps_per_round), trace_seconds
 
 

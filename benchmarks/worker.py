@@ -1,7 +1,8 @@
 """Times SIFA (and mix protocols) at one configuration in a process of its own, so that the
 process's peak resident memory belongs to that configuration; prints one JSON line.
 
-    python -m benchmarks.worker '{"spec": {...settings.spec...}, "protocols": ["none"], "rounds": 3, "steps_per_round": 2}'
+    python -m benchmarks.worker '{"spec": {...settings.spec...}, "protocols": ["none"], "rounds": 3,
+                                  "steps_per_round": 2, "flops": true, "profile_calls": 0}'
 """
 import json
 import os
@@ -14,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from benchmarks import flops as flops_lib  # pylint: disable=wrong-import-position
+from benchmarks import op_profile  # pylint: disable=wrong-import-position
 from benchmarks import settings, step_time  # pylint: disable=wrong-import-position
 
 
@@ -37,17 +39,27 @@ def measure(request):
     cfg = settings.train_config(spec)
     baseline = resident_mb()
     batch = step_time.random_batch(cfg)
-    steps, trace_seconds = step_time.trace_steps(cfg, protocols, batch)
+    steps, trace_seconds, peaks = {}, {}, {}
+    for protocol in protocols:
+        # The peak after the first protocol's trace and a warm-up round is that protocol's alone;
+        # later protocols' peaks include what the earlier ones hold.
+        steps[protocol], trace_seconds[protocol] = step_time.trace_step(cfg, protocol, batch)
+        step_time.time_steps({protocol: steps[protocol]}, batch, 1, 1)
+        peaks[protocol] = peak_resident_mb()
     timings = step_time.time_steps(steps, batch, request.get("rounds", 3), request.get("steps_per_round", 2))
     result = {"spec": spec, "protocols": protocols, "round_seconds": timings, "trace_seconds": trace_seconds,
               "seconds_per_step": {p: statistics.median(t) for p, t in timings.items()},
-              "baseline_rss_mb": baseline, "peak_rss_mb": peak_resident_mb()}
+              "baseline_rss_mb": baseline, "peak_rss_mb": peaks[protocols[0]], "peak_rss_mb_cumulative": peaks,
+              "final_peak_rss_mb": peak_resident_mb()}
     if request.get("flops", True):
         graphs = {p: step.get_concrete_function(*batch).graph for p, step in steps.items()}
         result["flops_per_step"] = {p: sum(flops_lib.graph_flops(g).values()) for p, g in graphs.items()}
         result["flops_by_op"] = {p: flops_lib.graph_flops(g) for p, g in graphs.items()}
         result["profiler_flops_per_step"] = {p: flops_lib.profiler_flops(g) for p, g in graphs.items()}
         result["uncounted_nested_ops"] = {p: flops_lib.nested_conv_ops(g) for p, g in graphs.items()}
+    if request.get("profile_calls", 0):
+        result["op_seconds"] = {p: op_profile.profile_calls(step, batch, request["profile_calls"])
+                                for p, step in steps.items()}
     return result
 
 

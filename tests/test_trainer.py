@@ -103,3 +103,13 @@ def test_too_many_nonfinite_steps_in_a_row_stop_the_run(tiny_config):
     trainer._check_finite(7, {"skipped_updates": 1})
     with pytest.raises(NonFiniteError, match="2 steps in a row.*last good checkpoint is ckpt-4"):
         trainer._check_finite(8, {"skipped_updates": 7})
+
+
+def test_deterministic_runs_repeat_exactly(resume_runs):
+    """Two --deterministic runs with one seed: the same losses at every step they share."""
+    _, _, _, root = resume_runs
+    straight_values, _ = read_events(root / "straight")
+    resumed_values, _ = read_events(root / "resumed")
+    for tag in sorted(t for t in straight_values if t.startswith("loss/")):
+        for step in (1, 2):  # before the restart, both runs trained from scratch alike
+            assert float(resumed_values[tag][step]) == float(straight_values[tag][step]), (tag, step)

@@ -1,0 +1,82 @@
+"""The suite's results as Markdown tables (printed, and pasted into docs/benchmarks.md), and its targets."""
+from benchmarks.settings import spec_name
+
+OVERHEAD_TARGET = 1.15  # SIFA+SynthMix seconds per step / SIFA's, at most
+HEADROOM_TARGET = 20.0  # reader slices/s / training step's slices/s, at least
+
+
+def targets(results):
+    """{name: {"target", "value", "met"}} of the issue's two targets (worst case over configurations)."""
+    ratio = max(row["ratio"] for row in results["overhead"])
+    headroom = min(row["headroom"] for row in results["pipeline"])
+    return {"synthmix_overhead": {"target": f"<= {OVERHEAD_TARGET}", "value": ratio, "met": ratio <= OVERHEAD_TARGET},
+            "pipeline_headroom": {"target": f">= {HEADROOM_TARGET:g}x", "value": headroom,
+                                  "met": headroom >= HEADROOM_TARGET}}
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def _met(target):
+    return "met" if target["met"] else "NOT met"
+
+
+def _op_rows(op_seconds, top):
+    """The `top` op types of each protocol by seconds per step, with their share of all op time."""
+    sifa, synthmix = op_seconds["none"], op_seconds["synthmix"]
+    total_sifa, total_synthmix = sum(sifa.values()), sum(synthmix.values())
+    rows = [[kind, f"{sifa.get(kind, 0.0):.4f}", f"{sifa.get(kind, 0.0) / total_sifa:.0%}",
+             f"{synthmix.get(kind, 0.0):.4f}", f"{synthmix.get(kind, 0.0) / total_synthmix:.0%}"]
+            for kind in list(sifa)[:top]]
+    return rows + [["all ops (summed over threads)", f"{total_sifa:.4f}", "100%", f"{total_synthmix:.4f}", "100%"]]
+
+
+def profile_section(overhead, top=10):
+    return "\n\n".join(
+        f"Op time by type, {spec_name(row['spec'])} (TensorFlow profiler, seconds per step summed over "
+        f"compute threads):\n\n" + _table(["op type", "SIFA s", "share", "SIFA+SynthMix s", "share"],
+                                          _op_rows(row["op_seconds"], top))
+        for row in overhead)
+
+
+def markdown(results):
+    """All five measurements as Markdown sections."""
+    goal = results["targets"]
+    arithmetic = results["arithmetic"]
+    peak = arithmetic["matmul"]
+    forward = arithmetic["official_forward"]
+    sections = [
+        "### 1. SynthMix overhead (median of interleaved rounds, same process)\n\n" + _table(
+            ["configuration", "SIFA s/step", "SIFA+SynthMix s/step", "ratio", "rounds"],
+            [[spec_name(r["spec"]), f"{r['sifa']:.3f}", f"{r['synthmix']:.3f}", f"**{r['ratio']:.3f}**",
+              r["rounds"]] for r in results["overhead"]])
+        + f"\n\nTarget {goal['synthmix_overhead']['target']}: {_met(goal['synthmix_overhead'])}.",
+        "### 2. Training throughput and peak memory (SIFA; slices/s = 2 x batch / s per step)\n\n" + _table(
+            ["configuration", "s/step", "slices/s", "peak RSS MB", "RSS before model MB", "first call s"],
+            [[spec_name(r["spec"]), f"{r['seconds_per_step']:.3f}", f"{r['slices_per_second']:.1f}",
+              f"{r['peak_rss_mb']:.0f}", f"{r['baseline_rss_mb']:.0f}", f"{r['trace_seconds']:.0f}"]
+             for r in results["throughput"]]),
+        "### 3. Arithmetic (conv FLOPs counted from the step's graph)\n\n" + _table(
+            ["configuration", "GFLOP/step", "profiler GFLOP/step", "achieved GFLOP/s", "fraction of matmul peak"],
+            [[spec_name(r["spec"]), f"{r['flops_per_step'] / 1e9:.2f}", f"{r['profiler_flops_per_step'] / 1e9:.2f}",
+              f"{r['achieved_flops'] / 1e9:.1f}", f"{r['fraction_of_peak']:.1%}"] for r in arithmetic["steps"]])
+        + f"\n\nfloat32 matmul {peak['size']}x{peak['size']}: best {peak['best'] / 1e9:.1f} GFLOP/s, "
+          f"median {peak['median'] / 1e9:.1f} GFLOP/s (peak = best).\n"
+          f"Official SIFA forward pass (model_setup) at {forward['image_size']}x{forward['image_size']}, "
+          f"official widths: **{forward['total'] / 1e9:.1f} GFLOP per slice pair** ("
+          + ", ".join(f"{k} {v / 1e9:.2f} x{forward['calls'][k]}" for k, v in forward["per_network"].items()) + ").\n\n"
+        + profile_section(results["overhead"]),
+        "### 4. Input pipeline (one reader, phantom tfrecords)\n\n" + _table(
+            ["image, batch", "reader slices/s", "step consumes slices/s", "headroom"],
+            [[f"{r['image_size']}px b{r['batch_size']}", f"{r['reader_slices_per_second']:.0f}",
+              f"{r['step_slices_per_second']:.1f}", f"**{r['headroom']:.0f}x**"] for r in results["pipeline"]])
+        + f"\n\nTarget {goal['pipeline_headroom']['target']}: {_met(goal['pipeline_headroom'])}.",
+        "### 5. Evaluation, seconds per test volume (e_B + s_B, batch 16)\n\n" + _table(
+            ["volume", "widths", "inference s", "metrics s", "NIfTI s", "total s", "first call s"],
+            [[f"{r['size']}x{r['size']}x{r['depth']}", r["widths"], f"{r['inference_seconds']:.2f}",
+              f"{r['metrics_seconds']:.2f}", f"{r['nifti_seconds']:.2f}", f"{r['total_seconds']:.2f}",
+              f"{r['trace_seconds']:.1f}"] for r in results["evaluation"]]),
+    ]
+    return "\n\n".join(sections) + "\n"

@@ -1,0 +1,131 @@
+"""The benchmark suite: SynthMix overhead, training throughput and memory, the step's arithmetic,
+input-pipeline headroom and evaluation cost, in one run.
+
+    python -m benchmarks.run --quick   # under 5 minutes on 2 CPU cores
+    python -m benchmarks.run           # the full grid (hours; see docs/benchmarks.md)
+
+Each training configuration runs in its own process (benchmarks.worker) so that its peak
+memory is its own. Prints Markdown tables and writes benchmarks/results/<date>.json.
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import evaluation, machine, peak, pipeline, report, settings
+from benchmarks.official_forward import official_forward_flops
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+OVERHEAD_ROUNDS = 5
+GRID_ROUNDS = 3
+STEPS_PER_ROUND = 2
+PROFILE_CALLS = 2  # profiled steps of each overhead configuration (op time by type)
+
+
+def run_worker(spec, protocols, rounds, profile_calls=0):
+    """benchmarks.worker's JSON for one configuration, measured in a child process."""
+    request = {"spec": spec, "protocols": protocols, "rounds": rounds, "steps_per_round": STEPS_PER_ROUND,
+               "profile_calls": profile_calls}
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(request)], env=env,
+                          cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          check=False)
+    if done.returncode:
+        raise RuntimeError(f"worker failed on {settings.spec_name(spec)}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def throughput_row(measured, protocol="none"):
+    seconds = measured["seconds_per_step"][protocol]
+    return {"spec": measured["spec"], "seconds_per_step": seconds,
+            "slices_per_second": 2 * measured["spec"]["batch_size"] / seconds,
+            "peak_rss_mb": measured["peak_rss_mb_cumulative"][protocol], "baseline_rss_mb": measured["baseline_rss_mb"],
+            "trace_seconds": measured["trace_seconds"][protocol],
+            "flops_per_step": measured["flops_per_step"][protocol],
+            "profiler_flops_per_step": measured["profiler_flops_per_step"][protocol]}
+
+
+def measure_training(full, log):
+    """Overhead rows and throughput rows; the overhead runs' SIFA (traced first) joins the grid."""
+    overhead, by_name = [], {}
+    for spec in settings.overhead_specs(full):
+        log(f"overhead: {settings.spec_name(spec)}")
+        measured = run_worker(spec, ["none", "synthmix"], OVERHEAD_ROUNDS, PROFILE_CALLS)
+        sifa, synthmix = measured["seconds_per_step"]["none"], measured["seconds_per_step"]["synthmix"]
+        ratios = [s / n for n, s in zip(measured["round_seconds"]["none"], measured["round_seconds"]["synthmix"])]
+        overhead.append({"spec": spec, "sifa": sifa, "synthmix": synthmix, "ratio": synthmix / sifa,
+                         "round_ratios": ratios, "rounds": OVERHEAD_ROUNDS, "op_seconds": measured["op_seconds"],
+                         "measured": measured})
+        by_name[settings.spec_name(spec)] = throughput_row(measured)
+    for spec in settings.throughput_specs(full):
+        name = settings.spec_name(spec)
+        if name not in by_name:
+            log(f"throughput: {name}")
+            by_name[name] = throughput_row(run_worker(spec, ["none"], GRID_ROUNDS))
+    return overhead, [by_name[settings.spec_name(s)] for s in settings.throughput_specs(full)]
+
+
+def arithmetic(throughput, matmul):
+    rows = [dict(row, achieved_flops=row["flops_per_step"] / row["seconds_per_step"],
+                 fraction_of_peak=row["flops_per_step"] / row["seconds_per_step"] / matmul["best"])
+            for row in throughput if row["spec"]["precision"] == "float32"]
+    return {"matmul": matmul, "steps": rows, "official_forward": official_forward_flops(256)}
+
+
+def measure_pipeline(full, throughput, log):
+    """Reader slices/s per (size, batch) against the float32, no-XLA, demo-width step's consumption."""
+    steps = {(r["spec"]["image_size"], r["spec"]["batch_size"]): r for r in throughput
+             if r["spec"] == settings.spec(r["spec"]["image_size"], r["spec"]["batch_size"])}
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        folders = {}
+        for size, batch in settings.pipeline_specs(full):
+            if size not in folders:
+                folders[size], seconds = pipeline.make_phantom(pathlib.Path(root), size)
+                log(f"pipeline: {size}px phantom written in {seconds:.1f} s")
+            rate = pipeline.reader_rate(folders[size], size, batch)
+            consumed = steps[(size, batch)]["slices_per_second"]
+            rows.append({"image_size": size, "batch_size": batch, "reader_slices_per_second": rate,
+                         "step_slices_per_second": consumed, "headroom": rate / consumed})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the small grid (under 5 minutes)")
+    parser.add_argument("--output", default="", help="results JSON (default benchmarks/results/<date>.json)")
+    args = parser.parse_args(argv)
+    full = not args.quick
+    start = time.perf_counter()
+
+    def log(message):
+        print(f"[{time.perf_counter() - start:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+    results = {"mode": "full" if full else "quick", "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+               "machine": machine.describe_machine(), "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]])}
+    log("float32 matmul peak")
+    matmul = peak.matmul_flops_per_second()
+    results["overhead"], results["throughput"] = measure_training(full, log)
+    log("arithmetic")
+    results["arithmetic"] = arithmetic(results["throughput"], matmul)
+    results["pipeline"] = measure_pipeline(full, results["throughput"], log)
+    results["evaluation"] = []
+    for size, depth, widths in settings.evaluation_specs(full):
+        log(f"evaluation: {size}x{size}x{depth} {widths}")
+        results["evaluation"].append(evaluation.time_evaluation(size, depth, widths))
+    results["targets"] = report.targets(results)
+    results["wall_seconds"] = time.perf_counter() - start
+    output = pathlib.Path(args.output or RESULTS_DIR / f"{datetime.date.today().isoformat()}{'' if full else '-quick'}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=1) + "\n")
+    print(report.markdown(results))
+    print(f"{results['mode']} run: {results['wall_seconds']:.0f} s; results in {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The benchmark suite's FLOP counter against hand counts, and its matmul timer."""
+import tensorflow as tf
+
+from benchmarks.flops import function_flops, graph_flops, profiler_flops
+from benchmarks.peak import matmul_flops_per_second
+
+
+def test_conv_flops_forward_and_backward_match_hand_count():
+    kernel = tf.Variable(tf.ones([3, 3, 2, 4]))
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.nn.conv2d(x, kernel, 1, "SAME"))
+        return tape.gradient(loss, [x, kernel])
+
+    graph = tf.function(step, autograph=False).get_concrete_function(tf.TensorSpec([1, 8, 8, 2])).graph
+    per_pass = 2 * 8 * 8 * 4 * 3 * 3 * 2  # 2 x output elements x taps x input channels
+    assert graph_flops(graph) == {"Conv2D": per_pass, "Conv2DBackpropInput": per_pass,
+                                  "Conv2DBackpropFilter": per_pass}
+    assert profiler_flops(graph) >= 3 * per_pass  # it counts the same convs plus elementwise ops
+
+
+def test_strided_transposed_conv_and_matmul_flops():
+    strided = function_flops(lambda x: tf.nn.conv2d(x, tf.ones([4, 4, 2, 3]), 2, "SAME"),
+                             tf.TensorSpec([1, 8, 8, 2]))
+    assert strided == {"Conv2D": 2 * (4 * 4 * 3) * (4 * 4 * 2)}
+    transposed = function_flops(lambda x: tf.nn.conv2d_transpose(x, tf.ones([3, 3, 2, 3]), [1, 8, 8, 2], 2),
+                                tf.TensorSpec([1, 4, 4, 3]))
+    assert transposed == {"Conv2DBackpropInput": 2 * (4 * 4 * 3) * (3 * 3 * 2)}  # input elements x taps x outputs
+    product = function_flops(lambda a, b: tf.linalg.matmul(a, b, transpose_a=True),
+                             tf.TensorSpec([5, 3]), tf.TensorSpec([5, 7]))
+    assert product == {"MatMul": 2 * 3 * 7 * 5}
+
+
+def test_matmul_timer_returns_positive_rates():
+    rate = matmul_flops_per_second(size=64, repeats=3)
+    assert rate["best"] >= rate["median"] > 0
