@@ -65,7 +65,7 @@ def markdown(results):
         + f"\n\nfloat32 matmul {peak['size']}x{peak['size']}: best {peak['best'] / 1e9:.1f} GFLOP/s, "
           f"median {peak['median'] / 1e9:.1f} GFLOP/s (peak = best).\n"
           f"Official SIFA forward pass (model_setup) at {forward['image_size']}x{forward['image_size']}, "
-          f"official widths: **{forward['total'] / 1e9:.1f} GFLOP per slice pair** ("
+          f"{forward['widths']} widths: **{forward['total'] / 1e9:.1f} GFLOP per slice pair** ("
           + ", ".join(f"{k} {v / 1e9:.2f} x{forward['calls'][k]}" for k, v in forward["per_network"].items()) + ").\n\n"
         + profile_section(results["overhead"]),
         "### 4. Input pipeline (one reader, phantom tfrecords)\n\n" + _table(

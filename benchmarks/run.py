@@ -106,8 +106,10 @@ def main(argv=None):
     def log(message):
         print(f"[{time.perf_counter() - start:6.0f} s] {message}", file=sys.stderr, flush=True)
 
-    results = {"mode": "full" if full else "quick", "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-               "machine": machine.describe_machine(), "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]])}
+    results = {"mode": "full" if full else "quick",
+               "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
+               "machine": machine.describe_machine(), "load_average_at_start": os.getloadavg()}
     log("float32 matmul peak")
     matmul = peak.matmul_flops_per_second()
     results["overhead"], results["throughput"] = measure_training(full, log)
@@ -120,7 +122,8 @@ def main(argv=None):
         results["evaluation"].append(evaluation.time_evaluation(size, depth, widths))
     results["targets"] = report.targets(results)
     results["wall_seconds"] = time.perf_counter() - start
-    output = pathlib.Path(args.output or RESULTS_DIR / f"{datetime.date.today().isoformat()}{'' if full else '-quick'}.json")
+    default_name = f"{datetime.date.today().isoformat()}{'' if full else '-quick'}.json"
+    output = pathlib.Path(args.output or RESULTS_DIR / default_name)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1) + "\n")
     print(report.markdown(results))
