@@ -40,13 +40,47 @@ def op_flops(op):
     return 0
 
 
+def live_operations(graph):
+    """The ops a call of the function runs: those its outputs and stateful ops depend on. The rest
+    (e.g. filter gradients of networks an update does not train) is pruned when TF instantiates it."""
+    operations = graph.get_operations()
+    stack = ([t.op for t in graph.outputs] + list(graph.control_outputs)
+             + [op for op in operations if op._is_stateful])  # pylint: disable=protected-access
+    live = set()
+    while stack:
+        op = stack.pop()
+        if op not in live:
+            live.add(op)
+            stack.extend(t.op for t in op.inputs)
+            stack.extend(op.control_inputs)
+    return [op for op in operations if op in live]
+
+
 def graph_flops(graph):
-    """{op type: FLOPs} of the graph's conv and matmul ops (functions it calls are not entered)."""
+    """{op type: FLOPs} of the graph's live conv and matmul ops (functions it calls are not entered)."""
     totals = {}
-    for op in graph.get_operations():
+    for op in live_operations(graph):
         flops = op_flops(op)
         if flops:
             totals[op.type] = totals.get(op.type, 0) + flops
+    return totals
+
+
+def network_name(op_name):
+    """"gradient_tape/d_P_ll_3/c1_1/convolution/..." -> "d_P_ll" (Keras numbers repeated calls)."""
+    scope = op_name.removeprefix("gradient_tape/").split("/")[0]
+    stem, _, number = scope.rpartition("_")
+    return stem if number.isdigit() and stem else scope
+
+
+def flops_by_network(graph):
+    """{network: {"forward": FLOPs, "backward": FLOPs}} of the graph's live conv and matmul ops."""
+    totals = {}
+    for op in live_operations(graph):
+        flops = op_flops(op)
+        if flops:
+            passes = totals.setdefault(network_name(op.name), {"forward": 0, "backward": 0})
+            passes["backward" if "Backprop" in op.type else "forward"] += flops
     return totals
 
 

@@ -33,11 +33,21 @@ def _op_rows(op_seconds, top):
     return rows + [["all ops (summed over threads)", f"{total_sifa:.4f}", "100%", f"{total_synthmix:.4f}", "100%"]]
 
 
+def passes_section(overhead):
+    return "\n\n".join(
+        f"Forward passes per step of each network (the step's forward conv FLOPs over one pass on a batch), "
+        f"{spec_name(row['spec'])}:\n\n" + _table(
+            ["protocol", *row["passes"]["none"]],
+            [[protocol, *(f"{row['passes'][protocol].get(name, 0.0):.2f}" for name in row["passes"]["none"])]
+             for protocol in row["passes"]])
+        for row in overhead)
+
+
 def profile_section(overhead, top=10):
     return "\n\n".join(
-        f"Op time by type, {spec_name(row['spec'])} (TensorFlow profiler, seconds per step summed over "
-        f"compute threads):\n\n" + _table(["op type", "SIFA s", "share", "SIFA+SynthMix s", "share"],
-                                          _op_rows(row["op_seconds"], top))
+        f"Op time by type, {spec_name(row['spec'])} (TensorFlow profiler, seconds per profiled step summed "
+        f"over compute threads; profiling slows ops, read the shares):\n\n"
+        + _table(["op type", "SIFA s", "share", "SIFA+SynthMix s", "share"], _op_rows(row["op_seconds"], top))
         for row in overhead)
 
 
@@ -67,7 +77,7 @@ def markdown(results):
           f"Official SIFA forward pass (model_setup) at {forward['image_size']}x{forward['image_size']}, "
           f"{forward['widths']} widths: **{forward['total'] / 1e9:.1f} GFLOP per slice pair** ("
           + ", ".join(f"{k} {v / 1e9:.2f} x{forward['calls'][k]}" for k, v in forward["per_network"].items()) + ").\n\n"
-        + profile_section(results["overhead"]),
+        + passes_section(results["overhead"]) + "\n\n" + profile_section(results["overhead"]),
         "### 4. Input pipeline (one reader, phantom tfrecords)\n\n" + _table(
             ["image, batch", "reader slices/s", "step consumes slices/s", "headroom"],
             [[f"{r['image_size']}px b{r['batch_size']}", f"{r['reader_slices_per_second']:.0f}",

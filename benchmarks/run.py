@@ -18,18 +18,19 @@ import tempfile
 import time
 
 from benchmarks import evaluation, machine, peak, pipeline, report, settings
-from benchmarks.official_forward import official_forward_flops
+from benchmarks.official_forward import network_flops, official_forward_flops
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 OVERHEAD_ROUNDS = 5
+OVERHEAD_STEPS_PER_ROUND = 2
 GRID_ROUNDS = 3
-STEPS_PER_ROUND = 2
+GRID_STEPS_PER_ROUND = 1
 PROFILE_CALLS = 2  # profiled steps of each overhead configuration (op time by type)
 
 
-def run_worker(spec, protocols, rounds, profile_calls=0):
+def run_worker(spec, protocols, rounds, steps_per_round, profile_calls=0):
     """benchmarks.worker's JSON for one configuration, measured in a child process."""
-    request = {"spec": spec, "protocols": protocols, "rounds": rounds, "steps_per_round": STEPS_PER_ROUND,
+    request = {"spec": spec, "protocols": protocols, "rounds": rounds, "steps_per_round": steps_per_round,
                "profile_calls": profile_calls}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(request)], env=env,
@@ -55,19 +56,28 @@ def measure_training(full, log):
     overhead, by_name = [], {}
     for spec in settings.overhead_specs(full):
         log(f"overhead: {settings.spec_name(spec)}")
-        measured = run_worker(spec, ["none", "synthmix"], OVERHEAD_ROUNDS, PROFILE_CALLS)
+        measured = run_worker(spec, ["none", "synthmix"], OVERHEAD_ROUNDS, OVERHEAD_STEPS_PER_ROUND, PROFILE_CALLS)
         sifa, synthmix = measured["seconds_per_step"]["none"], measured["seconds_per_step"]["synthmix"]
         ratios = [s / n for n, s in zip(measured["round_seconds"]["none"], measured["round_seconds"]["synthmix"])]
         overhead.append({"spec": spec, "sifa": sifa, "synthmix": synthmix, "ratio": synthmix / sifa,
                          "round_ratios": ratios, "rounds": OVERHEAD_ROUNDS, "op_seconds": measured["op_seconds"],
-                         "measured": measured})
+                         "passes": forward_passes(spec, measured["flops_by_network"]), "measured": measured})
         by_name[settings.spec_name(spec)] = throughput_row(measured)
     for spec in settings.throughput_specs(full):
         name = settings.spec_name(spec)
         if name not in by_name:
             log(f"throughput: {name}")
-            by_name[name] = throughput_row(run_worker(spec, ["none"], GRID_ROUNDS))
+            by_name[name] = throughput_row(run_worker(spec, ["none"], GRID_ROUNDS, GRID_STEPS_PER_ROUND))
     return overhead, [by_name[settings.spec_name(s)] for s in settings.throughput_specs(full)]
+
+
+def forward_passes(spec, by_network):
+    """{protocol: {network: forward passes per step}}: the step's forward FLOPs of each network over
+    one pass on a batch (networks outside SIFA's nine, e.g. the inspector, are left out)."""
+    single = network_flops(spec["image_size"], spec["widths"])
+    return {protocol: {name: flops["forward"] / (spec["batch_size"] * single[name])
+                       for name, flops in networks.items() if name in single}
+            for protocol, networks in by_network.items()}
 
 
 def arithmetic(throughput, matmul):

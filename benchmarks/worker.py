@@ -55,6 +55,7 @@ def measure(request):
         graphs = {p: step.get_concrete_function(*batch).graph for p, step in steps.items()}
         result["flops_per_step"] = {p: sum(flops_lib.graph_flops(g).values()) for p, g in graphs.items()}
         result["flops_by_op"] = {p: flops_lib.graph_flops(g) for p, g in graphs.items()}
+        result["flops_by_network"] = {p: flops_lib.flops_by_network(g) for p, g in graphs.items()}
         result["profiler_flops_per_step"] = {p: flops_lib.profiler_flops(g) for p, g in graphs.items()}
         result["uncounted_nested_ops"] = {p: flops_lib.nested_conv_ops(g) for p, g in graphs.items()}
     if request.get("profile_calls", 0):

@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 from sifa_synthmix import inputs, visualize
 from sifa_synthmix.config import TrainConfig
 from sifa_synthmix.data.layout import atomic_write_text
-from sifa_synthmix.data.reader import as_data_error
+from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.task import foreground_dice
 
@@ -107,6 +107,7 @@ class Trainer:
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
         source, target, val = inputs.build_training_datasets(cfg, resolved)
+        self.record_paths = resolved.source_train + resolved.target_train + resolved.target_val
         self.out = prepare_run_folder(cfg, self.overwrite)
         self.task = build_task(cfg)
         self.source_it, self.target_it = iter(source), iter(target)
@@ -223,7 +224,11 @@ class Trainer:
                     self._write_images(step, images, target_batch)
                 if step % cfg.save_every == 0:
                     self.save()
-        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
+        except tf.errors.DataLossError:
+            corrupt = find_corrupt_file(self.record_paths)
+            raise DataError(f"{corrupt}: a record is corrupt (checksum mismatch)" if corrupt
+                            else "a record file is corrupt") from None
+        except tf.errors.InvalidArgumentError as error:
             data_error = as_data_error(error)
             if data_error is None:
                 raise

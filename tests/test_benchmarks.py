@@ -1,7 +1,7 @@
 """The benchmark suite's FLOP counter against hand counts, and its matmul timer."""
 import tensorflow as tf
 
-from benchmarks.flops import function_flops, graph_flops, profiler_flops
+from benchmarks.flops import function_flops, graph_flops, network_name, profiler_flops
 from benchmarks.peak import matmul_flops_per_second
 
 
@@ -12,13 +12,31 @@ def test_conv_flops_forward_and_backward_match_hand_count():
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(tf.nn.conv2d(x, kernel, 1, "SAME"))
-        return tape.gradient(loss, [x, kernel])
+        return loss, tape.gradient(loss, [x, kernel])
 
     graph = tf.function(step, autograph=False).get_concrete_function(tf.TensorSpec([1, 8, 8, 2])).graph
     per_pass = 2 * 8 * 8 * 4 * 3 * 3 * 2  # 2 x output elements x taps x input channels
     assert graph_flops(graph) == {"Conv2D": per_pass, "Conv2DBackpropInput": per_pass,
                                   "Conv2DBackpropFilter": per_pass}
     assert profiler_flops(graph) >= 3 * per_pass  # it counts the same convs plus elementwise ops
+
+
+def test_only_live_ops_count():
+    kernel = tf.Variable(tf.ones([3, 3, 2, 4]))
+
+    def filter_gradient(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.nn.conv2d(x, kernel, 1, "SAME"))
+        return loss, tape.gradient(loss, kernel)  # the input gradient TF builds too is never run
+
+    flops = function_flops(filter_gradient, tf.TensorSpec([1, 8, 8, 2]))
+    assert sorted(flops) == ["Conv2D", "Conv2DBackpropFilter"]
+
+
+def test_network_name_strips_tape_scope_and_call_number():
+    assert network_name("gradient_tape/d_P_ll_3/c1_1/convolution/Conv2DBackpropFilter") == "d_P_ll"
+    assert network_name("e_B_1/c1_1/convolution") == "e_B"
+    assert network_name("g_A/c1/convolution") == "g_A"
 
 
 def test_strided_transposed_conv_and_matmul_flops():

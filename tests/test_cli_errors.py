@@ -86,3 +86,39 @@ def test_an_output_dir_holding_another_run_is_left_alone(capsys, tmp_path, tiny_
     (out / "config.json").write_text(saved)
     assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, out)), "model.ngf: 99 -> 4", "--overwrite")
     assert (out / "config.json").read_text() == saved
+
+
+def test_label_values_outside_the_classes_are_named(capsys, tmp_path, data_copy, monkeypatch):
+    """Unmapped raw labels (MMWHS 205, 500, ...) would silently train on nothing: an error."""
+    monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
+    bad = next((data_copy / "mr" / "train").glob("*.tfrecords"))
+    label = np.full((32, 32, 3), 205.0, np.float32)
+    records.write_records(bad, [(np.zeros((32, 32, 3)), label)])
+    assert_one_error(*run_main(capsys, *tiny_args(data_copy, tmp_path / "run"), "--max_steps=1"),
+                     str(bad), "label values outside 0..5", "205")
+
+
+def test_a_corrupt_record_is_named(capsys, tmp_path, data_copy, monkeypatch):
+    monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
+    bad = sorted((data_copy / "ct" / "train").glob("*.tfrecords"))[-1]
+    data = bytearray(bad.read_bytes())
+    data[100] ^= 0xFF  # inside the first record's data: its checksum no longer matches
+    bad.write_bytes(bytes(data))
+    assert_one_error(*run_main(capsys, *tiny_args(data_copy, tmp_path / "run"), "--max_steps=1"),
+                     str(bad), "corrupt")
+
+
+def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, tiny_config):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from sifa_synthmix.segmenter_task import SegmenterNetworks  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.trainer import prepare_run_folder  # pylint: disable=import-outside-toplevel
+
+    other = tiny_config("--encoder_base=4", output_dir=tmp_path / "other")
+    prepare_run_folder(other)
+    networks = SegmenterNetworks(other.model)
+    saved = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).write(str(tmp_path / "other" / "checkpoints" / "ckpt-1"))
+    run = prepare_run_folder(tiny_config(output_dir=tmp_path / "run"))
+    code, err = run_main(capsys, "--mode=evaluate", f"--output_dir={run}", f"--checkpoint={saved}")
+    assert_one_error(code, err, saved, "--encoder_base=4 there, 2 here")
+    assert not (run / "eval").exists()

@@ -124,10 +124,12 @@ def _fail(path, message):
     return [ERROR_MARKER, path, message]
 
 
-def parse_record(serialized, path, image_size):
-    """Parses one record into its middle image slice (H, W, 1) float32 and label slice (H, W).
+def parse_record(serialized, path, image_size, num_classes):
+    """Parses one record into its middle image slice (H, W, 1) float32 and label slice (H, W) uint8.
 
-    Labels come back as uint8 (the official loader casts to uint8 too), clipped to 255.
+    Label values must be whole numbers from 0 to num_classes: the value num_classes is the
+    "no class" value of SIFA's released data (an all-zero one-hot row); anything else, such as
+    unmapped raw MMWHS values (205, 420, ...), is an error naming the file.
     """
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
             for key in (records.IMAGE_KEY, records.LABEL_KEY)}
@@ -158,7 +160,12 @@ def parse_record(serialized, path, image_size):
         with tf.control_dependencies([finite]):
             slices.append(tf.identity(volume[:, :, 1]))
     image, label = slices
-    return image[:, :, tf.newaxis], tf.cast(tf.clip_by_value(label, 0, 255), tf.uint8)
+    known = tf.reduce_all((label >= 0) & (label <= num_classes) & (tf.round(label) == label))
+    check = tf.debugging.Assert(known, _fail(path, f": label values outside 0..{num_classes} "
+                                                   "(the classes, plus SIFA's 'no class' value); found")
+                                + [tf.unique(tf.reshape(label, [-1]))[0]], summarize=20)
+    with tf.control_dependencies([check]):
+        return image[:, :, tf.newaxis], tf.cast(label, tf.uint8)
 
 
 def one_hot_labels(label, num_classes):
@@ -186,7 +193,7 @@ def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
         cycle_length=min(len(paths), 8), **interleave_options)
     # Parse before shuffling: the buffer then holds one image slice and uint8 labels per record
     # (a third of a serialized record), which also keeps a checkpointed iterator small.
-    dataset = dataset.map(lambda r, p: parse_record(r, p, image_size),
+    dataset = dataset.map(lambda r, p: parse_record(r, p, image_size, num_classes),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -197,6 +204,17 @@ def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def find_corrupt_file(paths):
+    """The first record file whose records fail TensorFlow's checksum, or None (reads them all)."""
+    for path in paths:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.DataLossError:
+            return path
+    return None
 
 
 def as_data_error(error):
