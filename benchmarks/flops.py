@@ -74,13 +74,14 @@ def network_name(op_name):
 
 
 def flops_by_network(graph):
-    """{network: {"forward": FLOPs, "backward": FLOPs}} of the graph's live conv and matmul ops."""
+    """{network: {"forward": FLOPs, "backward": FLOPs}} of the graph's live conv and matmul ops
+    (backward: built by a GradientTape; a transposed conv's forward op is a Conv2DBackpropInput)."""
     totals = {}
     for op in live_operations(graph):
         flops = op_flops(op)
         if flops:
             passes = totals.setdefault(network_name(op.name), {"forward": 0, "backward": 0})
-            passes["backward" if "Backprop" in op.type else "forward"] += flops
+            passes["backward" if op.name.startswith("gradient_tape/") else "forward"] += flops
     return totals
 
 
