@@ -339,3 +339,18 @@ def test_compare_refuses_runs_with_different_classes(comparison, tmp_path):
     result_files.write_json(other / "eval" / "metrics.json", record)
     with pytest.raises(ValueError, match="class_names"):
         compare_runs([comparison["out_dir"].parent / "sifa", other], tmp_path / "out")
+
+
+def test_cropping_to_the_union_keeps_dice_and_assd_exact():
+    """Objects at the volume's edge, in its middle, and far apart: medpy on the whole volume agrees."""
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        truth = np.zeros((40, 36, 12), bool)
+        prediction = np.zeros_like(truth)
+        truth[0:9, 5:20, 0:4] = True  # touches the volume's border
+        prediction[2:12, 7:22, 1:6] = True
+        prediction[30:34, 30:35, 9:12] = rng.random((4, 5, 3)) > 0.3  # a far, ragged blob
+        spacing = (0.7, 1.3, 2.5)
+        got = metrics.class_metrics(prediction, truth, spacing)
+        assert got["dice"] == pytest.approx(binary.dc(prediction, truth), abs=1e-12)
+        assert got["assd"] == pytest.approx(binary.assd(prediction, truth, voxelspacing=spacing), abs=1e-9)
