@@ -396,7 +396,7 @@ def ensure_phantom(output_dir, image_size=64, seed=0):
     found = {key: provenance.get(key) for key in wanted}
     if found != wanted:
         raise ValueError(f"{output_dir} holds a data set made with {found}, not {wanted}")
-    return json.loads(prepared.stats_path.read_text())
+    return json.loads(prepared.stats_path.read_text(encoding="utf-8"))
 
 
 def parse_args(argv=None):

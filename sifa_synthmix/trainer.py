@@ -53,7 +53,7 @@ def prepare_run_folder(cfg, overwrite=False):
     saved_path = out / CONFIG_FILE
     new = _flatten(json.loads(json.dumps(cfg.to_dict())))
     if saved_path.is_file():
-        old = _flatten(json.loads(saved_path.read_text()))
+        old = _flatten(json.loads(saved_path.read_text(encoding="utf-8")))
         differing = sorted(k for k in set(old) | set(new)
                            if k not in RESUMABLE_SETTINGS and old.get(k) != new.get(k))
         if differing and not overwrite:
@@ -70,7 +70,7 @@ def prepare_run_folder(cfg, overwrite=False):
 
 def load_run_config(run_dir):
     """The TrainConfig a run folder was trained with."""
-    return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text()))
+    return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")))
 
 
 def scalar_tag(metric):

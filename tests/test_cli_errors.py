@@ -85,7 +85,7 @@ def test_an_output_dir_holding_another_run_is_left_alone(capsys, tmp_path, tiny_
     saved = json.dumps({"model": {"image_size": 32, "ngf": 99}}) + "\n"
     (out / "config.json").write_text(saved)
     assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, out)), "model.ngf: 99 -> 4", "--overwrite")
-    assert (out / "config.json").read_text() == saved
+    assert (out / "config.json").read_text(encoding="utf-8") == saved
 
 
 def test_label_values_outside_the_classes_are_named(capsys, tmp_path, data_copy, monkeypatch):

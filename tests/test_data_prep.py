@@ -171,11 +171,11 @@ def test_cardiac_class_counts_survive_mapping_crop_and_slicing(cardiac, modality
 
 def test_report_lists_splits_counts_stats_and_no_voxel_outside_the_crop(cardiac):
     _, out, report = cardiac
-    assert json.loads((out / "prep_report.json").read_text()) == report
+    assert json.loads((out / "prep_report.json").read_text(encoding="utf-8")) == report
     assert report["splits"]["ct_train"]["volumes"] == 1 and report["splits"]["ct_train"]["augmented_copies"] == 1
     assert report["splits"]["mr_test"]["volumes"] == 1 and report["splits"]["mr_val"]["augmented_copies"] == 0
     assert all(entry["voxels_outside_crop"] == 0 for entry in report["volumes"])
-    assert report["stats"] == json.loads((out / "stats.json").read_text())
+    assert report["stats"] == json.loads((out / "stats.json").read_text(encoding="utf-8"))
     info = layout.PreparedLayout(out).read_info()
     for split in ("train", "val"):
         assert report["splits"][f"ct_{split}"]["slices"] == info["slices_written"][f"ct_{split}"]
@@ -235,7 +235,7 @@ def test_records_read_back_through_the_trainers_reader(cardiac):
 
 def test_stats_are_the_range_of_the_training_records(cardiac):
     out = cardiac[1]
-    stats = json.loads((out / "stats.json").read_text())
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     for modality in layout.MODALITIES:
         paths = sorted(layout.PreparedLayout(out).records_dir(modality, "train").glob("*.tfrecords"))
         assert [p.stem for p in paths] == [f"{modality}_1001", f"{modality}_1001_aug1"]

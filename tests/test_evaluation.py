@@ -175,19 +175,19 @@ def test_empty_aa_is_recorded_and_left_out_of_assd_means(evaluated):
     assert dice[:3] == [0.0, 1.0, 0.0] and aa["dice_mean"] == pytest.approx(np.mean(dice))
     assert aa["assd_mean"] == pytest.approx(np.mean([v["classes"]["AA"]["assd"] for v in record["volumes"][3:]]))
     assert record["empty_case_rule"] == metrics.EMPTY_CASE_RULE
-    assert "empty_truth" in (evaluated["out_dir"] / "table.md").read_text()
+    assert "empty_truth" in (evaluated["out_dir"] / "table.md").read_text(encoding="utf-8")
 
 
 def test_metrics_json_is_strict_json_and_csv_has_a_row_per_volume_and_class(evaluated):
-    json.loads((evaluated["out_dir"] / "metrics.json").read_text(), parse_constant=pytest.fail)
-    lines = (evaluated["out_dir"] / "metrics.csv").read_text().splitlines()
+    json.loads((evaluated["out_dir"] / "metrics.json").read_text(encoding="utf-8"), parse_constant=pytest.fail)
+    lines = (evaluated["out_dir"] / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "volume,class_index,class,dice,assd,assd_unit,status"
     assert len(lines) == 1 + VOLUMES * (NUM_CLASSES - 1)
     assert "case0,4,AA,0.0,,mm,empty_truth" in lines
 
 
 def test_table_has_the_papers_column_order(evaluated):
-    lines = (evaluated["out_dir"] / "table.md").read_text().splitlines()
+    lines = (evaluated["out_dir"] / "table.md").read_text(encoding="utf-8").splitlines()
     assert lines[0] == CARDIAC_HEADER
     summary = evaluated["record"]["summary"]
     assert lines[3].startswith(f"| SIFA | {100 * summary['AA']['dice_mean']:.1f}({100 * summary['AA']['dice_std']:.1f})"
@@ -322,11 +322,11 @@ def test_comparison_files(comparison):
     out_dir = comparison["out_dir"]
     for name in ("comparison.md", "comparison.csv", "comparison.json", "qualitative.png", "dice_bars.png"):
         assert (out_dir / name).stat().st_size > 0, name
-    assert (out_dir / "comparison.md").read_text() == comparison["markdown"]
-    rows = (out_dir / "comparison.csv").read_text().splitlines()
+    assert (out_dir / "comparison.md").read_text(encoding="utf-8") == comparison["markdown"]
+    rows = (out_dir / "comparison.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "method,run,class,dice_mean,dice_std,dice_difference,assd_mean,assd_std,assd_difference,t,p,n"
     assert len(rows) == 1 + 2 * 5 + 1  # two runs x (4 classes + Avg), the pooled t-test row
-    saved = json.loads((out_dir / "comparison.json").read_text())
+    saved = json.loads((out_dir / "comparison.json").read_text(encoding="utf-8"))
     assert saved["differences"]["SIFA+SynthMix"]["AA"]["dice"] == pytest.approx(1 / 6)
     assert saved["columns"] == ["AA", "LAC", "LVC", "MYO", "Avg"]
 

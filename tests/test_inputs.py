@@ -32,7 +32,7 @@ def train_config(data, image_size=IMAGE_SIZE, num_classes=5, batch_size=2):
 
 
 def stats_of(root):
-    stats = json.loads((root / "stats.json").read_text())
+    stats = json.loads((root / "stats.json").read_text(encoding="utf-8"))
     return {m: (v["min"], v["max"]) for m, v in stats.items()}
 
 

@@ -66,7 +66,7 @@ def test_dataset_json(dataset):
 def test_records_hold_three_slices_and_every_class(dataset, modality):
     prepared = layout.PreparedLayout(dataset)
     lists = [prepared.datalist(modality, split) for split in layout.RECORD_SPLITS]
-    paths = [lst.parent / line for lst in lists for line in lst.read_text().split()]
+    paths = [lst.parent / line for lst in lists for line in lst.read_text(encoding="utf-8").split()]
     pairs = record_arrays(paths)
     assert pairs
     for image, label in pairs:
@@ -88,7 +88,7 @@ def test_test_volumes(dataset, modality):
 
 
 def test_stats_are_the_range_of_the_training_records(dataset):
-    stats = json.loads((dataset / "stats.json").read_text())
+    stats = json.loads((dataset / "stats.json").read_text(encoding="utf-8"))
     for modality in layout.MODALITIES:
         images = [image for image, _ in record_arrays(
             layout.PreparedLayout(dataset).records_dir(modality, "train").glob("*.tfrecords"))]
@@ -120,7 +120,7 @@ def test_refuses_a_non_empty_folder(dataset):
 
 
 def test_ensure_phantom_reuses_a_matching_data_set_only(dataset):
-    stats = json.loads((dataset / "stats.json").read_text())
+    stats = json.loads((dataset / "stats.json").read_text(encoding="utf-8"))
     assert phantom.ensure_phantom(dataset, image_size=IMAGE_SIZE, seed=0) == stats
     with pytest.raises(ValueError):
         phantom.ensure_phantom(dataset, image_size=64, seed=0)

@@ -68,7 +68,7 @@ def test_checkpoints_and_flags_are_saved(resume_runs):
     run_dir = root / "straight"
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-4.index"]
     assert load_run_config(run_dir) == straight.cfg
-    assert json.loads((run_dir / "config.json").read_text())["model"]["image_size"] == 32
+    assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["model"]["image_size"] == 32
 
 
 def test_restart_resumes_at_the_saved_step_and_matches_an_uninterrupted_run(resume_runs):

@@ -59,7 +59,7 @@ class PreparedLayout:
         return sorted(self.test_dir(modality).glob("*.npz"))
 
     def read_info(self):
-        return json.loads(self.info_path.read_text())
+        return json.loads(self.info_path.read_text(encoding="utf-8"))
 
 
 class PreparedDatasetWriter:

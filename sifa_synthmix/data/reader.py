@@ -25,7 +25,7 @@ class DataError(Exception):
 
 
 def _read_datalist(list_path):
-    lines = [line.strip() for line in list_path.read_text().splitlines()]
+    lines = [line.strip() for line in list_path.read_text(encoding="utf-8").splitlines()]
     entries = [line for line in lines if line and not line.startswith("#")]
     if not entries:
         raise DataError(f"{list_path}: the datalist is empty")
@@ -99,7 +99,7 @@ def load_intensity_range(stats_path, modality):
     if not stats_path.is_file():
         raise DataError(f"{stats_path}: the stats file does not exist")
     try:
-        stats = json.loads(stats_path.read_text())
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise DataError(f"{stats_path}: not valid JSON ({error})") from None
     if modality not in stats:

@@ -37,7 +37,7 @@ class EvaluatedRun:
 
 def _read_config(folder):
     path = folder / CONFIG_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _load_runs(run_dirs, names=None):
