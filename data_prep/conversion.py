@@ -12,9 +12,6 @@ import dataclasses
 import functools
 import json
 import multiprocessing
-import os
-import pathlib
-import shutil
 import sys
 from typing import Callable, Optional
 
@@ -196,13 +193,7 @@ def convert(raw_volumes, output_dir, settings, class_names, provenance, workers=
     Everything is written to a sibling folder first and renamed at the end, so `output_dir`
     (which must be absent or empty) is either a finished data set or untouched.
     """
-    output_dir = pathlib.Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise FileExistsError(f"{output_dir} is not empty; remove it or choose another folder")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.with_name(f"{output_dir.name}.partial-{os.getpid()}")
-    staging.mkdir()
-    try:
+    with layout.staged_folder(output_dir) as staging:
         writer = layout.PreparedDatasetWriter(staging, class_names, settings.image_size,
                                               flip_test_volumes=False, provenance=provenance)
         report = PrepReport(class_names)
@@ -215,10 +206,6 @@ def convert(raw_volumes, output_dir, settings, class_names, provenance, workers=
             print(progress_line(number, len(raw_volumes), items, slices), file=progress, flush=True)
         result = report.as_dict(writer.finish(), provenance)
         layout.atomic_write_text(staging / REPORT_NAME, json.dumps(result, indent=2) + "\n")
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 

@@ -22,9 +22,6 @@ import argparse
 import functools
 import json
 import math
-import os
-import pathlib
-import shutil
 import time
 
 import numpy as np
@@ -362,25 +359,15 @@ def generate_phantom(output_dir, image_size=64, depth=None, seed=0, counts=None)
     a temporary sibling folder first and renamed into place at the end, so `output_dir` is
     either a finished data set or untouched.
     """
-    output_dir = pathlib.Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise FileExistsError(f"{output_dir} is not empty; remove it or choose another folder")
     depth = default_depth(image_size) if depth is None else int(depth)
     counts = subject_counts(counts)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.with_name(f"{output_dir.name}.partial-{os.getpid()}")
-    staging.mkdir()
-    try:
+    with layout.staged_folder(output_dir) as staging:
         writer = layout.PreparedDatasetWriter(
             staging, layout.CARDIAC_CLASSES, image_size, flip_test_volumes=False,
             provenance={"generator": GENERATOR, "seed": seed, "image_size": image_size, "depth": depth})
         first_subjects = write_subjects(writer, voxel_grid(image_size, depth), seed, counts)
         stats = writer.finish()
         save_preview(staging / "preview.png", first_subjects, stats)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return stats
 
 

@@ -6,9 +6,11 @@
     DIR/stats.json                         {"mr": {"min": .., "max": ..}, "ct": {..}}
     DIR/dataset.json                       class names, modalities, image size, flip, provenance
 """
+import contextlib
 import json
 import os
 import pathlib
+import shutil
 
 import numpy as np
 
@@ -30,6 +32,25 @@ def atomic_write_bytes(path, data):
 
 def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_folder(output_dir):
+    """Yields a sibling staging folder that replaces `output_dir` when the block succeeds and is
+    removed when it fails, so `output_dir` (which must be absent or empty) is either a finished
+    data set or untouched."""
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir} is not empty; remove it or choose another folder")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.with_name(f"{output_dir.name}.partial-{os.getpid()}")
+    staging.mkdir()
+    try:
+        yield staging
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 class PreparedLayout:
