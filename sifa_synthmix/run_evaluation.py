@@ -1,4 +1,5 @@
 """Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report."""
+import functools
 import pathlib
 
 import tensorflow as tf
@@ -9,7 +10,7 @@ from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation.report import evaluate_volumes, spacing_by_volume
 from sifa_synthmix.segmenter_task import SegmenterNetworks
-from sifa_synthmix.task import set_precision
+from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
 
 EVAL_DIR = "eval"
@@ -44,12 +45,7 @@ def restore_target_segmenter(run_dir, cfg, checkpoint=None):
     except (ValueError, AssertionError, tf.errors.OpError) as error:
         raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
 
-    @tf.function(autograph=False)
-    def predict_logits(images):
-        latent, _ = networks.e_B(images, training=False)
-        return networks.s_B(latent)
-
-    return predict_logits, path
+    return tf.function(functools.partial(target_logits, networks), autograph=False), path
 
 
 def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, log=print):

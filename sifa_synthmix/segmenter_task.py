@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from sifa_synthmix import losses
 from sifa_synthmix.networks import build_e_B, build_segmenter
-from sifa_synthmix.task import ADAM_EPSILON, SEG_L2_WEIGHT, foreground_dice, minimize_if_finite, set_precision
+from sifa_synthmix.task import (ADAM_EPSILON, SEG_L2_WEIGHT, foreground_dice, minimize_if_finite,
+                                set_precision, target_logits)
 
 TRAIN_DOMAINS = ("source", "target")
 
@@ -56,8 +57,7 @@ class SegmenterTask:
         return {"e_B": self.networks.e_B, "s_B": self.networks.s_B, "seg_optimizer": self.optimizer}
 
     def predict_logits(self, images):
-        latent, _ = self.networks.e_B(images, training=False)
-        return self.networks.s_B(latent)
+        return target_logits(self.networks, images)
 
     def train_step(self, source_images, source_labels, target_images, target_labels=None):
         """One update on the training domain's batch; returns (metrics, images)."""

@@ -53,6 +53,12 @@ def foreground_dice(logits, onehot):
     return tf.reduce_mean(2.0 * intersection / (sizes + 1e-7))
 
 
+def target_logits(networks, images):
+    """Target-domain segmentation logits: e_B (batch norm in inference mode), then s_B."""
+    latent, _ = networks.e_B(images, training=False)
+    return networks.s_B(latent)
+
+
 def minimize_if_finite(optimizer, tape, loss, variables):
     """One optimizer step on `variables`, skipped when the loss or a gradient is not finite.
 
@@ -295,6 +301,4 @@ class SIFATask:
         return ctx["metrics"], images
 
     def predict_logits(self, images):
-        """Target-domain segmentation logits with batch norm in inference mode."""
-        latent, _ = self.networks.e_B(images, training=False)
-        return self.networks.s_B(latent)
+        return target_logits(self.networks, images)
