@@ -29,8 +29,10 @@ def prepare_data(cfg):
 
 
 def run_train(cfg):
+    from sifa_synthmix import distribution  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.trainer import Trainer  # pylint: disable=import-outside-toplevel
 
+    distribution.build_strategy(cfg.distribution)  # before other TensorFlow work (multi_worker)
     prepare_data(cfg)
     Trainer(cfg, overwrite=FLAGS.overwrite).run()
 
@@ -91,6 +93,7 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.distribution import DistributionError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.trainer import NonFiniteError, RunFolderError  # pylint: disable=import-outside-toplevel
 
     try:
@@ -99,7 +102,7 @@ def main(argv):
         fail(error)
     try:
         MODES[FLAGS.mode](cfg)
-    except (DataError, RunFolderError, FileNotFoundError) as error:
+    except (DataError, DistributionError, RunFolderError, FileNotFoundError) as error:
         fail(error)
     except NonFiniteError as error:
         fail(error, code=3)

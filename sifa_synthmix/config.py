@@ -15,6 +15,9 @@ class ModelConfig:
     # The official code's de_B residual blocks take the block function's default keep rate 0.75,
     # so their convs have always-on dropout (rate 0.25); the reference disables it (0.0).
     decoder_dropout: float = 0.0
+    # Under a tf.distribute strategy with several replicas: e_B's batch norm statistics over the
+    # global batch (True, as one device with that batch) or over each replica's batch.
+    sync_batch_norm: bool = True
 
     def __post_init__(self):
         if self.image_size % 8:
@@ -94,6 +97,16 @@ class TrainConfig:
     jit_compile: bool = False
     deterministic: bool = False
     max_nonfinite: int = 10  # stop after this many steps in a row with a skipped (non-finite) update
+    distribution: str = "none"  # none | mirrored | multi_worker (sifa_synthmix/distribution.py)
+    # Under several replicas: the cross-entropy's class weights and the Dice sums over the global
+    # batch ("global", as one device with that batch) or over each replica's batch ("replica").
+    seg_loss_batch: str = "global"
+
+    def __post_init__(self):
+        if self.distribution not in ("none", "mirrored", "multi_worker"):
+            raise ValueError(f"unknown distribution {self.distribution!r}")
+        if self.seg_loss_batch not in ("global", "replica"):
+            raise ValueError(f"seg_loss_batch must be global or replica, got {self.seg_loss_batch!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -66,6 +66,17 @@ def define_flags():
     flags.DEFINE_integer("max_nonfinite", 10,
                          "A non-finite loss or gradient skips that update; after this many steps in a row "
                          "with a skipped update the run stops, keeping its last good checkpoint.")
+    # Several devices or machines (README: "Several GPUs and several machines").
+    flags.DEFINE_enum("distribution", "none", ["none", "mirrored", "multi_worker"],
+                      "none: one device; mirrored: MirroredStrategy over this machine's GPUs; multi_worker: "
+                      "MultiWorkerMirroredStrategy over the machines in TF_CONFIG. --batch_size is the "
+                      "global batch, split over the replicas.")
+    flags.DEFINE_bool("sync_batch_norm", True,
+                      "Under several replicas: e_B's batch norm uses the global batch's statistics "
+                      "(false: each replica's own).")
+    flags.DEFINE_enum("seg_loss_batch", "global", ["global", "replica"],
+                      "Under several replicas: the cross-entropy's class weights and the Dice sums are "
+                      "taken over the global batch or over each replica's batch.")
     flags.DEFINE_bool("overwrite", False, "Start afresh in an output_dir that holds a run with other flags.")
     # Evaluation and comparison.
     flags.DEFINE_string("checkpoint", "", "Evaluate this checkpoint instead of the run's latest.")
@@ -112,7 +123,8 @@ def config_from_flags(values=FLAGS):
     return TrainConfig(
         model=ModelConfig(image_size=values.image_size, ngf=values.ngf, ndf=values.ndf,
                           encoder_base=values.encoder_base, num_classes=values.num_classes,
-                          skip=values.skip, decoder_dropout=values.decoder_dropout),
+                          skip=values.skip, decoder_dropout=values.decoder_dropout,
+                          sync_batch_norm=values.sync_batch_norm),
         data=DataConfig(data_dir=values.data_dir, source_modality=values.source_modality,
                         target_modality=values.target_modality,
                         source_train_list=values.source_train_list,
@@ -132,4 +144,5 @@ def config_from_flags(values=FLAGS):
         log_every=values.log_every, image_every=values.image_every,
         precision=resolve_precision(values.precision), jit_compile=values.jit_compile,
         deterministic=values.deterministic, max_nonfinite=values.max_nonfinite,
+        distribution=values.distribution, seg_loss_batch=values.seg_loss_batch,
     )

@@ -86,11 +86,13 @@ class BilinearResize(keras.layers.Layer):
 
 
 def _normalise_and_activate(x, norm, activation, name):
-    """norm: "instance", "batch" or None; activation: "relu", "leaky_relu" or None."""
+    """norm: "instance", "batch", "sync_batch" (statistics over all replicas of a tf.distribute
+    strategy) or None; activation: "relu", "leaky_relu" or None."""
     if norm == "instance":
         x = InstanceNorm(name=f"{name}_instance_norm")(x)
-    elif norm == "batch":
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, name=f"{name}_batch_norm")(x)
+    elif norm in ("batch", "sync_batch"):
+        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, synchronized=norm == "sync_batch",
+                                            name=f"{name}_batch_norm")(x)
     elif norm is not None:
         raise ValueError(f"unknown norm {norm!r}")
     if activation == "relu":

@@ -9,6 +9,8 @@ official code.
 """
 import tensorflow as tf
 
+from sifa_synthmix.distribution import cross_replica_sum
+
 _PROBABILITY_FLOOR = 0.005
 _DICE_EPSILON = 1e-7
 
@@ -38,30 +40,36 @@ def _all_but_class_axis(tensor):
     return tf.range(tf.rank(tensor) - 1)
 
 
-def weighted_cross_entropy(logits, onehot):
+def weighted_cross_entropy(logits, onehot, over_replicas=False):
     """Softmax cross-entropy with class weight 1 - (pixels of the class / labelled pixels).
 
-    The weights are computed over the whole batch. Probabilities are clipped to
+    The weights are computed over the whole batch (under a tf.distribute strategy: the
+    replica's batch, or with `over_replicas` the global batch). Probabilities are clipped to
     [0.005, 1] before the log. A batch without any labelled pixel gives 0 (the
     official code divides 0 by 0 there and returns NaN).
     """
     onehot = _float32(onehot)
     probabilities = tf.nn.softmax(_float32(logits), axis=-1)
     class_pixels = tf.reduce_sum(onehot, axis=_all_but_class_axis(onehot))
+    if over_replicas:
+        class_pixels = cross_replica_sum(class_pixels)
     class_weights = 1.0 - tf.math.divide_no_nan(class_pixels, tf.reduce_sum(class_pixels))
     log_probabilities = tf.math.log(tf.clip_by_value(probabilities, _PROBABILITY_FLOOR, 1.0))
     per_pixel = -tf.reduce_sum(class_weights * onehot * log_probabilities, axis=-1)
     return tf.reduce_mean(per_pixel)
 
 
-def dice_loss(logits, onehot):
-    """1 - mean over classes of the soft Dice 2|P.G| / (|P|^2 + |G|), on softmax probabilities."""
+def dice_loss(logits, onehot, over_replicas=False):
+    """1 - mean over classes of the soft Dice 2|P.G| / (|P|^2 + |G|), on softmax probabilities.
+
+    The sums run over the batch (with `over_replicas`, the global batch of a strategy)."""
     onehot = _float32(onehot)
     probabilities = tf.nn.softmax(_float32(logits), axis=-1)
     spatial_axes = _all_but_class_axis(onehot)
-    intersection = tf.reduce_sum(probabilities * onehot, axis=spatial_axes)
-    prediction_energy = tf.reduce_sum(tf.square(probabilities), axis=spatial_axes)
-    label_size = tf.reduce_sum(onehot, axis=spatial_axes)
+    sums = tf.stack([tf.reduce_sum(probabilities * onehot, axis=spatial_axes),
+                     tf.reduce_sum(tf.square(probabilities), axis=spatial_axes),
+                     tf.reduce_sum(onehot, axis=spatial_axes)])
+    intersection, prediction_energy, label_size = tf.unstack(cross_replica_sum(sums) if over_replicas else sums)
     dice_per_class = 2.0 * intersection / (prediction_energy + label_size + _DICE_EPSILON)
     return 1.0 - tf.reduce_mean(dice_per_class)
 

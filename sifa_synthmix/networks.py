@@ -8,6 +8,7 @@ import math
 
 import keras
 
+from sifa_synthmix import distribution
 from sifa_synthmix.config import ModelConfig
 from sifa_synthmix.layers import BilinearResize, conv_block, residual_block, upsample_block
 
@@ -55,19 +56,21 @@ def build_g_A(cfg: ModelConfig) -> keras.Model:
 def build_e_B(cfg: ModelConfig) -> keras.Model:
     """Shared target encoder: image -> [latent (c3), latent_ll (r12)], both (H/8, W/8, 32 fb).
 
-    Batch norm throughout: call it with training=True or False.
+    Batch norm throughout: call it with training=True or False. Built inside a strategy with
+    several replicas and `cfg.sync_batch_norm`, its statistics are the global batch's.
     """
     fb = cfg.encoder_base
-    encoder_conv = dict(stddev=0.01, use_bias=False, norm="batch", activation="relu")
+    norm = "sync_batch" if cfg.sync_batch_norm and distribution.num_replicas() > 1 else "batch"
+    encoder_conv = dict(stddev=0.01, use_bias=False, norm=norm, activation="relu")
     image = _image_input(cfg)
     x = conv_block(image, fb, 7, name="c1", padding="same", **encoder_conv)
     for index, (multiple, pool_after) in enumerate(_ENCODER_BLOCKS, start=1):
-        x = residual_block(x, multiple * fb, name=f"r{index}", norm="batch", use_bias=False, stddev=0.01)
+        x = residual_block(x, multiple * fb, name=f"r{index}", norm=norm, use_bias=False, stddev=0.01)
         if pool_after:
             x = keras.layers.MaxPooling2D(2, strides=2, padding="same", name=f"r{index}_pool")(x)
     latent_ll = x
     for name in ("d1", "d2"):
-        x = residual_block(x, _latent_width(cfg), name=name, norm="batch", use_bias=True, stddev=0.01,
+        x = residual_block(x, _latent_width(cfg), name=name, norm=norm, use_bias=True, stddev=0.01,
                            dilation_rate=2)
     for name in ("c2", "c3"):
         x = conv_block(x, _latent_width(cfg), 3, name=name, padding="same", **encoder_conv)

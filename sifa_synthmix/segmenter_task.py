@@ -11,7 +11,7 @@ import tensorflow as tf
 from sifa_synthmix import losses
 from sifa_synthmix.networks import build_e_B, build_segmenter
 from sifa_synthmix.task import (ADAM_EPSILON, SEG_L2_WEIGHT, foreground_dice, minimize_if_finite,
-                                set_precision, target_logits)
+                                segmentation_losses, set_precision, target_logits)
 
 TRAIN_DOMAINS = ("source", "target")
 
@@ -68,9 +68,8 @@ class SegmenterTask:
         with tf.GradientTape() as tape:
             latent, _ = self.networks.e_B(images, training=True)
             logits = self.networks.s_B(latent)
-            terms = {"seg_ce": losses.weighted_cross_entropy(logits, labels),
-                     "seg_dice": losses.dice_loss(logits, labels),
-                     "seg_l2": SEG_L2_WEIGHT * losses.l2_regularisation(self.variables)}
+            terms = {f"seg_{k}": v for k, v in segmentation_losses(logits, labels, self.cfg.seg_loss_batch).items()}
+            terms["seg_l2"] = SEG_L2_WEIGHT * losses.l2_regularisation(self.variables)
             loss = tf.add_n(list(terms.values()))
         skipped = minimize_if_finite(self.optimizer, tape, loss, self.variables)
         metrics = dict(terms, seg_loss=loss, dice_train=foreground_dice(logits, labels), skipped_updates=skipped)

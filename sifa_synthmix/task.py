@@ -9,7 +9,7 @@ on stacked batches; e_B (batch norm) always sees one batch at a time, as in the 
 import keras
 import tensorflow as tf
 
-from sifa_synthmix import losses
+from sifa_synthmix import distribution, losses
 from sifa_synthmix.fake_pool import FakeImagePool
 from sifa_synthmix.networks import SIFANetworks
 
@@ -43,13 +43,15 @@ def run_stacked(model, batches):
 
 
 def foreground_dice(logits, onehot):
-    """Mean Dice over foreground classes of argmax predictions: the batch Dice SIFA logs."""
+    """Mean Dice over foreground classes of argmax predictions: the batch Dice SIFA logs
+    (under a strategy, of the global batch)."""
     num_classes = onehot.shape[-1]
     prediction = tf.one_hot(tf.argmax(logits, axis=-1), num_classes)[..., 1:]
     truth = tf.cast(onehot, tf.float32)[..., 1:]
     axes = tf.range(tf.rank(truth) - 1)
-    intersection = tf.reduce_sum(prediction * truth, axis=axes)
-    sizes = tf.reduce_sum(prediction, axis=axes) + tf.reduce_sum(truth, axis=axes)
+    intersection, sizes = tf.unstack(distribution.cross_replica_sum(tf.stack([
+        tf.reduce_sum(prediction * truth, axis=axes),
+        tf.reduce_sum(prediction, axis=axes) + tf.reduce_sum(truth, axis=axes)])))
     return tf.reduce_mean(2.0 * intersection / (sizes + 1e-7))
 
 
@@ -59,21 +61,33 @@ def target_logits(networks, images):
     return networks.s_B(latent)
 
 
+def segmentation_losses(logits, onehot, batch="global"):
+    """SIFA's weighted cross-entropy and Dice loss; under a strategy their batch statistics are
+    the global batch's or (batch="replica") each replica's."""
+    over_replicas = batch == "global"
+    return {"ce": losses.weighted_cross_entropy(logits, onehot, over_replicas=over_replicas),
+            "dice": losses.dice_loss(logits, onehot, over_replicas=over_replicas)}
+
+
 def minimize_if_finite(optimizer, tape, loss, variables):
     """One optimizer step on `variables`, skipped when the loss or a gradient is not finite.
 
     Returns 1 (int64) for a skipped update, else 0. Under float16 loss scaling the optimizer
-    also skips and lowers its scale when only the scaled gradients overflow.
+    also skips and lowers its scale when only the scaled gradients overflow. Under a
+    tf.distribute strategy the loss is the replica's mean: its gradients are divided by the
+    number of replicas (the optimizer sums them), and one replica's non-finite value skips
+    the update on all of them.
     """
     gradients = tape.gradient(optimizer.scale_loss(loss), variables)
+    replicas = distribution.num_replicas()
+    if replicas > 1:
+        gradients = [None if g is None else g / replicas for g in gradients]
     finite = tf.reduce_all([tf.math.is_finite(loss)]
                            + [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
-
-    def apply():
-        optimizer.apply_gradients(zip(gradients, variables))
-        return tf.constant(0, tf.int64)
-
-    return tf.cond(finite, apply, lambda: tf.constant(1, tf.int64))
+    skipped = distribution.cross_replica_sum(1 - tf.cast(finite, tf.int64))
+    distribution.apply_if(tf.equal(skipped, 0), lambda grads: optimizer.apply_gradients(zip(grads, variables)),
+                          args=(gradients,))
+    return tf.minimum(skipped, 1)
 
 
 def set_precision(precision):
@@ -168,9 +182,8 @@ class SIFATask:
         return loss, fake_A, d_A_fake, (cycle_A, cycle_B)
 
     def segmentation_terms(self, logits, logits_ll, onehot):
-        ce, dice = losses.weighted_cross_entropy(logits, onehot), losses.dice_loss(logits, onehot)
-        ce_ll, dice_ll = losses.weighted_cross_entropy(logits_ll, onehot), losses.dice_loss(logits_ll, onehot)
-        return {"ce": ce, "dice": dice, "ce_ll": ce_ll, "dice_ll": dice_ll}
+        return {**segmentation_losses(logits, onehot, self.cfg.seg_loss_batch),
+                **{f"{k}_ll": v for k, v in segmentation_losses(logits_ll, onehot, self.cfg.seg_loss_batch).items()}}
 
     def minimize(self, ctx, optimizer, tape, loss, variables):
         """An optimizer step that a non-finite loss or gradient skips (counted in the metrics)."""

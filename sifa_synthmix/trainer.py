@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from sifa_synthmix import inputs, visualize
+from sifa_synthmix import distribution, inputs, visualize
 from sifa_synthmix.config import TrainConfig
 from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
@@ -19,7 +19,8 @@ from sifa_synthmix.task import foreground_dice
 
 CONFIG_FILE = "config.json"
 # Settings a resumed run may change: they do not change what is trained.
-RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite")
+RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
+                      "distribution")
 PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
                    ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
 IMAGES_SHOWN = 4
@@ -101,6 +102,8 @@ class Trainer:
 
     def _build(self):
         cfg = self.cfg
+        strategy = self.strategy = distribution.build_strategy(cfg.distribution)
+        distribution.check_run(strategy, cfg)
         # Bad data is reported before anything is written to the run folder.
         resolved = inputs.resolve_data(cfg.data)
         keras.utils.set_random_seed(cfg.seed)
@@ -108,25 +111,40 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         source, target, val = inputs.build_training_datasets(cfg, resolved)
         self.record_paths = resolved.source_train + resolved.target_train + resolved.target_val
-        self.out = prepare_run_folder(cfg, self.overwrite)
-        self.task = build_task(cfg)
-        self.source_it, self.target_it = iter(source), iter(target)
+        # Under several workers only the chief writes config, events and checkpoints.
+        self.chief = distribution.is_chief(strategy)
+        self.out = prepare_run_folder(cfg, self.overwrite) if self.chief else pathlib.Path(cfg.output_dir)
+        if not self.chief:
+            self.log = lambda _: None
+        with strategy.scope():
+            self.task = build_task(cfg)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # the trainer's, not the replicas'
+
+        self.source_it = iter(distribution.distribute_dataset(strategy, source))
+        self.target_it = iter(distribution.distribute_dataset(strategy, target))
         self.val_it = iter(val) if val is not None else None
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         items = dict(self.task.checkpoint_items(), step=self.step)
         if cfg.deterministic:
             items.update(source_iterator=self.source_it, target_iterator=self.target_it)
         self.checkpoint = tf.train.Checkpoint(**items)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.out / "checkpoints"),
-                                                  max_to_keep=cfg.keep_checkpoints)
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            self.log(f"resumed {self.manager.latest_checkpoint} at step {int(self.step)}")
-        self.train_step = tf.function(self.task.train_step, jit_compile=cfg.jit_compile, autograph=False)
+        checkpoint_dir = self.out / "checkpoints"
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(checkpoint_dir if self.chief else distribution.scratch_dir(strategy)),
+            max_to_keep=cfg.keep_checkpoints)
+        latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+        self.saved_step = None
+        if latest:
+            self.saved_step = int(latest.rsplit("-", 1)[1])
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.log(f"resumed {latest} at step {int(self.step)}")
+        self.train_step = distribution.distributed_step(strategy, self.task.train_step, cfg.jit_compile)
         self.predict = tf.function(self.task.predict_logits, autograph=False)
-        self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
+        self.writer = (tf.summary.create_file_writer(str(self.out / "tb")) if self.chief
+                       else tf.summary.create_noop_writer())
 
     def _write_hparams(self):
+        if not self.chief:
+            return
         with self.writer.as_default(step=int(self.step)):
             hparams_api.hparams(_flatten(self.cfg.to_dict()), trial_id=str(self.out))
 
@@ -175,7 +193,12 @@ class Trainer:
                 f"ETA {_format_eta((cfg.max_steps - step) * seconds_per_step)} | {losses} | {dice}")
 
     def save(self):
-        return self.manager.save(checkpoint_number=int(self.step))
+        """Saves a checkpoint; every worker takes part, only the chief's stays."""
+        path = self.manager.save(checkpoint_number=int(self.step))
+        self.saved_step = int(self.step)
+        if not self.chief:
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
+        return path
 
     def _request_stop(self, signum, frame):
         del frame
@@ -209,18 +232,19 @@ class Trainer:
                 source_images, source_labels = next(self.source_it)
                 target_batch = next(self.target_it)
                 metrics, images = self.train_step(source_images, source_labels, *target_batch)
+                target_batch = distribution.local_batch(self.strategy, target_batch)
                 step = int(self.step.assign_add(1))
                 self._check_finite(step, metrics)
                 if interval_start is None:  # leave the tracing step out of the timing
                     interval_start, interval_steps = time.perf_counter(), 0
                 else:
                     interval_steps += 1
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                if self.chief and (step % cfg.log_every == 0 or step == cfg.max_steps):
                     self._write_scalars(step, metrics, target_batch)
                     elapsed = time.perf_counter() - interval_start
                     self.log(self._progress(step, elapsed / max(interval_steps, 1), metrics))
                     interval_start, interval_steps = time.perf_counter(), 0
-                if step % cfg.image_every == 0 or step == cfg.max_steps:
+                if self.chief and (step % cfg.image_every == 0 or step == cfg.max_steps):
                     self._write_images(step, images, target_batch)
                 if step % cfg.save_every == 0:
                     self.save()
@@ -239,7 +263,7 @@ class Trainer:
             self.writer.flush()
         if self.stop_signal:
             self.log(f"{self.stop_signal}: stopping at step {int(self.step)}")
-        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
+        if self.saved_step != int(self.step):
             self.save()
         sys.stdout.flush()
         return {k: float(v) for k, v in metrics.items()}

@@ -12,6 +12,7 @@ of the image and the inspector is a ResNet classifier with one logit per image.
 import keras
 import tensorflow as tf
 
+from sifa_synthmix import distribution
 from sifa_synthmix import task as sifa_task
 from sifa_synthmix.synthmix import inspector as inspector_lib
 from sifa_synthmix.synthmix import mixing
@@ -62,15 +63,21 @@ class MixingTask(sifa_task.SIFATask):
                     inspector_optimizer=self.inspector_optimizer, mix_seed_state=self.seed_generator.state)
 
     # --------------------------------------------------------------- masks
-    def draw_mask(self, batch_size):
-        """(mask to mix with, the inspector's answer): k x k block mask, or the target share."""
+    def draw_mask(self):
+        """(mask to mix with, the inspector's answer): k x k block mask, or the target share.
+
+        Drawn for the global batch; under a strategy every replica draws the same masks and
+        keeps its slice, so the masks do not depend on the number of replicas."""
+        batch_size = self.cfg.batch_size
         if self.patch_level:
             mask_k, mask = self.mask_layer(batch_size)
-            return mask, mask_k
-        if self.mix_cfg.protocol == "mixup":
-            return mixing.mixup_mask(batch_size, seed=self.seed_generator)
-        size = self.cfg.model.image_size
-        return mixing.cutmix_mask(batch_size, size, size, seed=self.seed_generator)
+            mask, answer = mask, mask_k
+        elif self.mix_cfg.protocol == "mixup":
+            mask, answer = mixing.mixup_mask(batch_size, seed=self.seed_generator)
+        else:
+            size = self.cfg.model.image_size
+            mask, answer = mixing.cutmix_mask(batch_size, size, size, seed=self.seed_generator)
+        return distribution.replica_slice(mask), distribution.replica_slice(answer)
 
     def constant_answer(self, batch_size, value):
         shape = [batch_size, self.mix_cfg.k, self.mix_cfg.k, 1] if self.patch_level else [batch_size]
@@ -108,7 +115,7 @@ class MixingTask(sifa_task.SIFATask):
     # --------------------------------------------------------------- step
     def new_context(self, source_images, source_labels, target_images):
         ctx = super().new_context(source_images, source_labels, target_images)
-        ctx["mix_mask"], ctx["mix_answer"] = self.draw_mask(self.cfg.batch_size)
+        ctx["mix_mask"], ctx["mix_answer"] = self.draw_mask()
         return ctx
 
     def _aligned_mix_loss(self, ctx, name, target_like, source_like):
@@ -127,8 +134,8 @@ class MixingTask(sifa_task.SIFATask):
         return self._aligned_mix_loss(ctx, "T_mix", ctx["B"], fake_A)
 
     def update_inspector(self, ctx):
-        batch_size = self.cfg.batch_size
-        mask, answer = self.draw_mask(batch_size)
+        batch_size = ctx["A"].shape[0]  # this replica's
+        mask, answer = self.draw_mask()
         unaligned = mixing.mix(ctx["B"], ctx["A"], mask)
         answers = (self.constant_answer(batch_size, 0.0), self.constant_answer(batch_size, 1.0), answer)
         variables = self.inspector.trainable_variables

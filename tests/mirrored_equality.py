@@ -1,0 +1,105 @@
+"""One device against MirroredStrategy over two logical CPU devices, same seed and global batches;
+prints what both runs produced as JSON (tests/test_distribution.py compares them).
+
+    python tests/mirrored_equality.py step --mix_protocol=synthmix   # the product's train step
+    python tests/mirrored_equality.py update                         # one minimize_if_finite update
+
+Its own process: the CPU can be split into logical devices only before TensorFlow starts.
+
+"step" runs three train steps of the task with its own optimizers and prints every loss.
+"update" trains a small conv net + batch norm with SGD on SIFA's segmentation losses through
+`minimize_if_finite` and prints both runs' weight moves: SGD, unlike Adam, is not blind to a
+gradient scaled by the wrong replica count.
+"""
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402  pylint: disable=wrong-import-position
+import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
+import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
+
+from sifa_synthmix import distribution, losses  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix import flags as flags_lib  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.task import minimize_if_finite  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
+
+STEPS = 3
+GLOBAL_BATCH = 4
+
+
+def random_batches(size, classes, seed):
+    """STEPS global batches of (source image, one-hot source label, target image, one-hot target label)."""
+    count = STEPS * GLOBAL_BATCH
+    images = tf.random.stateless_uniform([2, count, size, size, 1], seed=[seed, 1], minval=-1.0, maxval=1.0)
+    labels = tf.random.stateless_uniform([2, count, size, size], seed=[seed, 2], maxval=classes, dtype=tf.int32)
+    return tf.data.Dataset.from_tensor_slices(
+        (images[0], tf.one_hot(labels[0], classes), images[1], tf.one_hot(labels[1], classes))).batch(GLOBAL_BATCH)
+
+
+def run_steps(cfg, strategy):
+    """Every metric of STEPS train steps."""
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy.scope():
+        task = build_task(cfg)
+    step = distribution.distributed_step(strategy, task.train_step, jit_compile=False)
+    history = []
+    for batch in distribution.distribute_dataset(strategy, random_batches(cfg.model.image_size,
+                                                                          cfg.model.num_classes, 7)):
+        metrics, _ = step(*batch)
+        history.append({name: float(value) for name, value in metrics.items()})
+    return history
+
+
+def run_updates(strategy):
+    """The weight move of a conv + synchronised batch norm net after STEPS SGD updates on SIFA's
+    cross-entropy + Dice (global batch statistics) + L2 terms."""
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        inputs = keras.Input([16, 16, 1])
+        hidden = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+        hidden = keras.layers.BatchNormalization(synchronized=distribution.num_replicas() > 1)(hidden)
+        model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(keras.layers.ReLU()(hidden)))
+        optimizer = keras.optimizers.SGD(0.5)
+        optimizer.build(model.trainable_variables)
+    start = np.concatenate([np.ravel(v) for v in model.get_weights()])
+
+    def update(images, labels, *_):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = (losses.weighted_cross_entropy(logits, labels, over_replicas=True)
+                    + losses.dice_loss(logits, labels, over_replicas=True)
+                    + 1e-3 * losses.l2_regularisation(model.trainable_variables))
+        return minimize_if_finite(optimizer, tape, loss, model.trainable_variables)
+
+    step = tf.function(lambda *batch: strategy.run(update, args=batch))
+    for batch in distribution.distribute_dataset(strategy, random_batches(16, 3, 9)):
+        step(*batch)
+    return np.concatenate([np.ravel(v) for v in model.get_weights()]) - start
+
+
+def main():
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    single, mirrored = tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    part, flag_args = sys.argv[1], sys.argv[2:]
+    if part == "update":
+        move_single, move_mirrored = run_updates(single), run_updates(mirrored)
+        print(json.dumps({"moved": float(np.linalg.norm(move_single)),
+                          "difference": float(np.linalg.norm(move_mirrored - move_single))}))
+        return
+    flags_lib.define_flags()
+    flags_lib.FLAGS(["mirrored_equality", "--flagfile=configs/tiny_cpu.flags", f"--batch_size={GLOBAL_BATCH}",
+                     *flag_args])
+    cfg = flags_lib.config_from_flags(flags_lib.FLAGS)
+    print(json.dumps({"replicas": [single.num_replicas_in_sync, mirrored.num_replicas_in_sync],
+                      "metrics": [run_steps(cfg, single), run_steps(cfg, mirrored)]}))
+
+
+if __name__ == "__main__":
+    main()

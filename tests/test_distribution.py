@@ -1,0 +1,126 @@
+"""tf.distribute: a mirrored run equals a one-device run with the same global batch, and two
+workers on localhost train together with the chief writing the run."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from sifa_synthmix import distribution
+from sifa_synthmix.config import TrainConfig
+
+
+def _equality_process(*args):
+    return subprocess.Popen([sys.executable, "tests/mirrored_equality.py", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _result(process):
+    stdout, stderr = process.communicate(timeout=1200)
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_mirrored_update_equals_one_device_update():
+    """SGD moves (linear in the gradient) of a batch-norm net on the global-batch segmentation
+    losses: equal up to float rounding. Without the division by the replica count the two
+    moves differ by 45%, with per-replica Dice and class weights by 1% (checked by hand)."""
+    result = _result(_equality_process("update"))
+    assert result["moved"] > 0.1
+    assert result["difference"] / result["moved"] < 1e-5
+
+
+# Step 1's first two losses come before any update; later ones after updates whose inputs differ
+# by float rounding (batch norm statistics summed over replicas, convs on half batches). At
+# tiny widths (2-channel batch norm) the step's gradients are chaotic at that level (an input
+# change of 1e-6 moved g_A's gradient by 1%), so these runs use widths 8 (1e-4), and Adam,
+# whose first steps move each weight by about +-lr whatever the gradient's size, turns the rest
+# into loss differences of up to 2% over three steps (measured).
+EQUALITY_WIDTHS = ("--encoder_base=8", "--ngf=8")
+FIRST_LOSSES = ("g_loss_A", "d_loss_B")
+
+
+def test_mirrored_steps_equal_one_device_steps():
+    processes = {protocol: _equality_process("step", f"--mix_protocol={protocol}", *EQUALITY_WIDTHS)
+                 for protocol in ("none", "synthmix")}  # in parallel: tracing is single-threaded
+    for protocol, process in processes.items():
+        result = _result(process)
+        assert result["replicas"] == [1, 2]
+        single, mirrored = result["metrics"]
+        assert len(single) == len(mirrored) == 3
+        assert ("inspector_cls" in single[0]) == (protocol == "synthmix")
+        for name in FIRST_LOSSES:
+            np.testing.assert_allclose(mirrored[0][name], single[0][name], rtol=1e-5, err_msg=f"{protocol} {name}")
+        for step, (one, two) in enumerate(zip(single, mirrored)):
+            assert one.keys() == two.keys()
+            for name, value in one.items():
+                if name.startswith(("dice_", "inspector_accuracy_")):  # argmax counts: a share of pixels
+                    assert abs(two[name] - value) < 0.05, f"{protocol} step {step}: {name}"
+                else:
+                    np.testing.assert_allclose(two[name], value, rtol=3e-2, atol=1e-4,
+                                               err_msg=f"{protocol} step {step}: {name}")
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_workers_train_and_the_chief_writes_the_run(tiny_phantom, tmp_path):
+    out = tmp_path / "run"
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "main.py", "--flagfile=configs/tiny_cpu.flags", f"--data_dir={tiny_phantom}",
+             f"--output_dir={out}", "--distribution=multi_worker", "--max_steps=2", "--save_every=2",
+             "--batch_size=2"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=900) for process in processes]
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    assert (out / "checkpoints" / "ckpt-2.index").is_file()
+    assert json.loads((out / "config.json").read_text())["distribution"] == "multi_worker"
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    # Only the chief logs progress and writes; the other worker removed its scratch checkpoint.
+    assert "step 2/2" in outputs[0][0] and "step 2/2" not in outputs[1][0]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint", "ckpt-2.data-00000-of-00001",
+                                                                        "ckpt-2.index"]
+
+
+def test_multi_worker_without_tf_config_is_one_error_line(tiny_phantom, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    result = subprocess.run(
+        [sys.executable, "main.py", "--flagfile=configs/tiny_cpu.flags", f"--data_dir={tiny_phantom}",
+         f"--output_dir={tmp_path / 'run'}", "--distribution=multi_worker"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --distribution=multi_worker needs the TF_CONFIG")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_tf_config_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(distribution.DistributionError, match="TF_CONFIG is not a usable cluster spec"):
+        distribution.build_strategy("multi_worker")
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(distribution.DistributionError, match="needs the TF_CONFIG"):
+        distribution.build_strategy("multi_worker")
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(ValueError, match="unknown distribution"):
+        TrainConfig(distribution="ring")
+    with pytest.raises(ValueError, match="seg_loss_batch"):
+        TrainConfig(seg_loss_batch="both")
