@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 from sifa_synthmix import distribution
 from sifa_synthmix.config import TrainConfig
+from sifa_synthmix.run_evaluation import evaluate_run
 
 
 def _equality_process(*args):
@@ -97,6 +98,9 @@ def test_two_workers_train_and_the_chief_writes_the_run(tiny_phantom, tmp_path):
     assert "step 2/2" in outputs[0][0] and "step 2/2" not in outputs[1][0]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint", "ckpt-2.data-00000-of-00001",
                                                                         "ckpt-2.index"]
+    # The run evaluates on one device like any other.
+    evaluate_run(out, log=lambda _: None)
+    assert (out / "eval" / "metrics.json").is_file()
 
 
 def test_multi_worker_without_tf_config_is_one_error_line(tiny_phantom, tmp_path):
