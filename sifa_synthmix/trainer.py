@@ -119,7 +119,6 @@ class Trainer:
         with strategy.scope():
             self.task = build_task(cfg)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # the trainer's, not the replicas'
-
         self.source_it = iter(distribution.distribute_dataset(strategy, source))
         self.target_it = iter(distribution.distribute_dataset(strategy, target))
         self.val_it = iter(val) if val is not None else None

@@ -70,8 +70,7 @@ class MixingTask(sifa_task.SIFATask):
         keeps its slice, so the masks do not depend on the number of replicas."""
         batch_size = self.cfg.batch_size
         if self.patch_level:
-            mask_k, mask = self.mask_layer(batch_size)
-            mask, answer = mask, mask_k
+            answer, mask = self.mask_layer(batch_size)  # (k x k mask, upsampled mask)
         elif self.mix_cfg.protocol == "mixup":
             mask, answer = mixing.mixup_mask(batch_size, seed=self.seed_generator)
         else:
