@@ -44,6 +44,44 @@ class InstanceNorm(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+class FusedBatchNorm(keras.layers.Layer):
+    """Batch norm as the official graph runs it, on the fused kernel.
+
+    TF1's `contrib.layers.batch_norm` (the official `batch_norm`) runs 4D inputs through
+    FusedBatchNormV3 and, with `updates_collections=None`, moves its statistics on every
+    training-mode call: moving = momentum * moving + (1 - momentum) * batch statistic, where the
+    batch variance is Bessel-corrected (n / (n - 1)) as the fused kernel returns it. One op
+    forward and one backward, where Keras' BatchNormalization builds about twenty and keeps the
+    uncorrected variance. Same weights as Keras' layer: gamma, beta, moving_mean, moving_variance
+    (float32 under any policy). Not synchronised over replicas: "sync_batch" uses Keras' layer.
+    """
+
+    def __init__(self, momentum=0.9, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = (input_shape[-1],)
+        for name, initializer, trainable in (("gamma", "ones", True), ("beta", "zeros", True),
+                                             ("moving_mean", "zeros", False), ("moving_variance", "ones", False)):
+            setattr(self, name, self.add_weight(shape=channels, initializer=initializer, name=name,
+                                                trainable=trainable, autocast=False))
+
+    def call(self, inputs, training=None):
+        outputs, mean, variance = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=self.gamma, offset=self.beta, mean=self.moving_mean, variance=self.moving_variance,
+            epsilon=self.epsilon, exponential_avg_factor=1.0 - self.momentum if training else 1.0,
+            data_format="NHWC", is_training=bool(training))[:3]
+        if training:
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(variance)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
 class ChannelZeroPad(keras.layers.Layer):
     """Zero-pads the channel axis by `padding` channels on each side (the res_ds shortcut)."""
 
@@ -90,8 +128,10 @@ def _normalise_and_activate(x, norm, activation, name):
     strategy) or None; activation: "relu", "leaky_relu" or None."""
     if norm == "instance":
         x = InstanceNorm(name=f"{name}_instance_norm")(x)
-    elif norm in ("batch", "sync_batch"):
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, synchronized=norm == "sync_batch",
+    elif norm == "batch":
+        x = FusedBatchNorm(momentum=0.9, epsilon=1e-3, name=f"{name}_batch_norm")(x)
+    elif norm == "sync_batch":
+        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, synchronized=True,
                                             name=f"{name}_batch_norm")(x)
     elif norm is not None:
         raise ValueError(f"unknown norm {norm!r}")

@@ -11,6 +11,7 @@ import keras
 from sifa_synthmix import distribution
 from sifa_synthmix.config import ModelConfig
 from sifa_synthmix.layers import BilinearResize, conv_block, residual_block, upsample_block
+from sifa_synthmix.traced_model import TracedModel
 
 # e_B residual blocks r1..r12: (width as a multiple of encoder_base, max-pool 2 after the block).
 _ENCODER_BLOCKS = (
@@ -50,7 +51,7 @@ def build_g_A(cfg: ModelConfig) -> keras.Model:
     x = upsample_block(x, 2 * ngf, name="c4")
     x = upsample_block(x, ngf, name="c5")
     x = conv_block(x, 1, 7, name="c6", padding="same", stddev=0.02, use_bias=True)
-    return keras.Model(image, _image_output(x, image, cfg.skip), name="g_A")
+    return TracedModel(image, _image_output(x, image, cfg.skip), name="g_A")
 
 
 def build_e_B(cfg: ModelConfig) -> keras.Model:
@@ -74,7 +75,7 @@ def build_e_B(cfg: ModelConfig) -> keras.Model:
                            dilation_rate=2)
     for name in ("c2", "c3"):
         x = conv_block(x, _latent_width(cfg), 3, name=name, padding="same", **encoder_conv)
-    return keras.Model(image, [x, latent_ll], name="e_B")
+    return TracedModel(image, [x, latent_ll], name="e_B")
 
 
 def build_de_B(cfg: ModelConfig) -> keras.Model:
@@ -95,7 +96,7 @@ def build_de_B(cfg: ModelConfig) -> keras.Model:
     for name, filters in (("c3", 2 * ngf), ("c4", 2 * ngf), ("c5", ngf)):
         x = upsample_block(x, filters, name=name)
     x = conv_block(x, 1, 7, name="c6", padding="same", stddev=0.02, use_bias=False)
-    return keras.Model([latent, image], _image_output(x, image, cfg.skip), name="de_B")
+    return TracedModel([latent, image], _image_output(x, image, cfg.skip), name="de_B")
 
 
 def build_segmenter(cfg: ModelConfig, name: str) -> keras.Model:
@@ -104,7 +105,7 @@ def build_segmenter(cfg: ModelConfig, name: str) -> keras.Model:
     latent = keras.Input((size, size, _latent_width(cfg)), name="latent")
     x = conv_block(latent, cfg.num_classes, 1, name="c8", padding="same", stddev=0.01, use_bias=False)
     logits = BilinearResize((cfg.image_size, cfg.image_size), dtype="float32", name="resize")(x)
-    return keras.Model(latent, logits, name=name)
+    return TracedModel(latent, logits, name=name)
 
 
 def build_discriminator(cfg: ModelConfig, name: str, in_channels: int, out_channels: int = 1) -> keras.Model:
@@ -120,7 +121,7 @@ def build_discriminator(cfg: ModelConfig, name: str, in_channels: int, out_chann
                        norm="instance" if instance_norm else None, activation="leaky_relu")
     x = keras.layers.ZeroPadding2D(2, name="c5_pad")(x)
     x = conv_block(x, out_channels, 4, name="c5", stddev=0.02, use_bias=False, dtype="float32")
-    return keras.Model(inputs, x, name=name)
+    return TracedModel(inputs, x, name=name)
 
 
 class SIFANetworks:

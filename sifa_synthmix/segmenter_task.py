@@ -5,13 +5,13 @@
 optimizer settings as SIFA's segmentation update, without the deep-supervision head, the
 adversarial terms and the generators.
 """
-import keras
 import tensorflow as tf
 
 from sifa_synthmix import losses
 from sifa_synthmix.networks import build_e_B, build_segmenter
-from sifa_synthmix.task import (ADAM_EPSILON, SEG_L2_WEIGHT, foreground_dice, minimize_if_finite,
-                                segmentation_losses, set_precision, target_logits)
+from sifa_synthmix.optimization import (build_adam, count_skipped_updates, loss_scale_items, loss_scale_values,
+                                        minimize_if_finite, statistics_snapshot)
+from sifa_synthmix.task import SEG_L2_WEIGHT, foreground_dice, segmentation_losses, set_precision, target_logits
 
 TRAIN_DOMAINS = ("source", "target")
 
@@ -42,10 +42,8 @@ class SegmenterTask:
         set_precision(cfg.precision)
         self.networks = SegmenterNetworks(cfg.model)
         self.variables = self.networks.e_B.trainable_variables + self.networks.s_B.trainable_variables
-        self.optimizer = keras.optimizers.Adam(cfg.base_lr, epsilon=ADAM_EPSILON, name="adam_seg")
-        if cfg.precision == "mixed_float16":
-            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer, name="seg")
-        self.optimizer.build(self.variables)
+        self.optimizer, loss_scale = build_adam(cfg.base_lr, 0.9, "adam_seg", cfg.precision, self.variables)
+        self.loss_scales = {self.optimizer.name: loss_scale}
 
     def parameter_counts(self):
         return self.networks.parameter_counts()
@@ -53,8 +51,12 @@ class SegmenterTask:
     def learning_rates(self):
         return {"seg": self.optimizer.learning_rate}
 
+    def loss_scale_values(self):
+        return loss_scale_values(self.loss_scales)
+
     def checkpoint_items(self):
-        return {"e_B": self.networks.e_B, "s_B": self.networks.s_B, "seg_optimizer": self.optimizer}
+        return {"e_B": self.networks.e_B, "s_B": self.networks.s_B, "seg_optimizer": self.optimizer,
+                **loss_scale_items(self.loss_scales)}
 
     def predict_logits(self, images):
         return target_logits(self.networks, images)
@@ -65,12 +67,16 @@ class SegmenterTask:
             images, labels = source_images, source_labels
         else:
             images, labels = target_images, target_labels
+        statistics = statistics_snapshot(self.networks.e_B)
         with tf.GradientTape() as tape:
             latent, _ = self.networks.e_B(images, training=True)
             logits = self.networks.s_B(latent)
             terms = {f"seg_{k}": v for k, v in segmentation_losses(logits, labels, self.cfg.seg_loss_batch).items()}
             terms["seg_l2"] = SEG_L2_WEIGHT * losses.l2_regularisation(self.variables)
             loss = tf.add_n(list(terms.values()))
-        skipped = minimize_if_finite(self.optimizer, tape, loss, self.variables)
-        metrics = dict(terms, seg_loss=loss, dice_train=foreground_dice(logits, labels), skipped_updates=skipped)
+        loss_scale = self.loss_scales[self.optimizer.name]
+        skipped, overflowed = minimize_if_finite(self.optimizer, tape, loss, self.variables, loss_scale,
+                                                 restore_on_skip=statistics)
+        metrics = dict(terms, seg_loss=loss, dice_train=foreground_dice(logits, labels))
+        count_skipped_updates(metrics, skipped, None if loss_scale is None else overflowed)
         return metrics, {"seg_image": images, "seg_logits": logits, "seg_labels": labels}

@@ -10,15 +10,18 @@ import keras
 import tensorflow as tf
 
 from sifa_synthmix import distribution, losses
+from sifa_synthmix.optimization import (build_adam, count_skipped_updates, loss_scale_items, loss_scale_values,
+                                        minimize_if_finite, statistics_snapshot)
 from sifa_synthmix.fake_pool import FakeImagePool
 from sifa_synthmix.networks import SIFANetworks
 
 SEG_L2_WEIGHT = 1e-4
 DEEP_SUPERVISION_WEIGHT = 0.1
 SEG_ADVERSARIAL_WEIGHTS = {"g_loss_B": 0.1, "d_P": 0.1, "d_P_ll": 0.01, "d_A_aux": 0.1}
-ADAM_EPSILON = 1e-8  # TF1 AdamOptimizer's default
 
 UPDATE_ORDER = ("g_A", "d_B", "seg", "de_B", "d_A", "d_P", "d_P_ll")
+# Updates that run e_B in training mode, so move its batch-norm statistics.
+E_B_TRAINING_UPDATES = ("g_A", "seg", "de_B")
 # The variables each update may change, by scope.
 UPDATE_SCOPES = {
     "g_A": ("g_A",), "d_B": ("d_B",), "seg": ("e_B", "s_B", "s_B_ll"), "de_B": ("de_B",),
@@ -69,27 +72,6 @@ def segmentation_losses(logits, onehot, batch="global"):
             "dice": losses.dice_loss(logits, onehot, over_replicas=over_replicas)}
 
 
-def minimize_if_finite(optimizer, tape, loss, variables):
-    """One optimizer step on `variables`, skipped when the loss or a gradient is not finite.
-
-    Returns 1 (int64) for a skipped update, else 0. Under float16 loss scaling the optimizer
-    also skips and lowers its scale when only the scaled gradients overflow. Under a
-    tf.distribute strategy the loss is the replica's mean: its gradients are divided by the
-    number of replicas (the optimizer sums them), and one replica's non-finite value skips
-    the update on all of them.
-    """
-    gradients = tape.gradient(optimizer.scale_loss(loss), variables)
-    replicas = distribution.num_replicas()
-    if replicas > 1:
-        gradients = [None if g is None else g / replicas for g in gradients]
-    finite = tf.reduce_all([tf.math.is_finite(loss)]
-                           + [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
-    skipped = distribution.cross_replica_sum(1 - tf.cast(finite, tf.int64))
-    distribution.apply_if(tf.equal(skipped, 0), lambda grads: optimizer.apply_gradients(zip(grads, variables)),
-                          args=(gradients,))
-    return tf.minimum(skipped, 1)
-
-
 def set_precision(precision):
     """Sets the global Keras dtype policy: float32, mixed_float16 or mixed_bfloat16."""
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
@@ -110,6 +92,7 @@ class SIFATask:
         self.cfg = cfg
         set_precision(cfg.precision)
         self.networks = self.build_model()
+        self.loss_scales = {}  # optimizer name -> DynamicLossScale (mixed_float16 only)
         self.gan_optimizer, self.seg_optimizer = self.build_optimizers()
         batch_shape = (cfg.batch_size, cfg.model.image_size, cfg.model.image_size, 1)
         self.pool_A = FakeImagePool(cfg.pool_size, batch_shape, seed=cfg.seed, name="pool_A")
@@ -129,15 +112,13 @@ class SIFATask:
 
     def build_optimizers(self):
         """One Adam (beta1 0.5) shared by the six GAN updates, as in the official graph (so its
-        step count, and Adam's bias correction, advances once per update), and one for seg."""
-        gan = keras.optimizers.Adam(self.cfg.base_lr, beta_1=0.5, epsilon=ADAM_EPSILON, name="adam_gan")
-        seg = keras.optimizers.Adam(self.cfg.base_lr, epsilon=ADAM_EPSILON, name="adam_seg")
-        if self.cfg.precision == "mixed_float16":
-            gan = keras.optimizers.LossScaleOptimizer(gan, name="gan")
-            seg = keras.optimizers.LossScaleOptimizer(seg, name="seg")
+        step count, and Adam's bias correction, advances once per update), and one for seg; each
+        with its loss scale under mixed_float16."""
         gan_scopes = [s for name in UPDATE_ORDER if name != "seg" for s in UPDATE_SCOPES[name]]
-        gan.build(self.scope_variables(gan_scopes))
-        seg.build(self.scope_variables(UPDATE_SCOPES["seg"]))
+        gan, self.loss_scales["adam_gan"] = build_adam(self.cfg.base_lr, 0.5, "adam_gan", self.cfg.precision,
+                                                       self.scope_variables(gan_scopes))
+        seg, self.loss_scales["adam_seg"] = build_adam(self.cfg.base_lr, 0.9, "adam_seg", self.cfg.precision,
+                                                       self.scope_variables(UPDATE_SCOPES["seg"]))
         return gan, seg
 
     def checkpoint_items(self):
@@ -145,7 +126,11 @@ class SIFATask:
         items = {scope: getattr(self.networks, scope) for scope in SIFANetworks.SCOPES}
         items.update(gan_optimizer=self.gan_optimizer, seg_optimizer=self.seg_optimizer,
                      pool_A=self.pool_A, pool_B=self.pool_B)
+        items.update(loss_scale_items(self.loss_scales))
         return items
+
+    def loss_scale_values(self):
+        return loss_scale_values(self.loss_scales)
 
     @property
     def update_order(self):
@@ -186,10 +171,13 @@ class SIFATask:
                 **{f"{k}_ll": v for k, v in segmentation_losses(logits_ll, onehot, self.cfg.seg_loss_batch).items()}}
 
     def minimize(self, ctx, optimizer, tape, loss, variables):
-        """An optimizer step that a non-finite loss or gradient skips (counted in the metrics)."""
-        skipped = minimize_if_finite(optimizer, tape, loss, variables)
-        metrics = ctx["metrics"]
-        metrics["skipped_updates"] = metrics.get("skipped_updates", tf.constant(0, tf.int64)) + skipped
+        """An optimizer step that a non-finite loss or gradient, or a float16 overflow, skips
+        (counted in the metrics); a skipped update leaves e_B's batch-norm statistics as the
+        update found them."""
+        loss_scale = self.loss_scales.get(optimizer.name)
+        skipped, overflowed = minimize_if_finite(optimizer, tape, loss, variables, loss_scale,
+                                                 restore_on_skip=ctx["statistics_before_update"])
+        count_skipped_updates(ctx["metrics"], skipped, None if loss_scale is None else overflowed)
 
     # ---------------------------------------------------------------- updates
     # Each update reads and writes `ctx`, a dict of the step's tensors. A value stays in ctx
@@ -297,7 +285,7 @@ class SIFATask:
     # ------------------------------------------------------------------- step
     def new_context(self, source_images, source_labels, target_images):
         return {"A": source_images, "gt_A": source_labels, "B": target_images,
-                "metrics": {}, "images": {}}
+                "metrics": {}, "images": {}, "statistics_before_update": ()}
 
     def train_step(self, source_images, source_labels, target_images, target_labels=None):
         """The seven updates in the official order; returns (metrics, images).
@@ -308,6 +296,8 @@ class SIFATask:
         del target_labels
         ctx = self.new_context(source_images, source_labels, target_images)
         for name in self.update_order:
+            ctx["statistics_before_update"] = (statistics_snapshot(self.networks.e_B)
+                                               if name in E_B_TRAINING_UPDATES else ())
             getattr(self, f"update_{name}")(ctx)
         images = dict(ctx["images"], A=ctx["A"], B=ctx["B"], fake_B=ctx["fake_B"],
                       seg_image=ctx["fake_B"], seg_labels=ctx["gt_A"])

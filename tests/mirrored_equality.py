@@ -25,7 +25,7 @@ import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
 from sifa_synthmix import distribution, losses  # noqa: E402  pylint: disable=wrong-import-position
 from sifa_synthmix import flags as flags_lib  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix.task import minimize_if_finite  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.optimization import minimize_if_finite  # noqa: E402  pylint: disable=wrong-import-position
 from sifa_synthmix.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
 
 STEPS = 3

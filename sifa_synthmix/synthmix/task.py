@@ -17,6 +17,7 @@ from sifa_synthmix import task as sifa_task
 from sifa_synthmix.synthmix import inspector as inspector_lib
 from sifa_synthmix.synthmix import mixing
 from sifa_synthmix.synthmix.inspector_losses import image_inspector_loss, inspector_loss, per_patch_accuracy
+from sifa_synthmix.optimization import build_adam
 from sifa_synthmix.synthmix.masks import SynthMixMask
 from sifa_synthmix.visualize import grey_to_rgb
 
@@ -40,12 +41,8 @@ class MixingTask(sifa_task.SIFATask):
         else:
             self.inspector = inspector_lib.build_resnet_inspector(size, width=self.mix_cfg.inspector_ndf)
             self.seed_generator = keras.random.SeedGenerator(cfg.seed)
-        self.inspector_optimizer = keras.optimizers.Adam(cfg.base_lr, beta_1=0.5, epsilon=sifa_task.ADAM_EPSILON,
-                                                         name="adam_inspector")
-        if cfg.precision == "mixed_float16":
-            self.inspector_optimizer = keras.optimizers.LossScaleOptimizer(self.inspector_optimizer,
-                                                                           name="inspector")
-        self.inspector_optimizer.build(self.inspector.trainable_variables)
+        self.inspector_optimizer, self.loss_scales["adam_inspector"] = build_adam(
+            cfg.base_lr, 0.5, "adam_inspector", cfg.precision, self.inspector.trainable_variables)
 
     @property
     def update_order(self):

@@ -1,0 +1,43 @@
+"""Keras functional models whose forward pass is a tf.function of its own.
+
+A SIFA step calls e_B six times, de_B seven, g_A five (issue 15). Called plainly inside the step's
+tf.function, every call re-runs Keras' layer-by-layer Python and adds the network's ops (and, under
+a tape, their gradient ops) to the step's graph again. Here each network is traced once per training
+mode and input type (dtype and shape without the batch axis, so stacked batches of 2B or 3B samples
+reuse the B-sample trace), and TensorFlow builds the gradient of that function once. At run time
+TensorFlow inlines the calls, so the step runs the same ops as before: only Python and graph-building
+work is saved.
+
+Under a tf.distribute strategy with several replicas the networks are called plainly: each
+replica traces the step in its own thread, and a function traced in one replica's context (e.g.
+with e_B's synchronised batch norm) must not be reused by another.
+"""
+import keras
+import tensorflow as tf
+from keras.src.models.functional import Functional
+
+from sifa_synthmix import distribution
+
+
+def _batch_free_spec(tensor):
+    return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
+
+
+class TracedModel(keras.Model):
+    """A functional model (built like `keras.Model(inputs, outputs, name=...)`) whose `call` runs
+    a tf.function per training mode and input type."""
+
+    def __init__(self, inputs, outputs, name=None):
+        super().__init__(inputs, outputs, name=name)
+        self._traced_calls = {}
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None or distribution.num_replicas() > 1:
+            return Functional.call(self, inputs, training=training, mask=mask)
+        inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
+        specs = tf.nest.map_structure(_batch_free_spec, inputs)
+        key = (training, tuple((s.dtype, tuple(s.shape)) for s in tf.nest.flatten(specs)))
+        if key not in self._traced_calls:
+            self._traced_calls[key] = tf.function(
+                lambda x: Functional.call(self, x, training=training), input_signature=[specs], autograph=False)
+        return self._traced_calls[key](inputs)
