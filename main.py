@@ -15,10 +15,16 @@ FLAGS = flags_lib.FLAGS
 
 
 def run_summary(cfg):
-    """Prints one JSON line: trainable parameters per scope, plus "total"."""
+    """Prints one JSON line: trainable parameters per scope, plus "total"; for a run imported
+    from an official checkpoint, also that checkpoint and its TF1 global step."""
+    from sifa_synthmix.official_checkpoint import read_import_record  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.task_factory import build_task  # pylint: disable=import-outside-toplevel
 
-    print(json.dumps(build_task(cfg).parameter_counts()))
+    summary = build_task(cfg).parameter_counts()
+    record = read_import_record(cfg.output_dir)
+    if record:
+        summary.update(official_checkpoint=record["official_checkpoint"], tf1_global_step=record["tf1_global_step"])
+    print(json.dumps(summary))
 
 
 def prepare_data(cfg):
@@ -70,8 +76,16 @@ def run_experiment(cfg):
     print(f"experiment wall time: {time.perf_counter() - start:.0f} s")
 
 
+def run_import_official(cfg):
+    from sifa_synthmix.official_checkpoint import import_official  # pylint: disable=import-outside-toplevel
+
+    if not FLAGS.official_checkpoint:
+        fail("--mode=import_official needs --official_checkpoint=PATH (a TF1 checkpoint prefix or its folder)")
+    import_official(cfg, FLAGS.official_checkpoint)
+
+
 MODES = {"summary": run_summary, "train": run_train, "evaluate": run_evaluate, "compare": run_compare,
-         "experiment": run_experiment}
+         "experiment": run_experiment, "import_official": run_import_official}
 
 
 def fail(message, code=2):
@@ -94,6 +108,7 @@ def main(argv):
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.distribution import DistributionError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.official_checkpoint import OfficialCheckpointError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.trainer import NonFiniteError, RunFolderError  # pylint: disable=import-outside-toplevel
 
     try:
@@ -102,7 +117,7 @@ def main(argv):
         fail(error)
     try:
         MODES[FLAGS.mode](cfg)
-    except (DataError, DistributionError, RunFolderError, FileNotFoundError) as error:
+    except (DataError, DistributionError, OfficialCheckpointError, RunFolderError, FileNotFoundError) as error:
         fail(error)
     except NonFiniteError as error:
         fail(error, code=3)

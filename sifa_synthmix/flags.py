@@ -4,7 +4,7 @@ from absl import flags
 from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainConfig
 
 FLAGS = flags.FLAGS
-MODES = ("summary", "train", "evaluate", "compare", "experiment")
+MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -15,7 +15,8 @@ def define_flags():
     flags.DEFINE_enum("mode", "train", MODES,
                       "summary: parameter counts as JSON; train: train a run; evaluate: score a run's "
                       "target test volumes; compare: table and figures of evaluated runs; experiment: "
-                      "train, evaluate and compare --experiment_variants.")
+                      "train, evaluate and compare --experiment_variants; import_official: turn an official SIFA "
+                      "TF1 checkpoint (--official_checkpoint) into a run folder (--output_dir).")
     flags.DEFINE_enum("model", "sifa", ["sifa", "segmenter"],
                       "sifa: SIFA (+ --mix_protocol); segmenter: e_B + s_B alone with SIFA's segmentation "
                       "loss, the 'source only' / 'oracle' reference rows.")
@@ -85,6 +86,9 @@ def define_flags():
     flags.DEFINE_enum("assd_unit", "voxel", ["voxel", "mm"],
                       "ASSD in voxels (as the paper) or in mm (needs the spacing in dataset.json).")
     flags.DEFINE_integer("eval_batch_size", 16, "Slices per inference batch.")
+    flags.DEFINE_string("official_checkpoint", "",
+                        "--mode=import_official: an official SIFA TF1 checkpoint prefix (e.g. DIR/sifa-19999) "
+                        "or a folder holding a `checkpoint` file.")
     flags.DEFINE_list("compare_runs", [], "Run folders to compare; the first is the reference.")
     flags.DEFINE_list("experiment_variants", ["source_only", "sifa", "synthmix", "oracle"],
                       "Variants of --mode=experiment: source_only, oracle, sifa, synthmix, mixup, "

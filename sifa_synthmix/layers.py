@@ -144,6 +144,20 @@ def _normalise_and_activate(x, norm, activation, name):
     return x
 
 
+class UnaddedBiasConv2D(keras.layers.Conv2D):
+    """A Conv2D whose bias is created and trained but never added to its output.
+
+    The official `dilate_conv2d` (e_B's d1/d2 blocks) creates `biases` and leaves them out of
+    its result; they still count among the official 43,347,441 trainable parameters, and the
+    seg update's L2 term is their only gradient. Keeping the variable keeps both facts and
+    maps official checkpoints one to one.
+    """
+
+    def call(self, inputs):
+        outputs = self.convolution_op(inputs, self.kernel)
+        return outputs if self.activation is None else self.activation(outputs)
+
+
 class AlwaysOnDropout(keras.layers.Dropout):
     """Dropout that is active in training and inference, like a TF1 `tf.nn.dropout` with a
     constant keep rate."""
@@ -156,10 +170,12 @@ class AlwaysOnDropout(keras.layers.Dropout):
 def conv_block(x, filters, kernel_size, *, name, stddev, use_bias, strides=1, padding="valid",
                dilation_rate=1, norm=None, activation=None, dtype=None, dropout=0.0):
     """Conv2D, then optional dropout, norm and activation: the official `general_conv2d` (no
-    bias), `general_conv2d_ga` (bias) and `dilate_conv2d` (bias, dilation 2)."""
-    x = keras.layers.Conv2D(
+    bias), `general_conv2d_ga` (bias) and `dilate_conv2d` (dilation 2, use_bias="unadded": a
+    bias that is never added, see UnaddedBiasConv2D)."""
+    conv = UnaddedBiasConv2D if use_bias == "unadded" else keras.layers.Conv2D
+    x = conv(
         filters, kernel_size, strides=strides, padding=padding, dilation_rate=dilation_rate,
-        use_bias=use_bias, kernel_initializer=truncated_normal(stddev), name=name, dtype=dtype,
+        use_bias=bool(use_bias), kernel_initializer=truncated_normal(stddev), name=name, dtype=dtype,
     )(x)
     if dropout:
         x = AlwaysOnDropout(dropout, name=f"{name}_dropout")(x)
@@ -179,7 +195,8 @@ def upsample_block(x, filters, *, name):
 def residual_block(x, filters, *, name, norm, use_bias, stddev, dilation_rate=1, dropout=0.0):
     """Two zero-padded VALID 3x3 convs; out = ReLU(block + shortcut).
 
-    Covers the official resnet blocks (dilation 1, pad 1) and drn blocks (dilation 2, pad 2).
+    Covers the official resnet blocks (dilation 1, pad 1) and drn blocks (dilation 2, pad 2,
+    use_bias="unadded"); `use_bias` is conv_block's.
     When `filters` exceeds the input width (res_ds), the shortcut is the input zero-padded
     on the channel axis by half the difference on each side.
     """

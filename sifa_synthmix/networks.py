@@ -71,7 +71,7 @@ def build_e_B(cfg: ModelConfig) -> keras.Model:
             x = keras.layers.MaxPooling2D(2, strides=2, padding="same", name=f"r{index}_pool")(x)
     latent_ll = x
     for name in ("d1", "d2"):
-        x = residual_block(x, _latent_width(cfg), name=name, norm=norm, use_bias=True, stddev=0.01,
+        x = residual_block(x, _latent_width(cfg), name=name, norm=norm, use_bias="unadded", stddev=0.01,
                            dilation_rate=2)
     for name in ("c2", "c3"):
         x = conv_block(x, _latent_width(cfg), 3, name=name, padding="same", **encoder_conv)

@@ -18,6 +18,7 @@ from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.task import foreground_dice
 
 CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
                       "distribution")
@@ -62,16 +63,36 @@ def prepare_run_folder(cfg, overwrite=False):
             raise RunFolderError(f"{out} holds a run with other flags ({details}); "
                                  "pass --overwrite to replace it or choose another --output_dir")
         if differing:
-            for sub in ("checkpoints", "tb"):
+            for sub in (CHECKPOINT_DIR, "tb"):
                 shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    write_run_config(cfg, out)
     return out
+
+
+def write_run_config(cfg, folder):
+    """Writes FOLDER/config.json: the flags a run is trained, resumed and evaluated with."""
+    atomic_write_text(pathlib.Path(folder) / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
 
 def load_run_config(run_dir):
     """The TrainConfig a run folder was trained with."""
     return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")))
+
+
+def step_variable(value=0):
+    """The run's step counter, saved in every checkpoint (the trainer's, not the replicas')."""
+    return tf.Variable(value, dtype=tf.int64, trainable=False, name="step")
+
+
+def run_checkpoint(task, step, **extra_items):
+    """The tf.train.Checkpoint of a run: the task's items, the step and any extra items."""
+    return tf.train.Checkpoint(**task.checkpoint_items(), step=step, **extra_items)
+
+
+def checkpoint_manager(checkpoint, directory, cfg):
+    """Keeps cfg.keep_checkpoints checkpoints in `directory`; save with checkpoint_number=step."""
+    return tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=cfg.keep_checkpoints)
 
 
 def scalar_tag(metric):
@@ -118,18 +139,15 @@ class Trainer:
             self.log = lambda _: None
         with strategy.scope():
             self.task = build_task(cfg)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # the trainer's, not the replicas'
+        self.step = step_variable()
         self.source_it = iter(distribution.distribute_dataset(strategy, source))
         self.target_it = iter(distribution.distribute_dataset(strategy, target))
         self.val_it = iter(val) if val is not None else None
-        items = dict(self.task.checkpoint_items(), step=self.step)
-        if cfg.deterministic:
-            items.update(source_iterator=self.source_it, target_iterator=self.target_it)
-        self.checkpoint = tf.train.Checkpoint(**items)
-        checkpoint_dir = self.out / "checkpoints"
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(checkpoint_dir if self.chief else distribution.scratch_dir(strategy)),
-            max_to_keep=cfg.keep_checkpoints)
+        iterators = dict(source_iterator=self.source_it, target_iterator=self.target_it) if cfg.deterministic else {}
+        self.checkpoint = run_checkpoint(self.task, self.step, **iterators)
+        checkpoint_dir = self.out / CHECKPOINT_DIR
+        self.manager = checkpoint_manager(
+            self.checkpoint, checkpoint_dir if self.chief else distribution.scratch_dir(strategy), cfg)
         latest = tf.train.latest_checkpoint(str(checkpoint_dir))
         self.saved_step = None
         if latest:

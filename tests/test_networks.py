@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from sifa_synthmix.config import ModelConfig
-from sifa_synthmix.layers import BilinearResize, ChannelZeroPad, InstanceNorm
-from sifa_synthmix.networks import SIFANetworks, build_de_B, build_g_A
+from sifa_synthmix.layers import BilinearResize, ChannelZeroPad, InstanceNorm, UnaddedBiasConv2D
+from sifa_synthmix.networks import SIFANetworks, build_de_B, build_e_B, build_g_A
 
 # Trainable parameters of the official TF1 graph at its defaults (docs/sifa_reference.md).
 OFFICIAL_PARAMETER_COUNTS = {
@@ -136,6 +136,21 @@ def test_skip_connection_adds_the_input_image_before_tanh(build, with_latent):
     latent = tf.random.stateless_normal((BATCH, latent_size, latent_size, 32 * TINY.encoder_base), (3, 2))
     generated = generator([latent, images] if with_latent else images)
     np.testing.assert_allclose(generated.numpy(), np.tanh(images.numpy()), rtol=1e-6, atol=1e-6)
+
+
+def test_dilated_conv_biases_are_trainable_but_never_added():
+    """The official dilate_conv2d creates `biases` but leaves them out of its output."""
+    encoder = build_e_B(TINY)
+    dilated = [layer for layer in encoder.layers if isinstance(layer, UnaddedBiasConv2D)]
+    assert sorted(layer.name for layer in dilated) == ["d1_c1", "d1_c2", "d2_c1", "d2_c2"]
+    assert all(layer.bias.trainable and layer.bias.shape == (32 * TINY.encoder_base,) for layer in dilated)
+    images = tiny_images(seed=4)
+    before = [t.numpy() for t in encoder(images, training=False)]
+    for layer in dilated:
+        layer.bias.assign(np.full(layer.bias.shape, 5.0, np.float32))
+    after = [t.numpy() for t in encoder(images, training=False)]
+    for expected, actual in zip(before, after):
+        np.testing.assert_array_equal(actual, expected)
 
 
 def test_encoder_segmenter_discriminator_compile_with_xla(tiny_networks):
