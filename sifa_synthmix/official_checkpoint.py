@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from sifa_synthmix.data.layout import atomic_write_text, staged_folder
-from sifa_synthmix.layers import InstanceNorm, UnaddedBiasConv2D
+from sifa_synthmix.layers import FusedBatchNorm, InstanceNorm, UnaddedBiasConv2D
 from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import UPDATE_SCOPES
 from sifa_synthmix.task_factory import build_task
@@ -45,6 +45,7 @@ _CONV_WEIGHTS = {"kernel": "weights", "bias": "biases"}
 # UnaddedBiasConv2D comes before Conv2D, of which it is a subclass.
 _LAYER_KINDS = (
     (InstanceNorm, "_instance_norm", "instance_norm/InstanceNorm/", {}),
+    (FusedBatchNorm, "_batch_norm", "batch_norm/BatchNorm/", {}),
     (keras.layers.BatchNormalization, "_batch_norm", "batch_norm/BatchNorm/", {}),
     (keras.layers.Conv2DTranspose, "", "Conv2d_transpose/", _CONV_WEIGHTS),
     (UnaddedBiasConv2D, "", "", _CONV_WEIGHTS),
