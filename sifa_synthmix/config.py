@@ -58,6 +58,9 @@ class SynthMixConfig:
     inspector_loss: str = "bce"  # bce | lsgan
     image_discriminators: bool = True  # False: the paper's "Model 0", no d_A/d_B adversarial terms
     inspector_ndf: int = 64
+    # SynthMix: the Inspector's auxiliary (mean of M) term also enters the generators' L_adv^mix
+    # (True), or only the Inspector's L_cls (False). The paper leaves it open.
+    aux_in_adversarial: bool = True
 
     def __post_init__(self):
         if self.protocol not in ("none", "synthmix", "mixup", "cutmix"):
@@ -80,7 +83,7 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     synthmix: SynthMixConfig = SynthMixConfig()
-    kind: str = "sifa"  # sifa: SIFA (+ mixing); segmenter: e_B + s_B alone (reference rows)
+    kind: str = "sifa"  # sifa: SIFA (+ mixing); cyclegan: image-level adaptation; segmenter: e_B + s_B alone
     train_domain: str = "source"  # segmenter only: source ("source only") or target ("oracle")
     output_dir: str = "runs/sifa"
     max_steps: int = 20000
@@ -103,6 +106,9 @@ class TrainConfig:
     seg_loss_batch: str = "global"
 
     def __post_init__(self):
+        if self.kind == "cyclegan" and self.synthmix.protocol != "none":
+            raise ValueError("--model=cyclegan is image-level adaptation alone; it takes no --mix_protocol "
+                             f"(got {self.synthmix.protocol})")
         if self.distribution not in ("none", "mirrored", "multi_worker"):
             raise ValueError(f"unknown distribution {self.distribution!r}")
         if self.seg_loss_batch not in ("global", "replica"):

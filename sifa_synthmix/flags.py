@@ -17,9 +17,10 @@ def define_flags():
                       "target test volumes; compare: table and figures of evaluated runs; experiment: "
                       "train, evaluate and compare --experiment_variants; import_official: turn an official SIFA "
                       "TF1 checkpoint (--official_checkpoint) into a run folder (--output_dir).")
-    flags.DEFINE_enum("model", "sifa", ["sifa", "segmenter"],
-                      "sifa: SIFA (+ --mix_protocol); segmenter: e_B + s_B alone with SIFA's segmentation "
-                      "loss, the 'source only' / 'oracle' reference rows.")
+    flags.DEFINE_enum("model", "sifa", ["sifa", "cyclegan", "segmenter"],
+                      "sifa: SIFA (+ --mix_protocol); cyclegan: the CycleGAN baseline, image-level adaptation "
+                      "alone (SIFA's translation, e_B + s_B trained on g_A(A)); segmenter: e_B + s_B alone with "
+                      "SIFA's segmentation loss, the 'source only' / 'oracle' reference rows.")
     flags.DEFINE_enum("train_domain", "source", ["source", "target"],
                       "Segmenter only: train on source labels (source only) or target labels (oracle).")
     # Data.
@@ -103,7 +104,13 @@ def define_flags():
     flags.DEFINE_enum("inspector_loss", "bce", ["bce", "lsgan"], "Loss of the Mixup Inspector.")
     flags.DEFINE_bool("image_discriminators", True,
                       "False: the paper's 'Model 0', no d_A/d_B terms; the Inspector alone judges translations.")
-    flags.DEFINE_integer("inspector_ndf", 64, "Mixup Inspector base width.")
+    flags.DEFINE_integer("inspector_ndf", 64,
+                         "Inspector base width: the Mixup Inspector's first layer; the Mixup/CutMix "
+                         "PreAct-ResNet-18's first stage (64 there: widths 64-128-256-512).")
+    flags.DEFINE_bool("aux_in_adversarial", True,
+                      "SynthMix: the Mixup Inspector's auxiliary term (its score against mean(M)) also "
+                      "enters the generators' L_adv^mix; false: it trains the Inspector only (L_cls). "
+                      "The paper does not say which.")
 
 
 def _range(values, name):
@@ -141,7 +148,8 @@ def config_from_flags(values=FLAGS):
                                 lambda_inspector=values.lambda_inspector,
                                 inspector_loss=values.inspector_loss,
                                 image_discriminators=values.image_discriminators,
-                                inspector_ndf=values.inspector_ndf),
+                                inspector_ndf=values.inspector_ndf,
+                                aux_in_adversarial=values.aux_in_adversarial),
         kind=values.model, train_domain=values.train_domain, output_dir=values.output_dir, max_steps=values.max_steps, batch_size=values.batch_size,
         base_lr=values.base_lr, lambda_cycle=values.lambda_cycle, pool_size=values.pool_size,
         seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,

@@ -87,6 +87,9 @@ class SIFATask:
     """
 
     image_discriminators = True
+    # A task with other networks (the CycleGAN baseline) names its own updates and their scopes.
+    UPDATE_ORDER = UPDATE_ORDER
+    UPDATE_SCOPES = UPDATE_SCOPES
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -114,16 +117,16 @@ class SIFATask:
         """One Adam (beta1 0.5) shared by the six GAN updates, as in the official graph (so its
         step count, and Adam's bias correction, advances once per update), and one for seg; each
         with its loss scale under mixed_float16."""
-        gan_scopes = [s for name in UPDATE_ORDER if name != "seg" for s in UPDATE_SCOPES[name]]
+        gan_scopes = [s for name in self.UPDATE_ORDER if name != "seg" for s in self.UPDATE_SCOPES[name]]
         gan, self.loss_scales["adam_gan"] = build_adam(self.cfg.base_lr, 0.5, "adam_gan", self.cfg.precision,
                                                        self.scope_variables(gan_scopes))
         seg, self.loss_scales["adam_seg"] = build_adam(self.cfg.base_lr, 0.9, "adam_seg", self.cfg.precision,
-                                                       self.scope_variables(UPDATE_SCOPES["seg"]))
+                                                       self.scope_variables(self.UPDATE_SCOPES["seg"]))
         return gan, seg
 
     def checkpoint_items(self):
         """Everything a resumed run needs, for tf.train.Checkpoint."""
-        items = {scope: getattr(self.networks, scope) for scope in SIFANetworks.SCOPES}
+        items = {scope: getattr(self.networks, scope) for scope in self.networks.SCOPES}
         items.update(gan_optimizer=self.gan_optimizer, seg_optimizer=self.seg_optimizer,
                      pool_A=self.pool_A, pool_B=self.pool_B)
         items.update(loss_scale_items(self.loss_scales))
@@ -135,8 +138,8 @@ class SIFATask:
     @property
     def update_order(self):
         if self.image_discriminators:
-            return UPDATE_ORDER
-        return tuple(name for name in UPDATE_ORDER if name not in ("d_A", "d_B"))
+            return self.UPDATE_ORDER
+        return tuple(name for name in self.UPDATE_ORDER if name not in ("d_A", "d_B"))
 
     def mix_loss_A(self, ctx, fake_B):
         """Extra term of g_loss_A (SynthMix's S_mix term); none in SIFA."""
@@ -201,13 +204,17 @@ class SIFATask:
             # The pool gets fake_B from before this update, as in the official schedule.
             ctx["pooled_fake_B"] = self.pool_B(fake_B)
 
-    def update_d_B(self, ctx):
-        variables = self.scope_variables(UPDATE_SCOPES["d_B"])
+    def update_image_discriminator(self, ctx, scope, real_images, fake_images):
+        """An LSGAN update of a one-channel image discriminator; records d_loss_<A|B>."""
+        variables = self.scope_variables(self.UPDATE_SCOPES[scope])
         with tf.GradientTape() as tape:
-            real, fake = run_stacked(self.networks.d_B, [ctx["B"], ctx["pooled_fake_B"]])
+            real, fake = run_stacked(getattr(self.networks, scope), [real_images, fake_images])
             loss = losses.lsgan_discriminator(real, fake)
         self.minimize(ctx, self.gan_optimizer, tape, loss, variables)
-        ctx["metrics"]["d_loss_B"] = loss
+        ctx["metrics"][f"d_loss_{scope[2:]}"] = loss
+
+    def update_d_B(self, ctx):
+        self.update_image_discriminator(ctx, "d_B", ctx["B"], ctx["pooled_fake_B"])
 
     def update_seg(self, ctx):
         n, metrics = self.networks, ctx["metrics"]

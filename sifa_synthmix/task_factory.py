@@ -1,8 +1,9 @@
-"""Picks the task a TrainConfig describes: plain SIFA, or SIFA with a mixing protocol."""
+"""Picks the task a TrainConfig describes: SIFA (with or without a mixing protocol), the CycleGAN
+baseline, or a segmenter alone."""
 from sifa_synthmix.segmenter_task import SegmenterTask
 from sifa_synthmix.task import SIFATask
 
-KINDS = ("sifa", "segmenter")
+KINDS = ("sifa", "cyclegan", "segmenter")
 
 
 def build_task(cfg):
@@ -10,6 +11,10 @@ def build_task(cfg):
         raise ValueError(f"unknown model kind {cfg.kind!r}; expected one of {KINDS}")
     if cfg.kind == "segmenter":
         return SegmenterTask(cfg)
+    if cfg.kind == "cyclegan":
+        from sifa_synthmix.cyclegan_task import CycleGANTask  # pylint: disable=import-outside-toplevel
+
+        return CycleGANTask(cfg)
     if cfg.synthmix.protocol == "none":
         return SIFATask(cfg)
     from sifa_synthmix.synthmix.task import MixingTask  # pylint: disable=import-outside-toplevel

@@ -132,8 +132,40 @@ def test_inspector_outputs_float32_under_mixed_precision():
 
 
 def test_resnet_inspector_gives_one_logit_per_image():
-    logits = build_resnet_inspector(32, width=8, stages=3)(np.zeros((4, 32, 32, 1), np.float32))
+    model = build_resnet_inspector(32, ndf=4)
+    logits = model(np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32))
     assert logits.shape == (4, 1) and logits.dtype == tf.float32
+    assert model.get_layer("stage4_block2_add").output.shape[1:] == (4, 4, 32)  # strides 1, 2, 2, 2; width 8 ndf
+
+
+def preact_resnet18_hand_count(ndf, in_channels=1):
+    """Trainable parameters of PreAct-ResNet-18 with instance norm (gamma and beta per channel),
+    convs without bias and a dense layer to one logit, counted block by block."""
+    def norm(c):
+        return 2 * c
+
+    def conv(k, c_in, c_out):
+        return k * k * c_in * c_out
+
+    count = conv(3, in_channels, ndf) + norm(ndf)  # stem: conv, norm (then ReLU)
+    width = ndf
+    for multiple in (1, 2, 4, 8):
+        out = ndf * multiple
+        for block in (1, 2):
+            count += norm(width) + conv(3, width, out) + norm(out) + conv(3, out, out)
+            if width != out:
+                count += conv(1, width, out)  # projection shortcut
+            width = out
+    return count + 8 * ndf + 1  # dense: 8 ndf weights and a bias
+
+
+def test_resnet_inspector_parameter_count_at_ndf64_is_preact_resnet18():
+    model = build_resnet_inspector(256, ndf=64)
+    assert preact_resnet18_hand_count(64) == 11_165_505
+    assert model.count_params() == 11_165_505
+    widths = [model.get_layer(f"stage{s}_block2_c2").filters for s in (1, 2, 3, 4)]
+    assert widths == [64, 128, 256, 512]
+    assert model.get_layer("stage4_block2_add").output.shape[1:] == (32, 32, 512)
 
 
 # --- inspector losses ----------------------------------------------------------------------
@@ -162,6 +194,9 @@ def test_inspector_loss_matches_numpy(inspector_outputs):
     np.testing.assert_allclose(inspector_loss(patch_logits, aux_logit, target_mask_k), bce, rtol=1e-5)
     np.testing.assert_allclose(inspector_loss(patch_logits, aux_logit, target_mask_k, kind="lsgan"),
                                lsgan, rtol=1e-5)
+    patch_only = _numpy_sigmoid_cross_entropy(patch_logits, target_mask_k).mean()
+    np.testing.assert_allclose(inspector_loss(patch_logits, aux_logit, target_mask_k, with_aux=False),
+                               patch_only, rtol=1e-5)
 
 
 def test_image_inspector_loss_matches_numpy():

@@ -75,6 +75,24 @@ def test_g_A_minimises_the_S_mix_term(synthmix_task, monkeypatch):
         np.testing.assert_allclose(with_ - without, term_gradient, rtol=1e-3, atol=1e-2 * scale)
 
 
+@pytest.mark.parametrize("aux_in_adversarial", [True, False])
+def test_aux_term_enters_L_adv_mix_only_when_asked(synthmix_task, monkeypatch, aux_in_adversarial):
+    """--aux_in_adversarial: the generators' L_adv^mix holds the Inspector's auxiliary term or
+    only its k x k map term."""
+    task = synthmix_task
+    monkeypatch.setattr(task, "mix_cfg", dataclasses.replace(task.mix_cfg, aux_in_adversarial=aux_in_adversarial))
+    source, labels, target = random_batch(seed=6)
+    ctx = task.new_context(source, labels, target)
+    fake_B = task.networks.g_A(source)
+    term = task.mix_loss_A(ctx, fake_B)
+    patch_logits, aux_logit = task.inspector(ctx["mix_mask"] * fake_B + (1.0 - ctx["mix_mask"]) * source)
+    full = float(inspector_loss(patch_logits, aux_logit, ctx["mix_answer"]))
+    patch_only = float(inspector_loss(patch_logits, aux_logit, ctx["mix_answer"], with_aux=False))
+    assert full - patch_only > 1e-3
+    expected = full if aux_in_adversarial else patch_only
+    np.testing.assert_allclose(float(term), LAMBDA_INSPECTOR * expected, rtol=1e-5)
+
+
 # --- every protocol trains --------------------------------------------------------------------
 
 PROTOCOLS = {

@@ -5,10 +5,12 @@ MIX_PROTOCOL_NAMES = {"none": "SIFA", "synthmix": "SIFA+SynthMix", "mixup": "SIF
 
 
 def method_name(config, show_k=False):
-    """"Source only", "Oracle", "SIFA", "SIFA+SynthMix", "SIFA+Mixup" or "SIFA+CutMix", with
+    """"Source only", "Oracle", "CycleGAN", "SIFA", "SIFA+SynthMix", "SIFA+Mixup" or "SIFA+CutMix", with
     "(k=K)" for SynthMix when `show_k` and "Model 0" when the image discriminators are off."""
     if config.get("kind") == "segmenter":
         return "Oracle" if config.get("train_domain") == "target" else "Source only"
+    if config.get("kind") == "cyclegan":
+        return "CycleGAN"
     mixing = config.get("synthmix", {})
     protocol = mixing.get("protocol", "none")
     details = []

@@ -1,4 +1,5 @@
-"""The Mixup Inspector (paper, Sec. 2.3) and the ResNet image inspector of the Mixup/CutMix baselines.
+"""The Mixup Inspector (paper, Sec. 2.3) and the PreAct-ResNet-18 image inspector of the Mixup/CutMix
+baselines.
 
 Mixup Inspector: a PatchGAN-style encoder down to a small bottleneck, then a
 decoder with skip connections up to k x k, so that each output cell judges the
@@ -6,7 +7,7 @@ domain of one (H/k) x (H/k) patch with the whole image as context.
 """
 import keras
 
-from sifa_synthmix.layers import InstanceNorm, conv_block, residual_block, truncated_normal
+from sifa_synthmix.layers import InstanceNorm, conv_block, truncated_normal
 
 _WEIGHT_STDDEV = 0.02
 _BOTTLENECK_SIZE = 4
@@ -69,22 +70,39 @@ def build_mixup_inspector(image_size, k, ndf=64, max_channels=512, name="inspect
     return keras.Model(image, [patch_logits, aux_logit], name=name)
 
 
-def build_resnet_inspector(image_size, width=16, stages=4, max_channels=256, name="resnet_inspector"):
-    """Small ResNet classifier for the Mixup/CutMix baselines: one domain logit per image.
+def _preact_block(x, filters, strides, name):
+    """Pre-activation basic block: norm-ReLU, 3x3 conv (strides), norm-ReLU, 3x3 conv, plus the
+    shortcut: the input, or a 1x1 projection of the pre-activated input when the shape changes."""
+    pre = keras.layers.ReLU(name=f"{name}_pre_relu")(InstanceNorm(name=f"{name}_pre_instance_norm")(x))
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False,
+                                       kernel_initializer=truncated_normal(_WEIGHT_STDDEV),
+                                       name=f"{name}_shortcut")(pre)
+    y = conv_block(pre, filters, 3, strides=strides, padding="same", name=f"{name}_c1", stddev=_WEIGHT_STDDEV,
+                   use_bias=False, norm="instance", activation="relu")
+    y = conv_block(y, filters, 3, padding="same", name=f"{name}_c2", stddev=_WEIGHT_STDDEV, use_bias=False)
+    return keras.layers.Add(name=f"{name}_add")([y, shortcut])
 
-    A 3x3 stem conv, then `stages` stages of [3x3 stride-2 conv (width doubling
-    up to max_channels), residual block], all with instance norm and ReLU, then
-    global average pooling and a dense layer. The logit is float32.
+
+def build_resnet_inspector(image_size, ndf=64, name="resnet_inspector"):
+    """PreAct-ResNet-18 as in Mixup's reference code, one domain logit per image: the inspector
+    of the Mixup/CutMix baselines.
+
+    3x3 stem conv with norm and ReLU; four stages of two pre-activation basic blocks, widths
+    ndf * (1, 2, 4, 8) (64..512 at ndf=64), strides 1, 2, 2, 2; global average pooling; a dense
+    layer to one float32 logit. Instance norm where the reference has batch norm: the task runs
+    the inspector once on stacked batches of source, target and mixed images (and on batches of
+    fakes alone), so batch statistics would let it tell the domains by the batch rather than by
+    each image; per-image statistics keep every image judged on its own, as SIFA's
+    discriminators and the Mixup Inspector are.
     """
     image = keras.Input((image_size, image_size, 1), name="image")
-    x = conv_block(image, width, 3, padding="same", name="stem", stddev=_WEIGHT_STDDEV,
+    x = conv_block(image, ndf, 3, padding="same", name="stem", stddev=_WEIGHT_STDDEV,
                    use_bias=False, norm="instance", activation="relu")
-    for stage in range(stages):
-        filters = min(width * 2 ** (stage + 1), max_channels)
-        x = conv_block(x, filters, 3, strides=2, padding="same", name=f"stage{stage}_down",
-                       stddev=_WEIGHT_STDDEV, use_bias=False, norm="instance", activation="relu")
-        x = residual_block(x, filters, name=f"stage{stage}_res", norm="instance",
-                           use_bias=False, stddev=_WEIGHT_STDDEV)
+    for stage, (multiple, strides) in enumerate(((1, 1), (2, 2), (4, 2), (8, 2)), start=1):
+        for block in (1, 2):
+            x = _preact_block(x, ndf * multiple, strides if block == 1 else 1, name=f"stage{stage}_block{block}")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     logit = keras.layers.Dense(1, kernel_initializer=truncated_normal(_WEIGHT_STDDEV),
                                name="logit", dtype="float32")(x)

@@ -21,13 +21,15 @@ def _domain_loss(logits, targets, kind):
     raise ValueError(f"kind must be one of {LOSS_KINDS}, got {kind!r}")
 
 
-def inspector_loss(patch_logits, aux_logit, target_mask_k, kind="bce"):
-    """Loss on the k x k map [B, k, k, 1] plus the loss of the auxiliary logit [B, 1]
+def inspector_loss(patch_logits, aux_logit, target_mask_k, kind="bce", with_aux=True):
+    """Loss on the k x k map [B, k, k, 1] plus (with_aux) the loss of the auxiliary logit [B, 1]
     against the share of target cells, mean(target_mask_k) per sample."""
     target_mask_k = tf.cast(target_mask_k, tf.float32)
+    loss = _domain_loss(patch_logits, target_mask_k, kind)
+    if not with_aux:
+        return loss
     target_share = tf.reduce_mean(target_mask_k, axis=tf.range(1, tf.rank(target_mask_k)))
-    return (_domain_loss(patch_logits, target_mask_k, kind)
-            + _domain_loss(aux_logit, target_share, kind))
+    return loss + _domain_loss(aux_logit, target_share, kind)
 
 
 def image_inspector_loss(logit, label, kind="bce"):

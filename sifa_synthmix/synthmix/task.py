@@ -6,8 +6,10 @@ Per step (docs: ../shared/docs/synthmix.md):
   inspector asked to answer M (its target-looking part);
 - after SIFA's seven updates, the inspector is trained on A (answer 0), B (answer 1) and an
   unaligned mix of A and B with a fresh mask (answer M'), minimising lambda_I * L_cls.
-For SynthMix the answer is the k x k block mask; for Mixup and CutMix it is the target share
-of the image and the inspector is a ResNet classifier with one logit per image.
+For SynthMix the answer is the k x k block mask, and the inspector's auxiliary term (its
+score against mean(M)) is part of L_cls and, unless --noaux_in_adversarial, of L_adv^mix (the
+paper does not say which). For Mixup and CutMix the answer is the target share of the image and
+the inspector is a PreAct-ResNet-18 with one logit per image.
 """
 import keras
 import tensorflow as tf
@@ -39,7 +41,7 @@ class MixingTask(sifa_task.SIFATask):
                                            interpolation=self.mix_cfg.interpolation, seed=cfg.seed)
             self.seed_generator = self.mask_layer.seed_generator
         else:
-            self.inspector = inspector_lib.build_resnet_inspector(size, width=self.mix_cfg.inspector_ndf)
+            self.inspector = inspector_lib.build_resnet_inspector(size, ndf=self.mix_cfg.inspector_ndf)
             self.seed_generator = keras.random.SeedGenerator(cfg.seed)
         self.inspector_optimizer, self.loss_scales["adam_inspector"] = build_adam(
             cfg.base_lr, 0.5, "adam_inspector", cfg.precision, self.inspector.trainable_variables)
@@ -79,10 +81,12 @@ class MixingTask(sifa_task.SIFATask):
         shape = [batch_size, self.mix_cfg.k, self.mix_cfg.k, 1] if self.patch_level else [batch_size]
         return tf.fill(shape, float(value))
 
-    def inspector_loss(self, outputs, answer):
+    def inspector_loss(self, outputs, answer, with_aux=True):
+        """L_cls or L_adv^mix; with_aux=False leaves out the Mixup Inspector's auxiliary term."""
         if self.patch_level:
             patch_logits, aux_logit = outputs
-            return inspector_loss(patch_logits, aux_logit, answer, kind=self.mix_cfg.inspector_loss)
+            return inspector_loss(patch_logits, aux_logit, answer, kind=self.mix_cfg.inspector_loss,
+                                  with_aux=with_aux)
         return image_inspector_loss(outputs, answer, kind=self.mix_cfg.inspector_loss)
 
     def accuracy(self, outputs, answer):
@@ -117,7 +121,7 @@ class MixingTask(sifa_task.SIFATask):
     def _aligned_mix_loss(self, ctx, name, target_like, source_like):
         mixed = mixing.mix(target_like, source_like, ctx["mix_mask"])
         outputs = self.inspector(mixed)
-        loss = self.inspector_loss(outputs, ctx["mix_answer"])
+        loss = self.inspector_loss(outputs, ctx["mix_answer"], with_aux=self.mix_cfg.aux_in_adversarial)
         ctx["metrics"][f"mix_adv_{name}"] = loss
         ctx["metrics"][f"inspector_accuracy_{name}"] = self.accuracy(outputs, ctx["mix_answer"])
         self._show(ctx, name, mixed, ctx["mix_mask"], outputs)
