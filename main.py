@@ -1,6 +1,7 @@
 """Command line of the toolkit: python main.py --flagfile=configs/mr2ct.flags [--mode=...]."""
 import json
 import pathlib
+import signal
 import sys
 import time
 
@@ -66,12 +67,27 @@ def run_compare(cfg):
     print(f"written to {out}")
 
 
+def experiment_seeds():
+    """--seeds as integers (empty: one run per variant with --seed)."""
+    try:
+        return [int(seed) for seed in FLAGS.seeds]
+    except ValueError:
+        return fail(f"--seeds takes integers, got {','.join(FLAGS.seeds)}")
+
+
 def run_experiment(cfg):
+    from sifa_synthmix.experiment import ExperimentInterrupted  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.experiment import run_experiment as experiment  # pylint: disable=import-outside-toplevel
 
+    seeds = experiment_seeds()
     prepare_data(cfg)
     start = time.perf_counter()
-    text = experiment(cfg, FLAGS.experiment_variants, overwrite=FLAGS.overwrite, eval_options=eval_options())
+    try:
+        text = experiment(cfg, FLAGS.experiment_variants, overwrite=FLAGS.overwrite, eval_options=eval_options(),
+                          seeds=seeds)
+    except ExperimentInterrupted as interrupted:  # a signal: not an error, the exit code says which
+        print(interrupted, file=sys.stderr)
+        sys.exit(128 + signal.Signals[interrupted.signal_name].value)
     print(text)
     print(f"experiment wall time: {time.perf_counter() - start:.0f} s")
 

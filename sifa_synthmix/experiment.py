@@ -1,38 +1,59 @@
 """--mode=experiment: several variants trained alike, evaluated, and compared side by side.
 
-Every variant gets the same seed, data, sizes and step budget; only what makes it that variant
-changes. Each trains in OUTPUT_DIR/<variant>; the comparison goes to OUTPUT_DIR/comparison.
+Every variant gets the same seeds, data, sizes and step budget; only what makes it that variant
+changes. Without seeds each variant trains once, with the run's --seed, in OUTPUT_DIR/<variant>;
+with seeds (--seeds=1234,1235,...) once per seed, in OUTPUT_DIR/<variant>/seed<N>. A run already
+trained to max_steps with the same flags and evaluated with the same settings is reused; an
+unfinished one resumes. A signal (SIGINT, SIGTERM) during training stops the whole experiment
+with that run saved: the same command resumes it. The comparison goes to OUTPUT_DIR/comparison,
+and OUTPUT_DIR/experiment.json lets --mode=compare take OUTPUT_DIR itself.
 """
 import dataclasses
 import pathlib
 
+import numpy as np
+
 from sifa_synthmix.data.layout import atomic_write_text
-from sifa_synthmix.evaluation.compare import compare_runs
-from sifa_synthmix.evaluation.metrics import AVERAGE
+from sifa_synthmix.evaluation.compare import (checkpoint_step, compare_methods, experiment_run_folders,
+                                              write_experiment_file)
 from sifa_synthmix.evaluation.methods import method_name
-from sifa_synthmix.run_evaluation import evaluate_run
-from sifa_synthmix.trainer import Trainer
+from sifa_synthmix.evaluation.metrics import AVERAGE
+from sifa_synthmix.evaluation.report import read_metrics
+from sifa_synthmix.run_evaluation import EVAL_DIR, evaluate_run
+from sifa_synthmix.trainer import CONFIG_FILE, RESUMABLE_SETTINGS, Trainer, load_run_config
 
 # variant -> (TrainConfig fields, SynthMixConfig fields)
 VARIANTS = {
     "source_only": ({"kind": "segmenter", "train_domain": "source"}, {}),
     "oracle": ({"kind": "segmenter", "train_domain": "target"}, {}),
+    "cyclegan": ({"kind": "cyclegan"}, {"protocol": "none"}),
     "sifa": ({"kind": "sifa"}, {"protocol": "none"}),
     "synthmix": ({"kind": "sifa"}, {"protocol": "synthmix"}),
     "mixup": ({"kind": "sifa"}, {"protocol": "mixup"}),
     "cutmix": ({"kind": "sifa"}, {"protocol": "cutmix"}),
     "model0": ({"kind": "sifa"}, {"protocol": "synthmix", "image_discriminators": False}),
 }
-# The comparison's first run is the reference of its differences and t-tests.
-REFERENCE_ORDER = ("sifa", "synthmix", "mixup", "cutmix", "model0", "source_only", "oracle")
+# The comparison's first variant is the reference of its differences and tests.
+REFERENCE_ORDER = ("sifa", "synthmix", "cyclegan", "mixup", "cutmix", "model0", "source_only", "oracle")
 
 
-def variant_config(cfg, variant):
+class ExperimentInterrupted(Exception):
+    """A signal stopped one of the experiment's runs; it is saved, and the same command resumes."""
+
+    def __init__(self, signal_name, message):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+def variant_config(cfg, variant, seed=None):
+    """The TrainConfig of one variant: in OUTPUT_DIR/<variant>, or with a seed OUTPUT_DIR/<variant>/seed<N>."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown experiment variant {variant!r}; expected some of {sorted(VARIANTS)}")
     train_fields, mix_fields = VARIANTS[variant]
-    return dataclasses.replace(cfg, output_dir=str(pathlib.Path(cfg.output_dir) / variant),
-                               synthmix=dataclasses.replace(cfg.synthmix, **mix_fields), **train_fields)
+    [[output_dir]] = experiment_run_folders(cfg.output_dir, [variant], [] if seed is None else [seed])
+    seed_field = {} if seed is None else {"seed": seed}
+    return dataclasses.replace(cfg, output_dir=str(output_dir), synthmix=dataclasses.replace(cfg.synthmix, **mix_fields),
+                               **train_fields, **seed_field)
 
 
 def gap_closed(dice_by_variant):
@@ -45,25 +66,73 @@ def gap_closed(dice_by_variant):
     return {v: (d - low) / (high - low) for v, d in dice_by_variant.items() if v not in ("source_only", "oracle")}
 
 
-def run_experiment(cfg, variants, overwrite=False, eval_options=None, log=print):
-    """Trains and evaluates each variant, then compares them; returns the comparison text."""
+def _same_training(saved, cfg):
+    """Whether a saved run config trains what cfg trains (settings a resume may change aside)."""
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUMABLE_SETTINGS}) == cfg
+
+
+def finished_record(cfg, eval_options):
+    """The evaluation record of cfg's run if it can be reused: same flags, evaluated at its
+    max_steps checkpoint with the same evaluation settings; else None."""
+    run_dir = pathlib.Path(cfg.output_dir)
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / EVAL_DIR / "metrics.json").is_file():
+        return None
+    record = read_metrics(run_dir / EVAL_DIR)
+    wanted = {"assd_unit": eval_options.get("assd_unit", "voxel"), "flip": eval_options.get("flip")}
+    if (not _same_training(load_run_config(run_dir), cfg) or eval_options.get("checkpoint")
+            or checkpoint_step(record.get("checkpoint") or "") != cfg.max_steps
+            or record["assd_unit"] != wanted["assd_unit"]
+            or (wanted["flip"] is not None and record["flip"] != wanted["flip"])):
+        return None
+    return record
+
+
+def _run_label(variant, seed):
+    return variant if seed is None else f"{variant} (seed {seed})"
+
+
+def train_and_evaluate(cfg, variant, seed, overwrite, eval_options, log):
+    """One run of the experiment: reused when finished, else trained (or resumed) and evaluated."""
+    record = finished_record(cfg, eval_options)
+    label = _run_label(variant, seed)
+    if record is not None:
+        log(f"=== {label}: trained to step {cfg.max_steps} and evaluated, reused ({cfg.output_dir})")
+        return record
+    log(f"=== {label}: {method_name(cfg.to_dict())} -> {cfg.output_dir}")
+    trainer = Trainer(cfg, overwrite=overwrite, log=log)
+    trainer.run()
+    if trainer.stop_signal:
+        raise ExperimentInterrupted(trainer.stop_signal, (
+            f"{trainer.stop_signal}: stopped the experiment in {label} at step {int(trainer.step)} of "
+            f"{cfg.max_steps}, saved in {cfg.output_dir}; run the same command again to resume (finished runs "
+            "are reused)"))
+    return evaluate_run(cfg.output_dir, log=log, **eval_options)
+
+
+def run_experiment(cfg, variants, overwrite=False, eval_options=None, log=print, seeds=None):
+    """Trains and evaluates each variant (once, or once per seed), then compares them; returns the
+    comparison text. Raises ExperimentInterrupted when a signal stops a run."""
     variants = list(dict.fromkeys(variants))
+    seeds = list(dict.fromkeys(seeds or []))
+    eval_options = eval_options or {}
     for variant in variants:
         variant_config(cfg, variant)  # fail on a bad name before any training
+    runs = [(variant, seed) for variant in variants for seed in (seeds or [None])]
     records = {}
-    for variant in variants:
-        vcfg = variant_config(cfg, variant)
-        log(f"=== {variant}: {method_name(vcfg.to_dict())} -> {vcfg.output_dir}")
-        Trainer(vcfg, overwrite=overwrite, log=log).run()
-        records[variant] = evaluate_run(vcfg.output_dir, log=log, **(eval_options or {}))
+    for variant, seed in runs:
+        vcfg = variant_config(cfg, variant, seed)
+        records[variant, seed] = train_and_evaluate(vcfg, variant, seed, overwrite, eval_options, log)
     ordered = sorted(variants, key=REFERENCE_ORDER.index)
     out = pathlib.Path(cfg.output_dir)
-    text = compare_runs([out / v for v in ordered], out / "comparison")
-    dice = {v: records[v]["summary"][AVERAGE]["dice_mean"] for v in variants}
+    write_experiment_file(out, ordered, seeds)
+    text = compare_methods(experiment_run_folders(out, ordered, seeds), out / "comparison")
+    dice = {v: float(np.mean([records[v, s]["summary"][AVERAGE]["dice_mean"] for s in (seeds or [None])]))
+            for v in variants}
     closed = gap_closed(dice)
     if closed:
         text += ("\nShare of the source-only -> oracle gap in mean Dice "
-                 f"({100 * dice['source_only']:.1f}% -> {100 * dice['oracle']:.1f}%) closed: "
+                 f"({100 * dice['source_only']:.1f}% -> {100 * dice['oracle']:.1f}%"
+                 f"{', means over seeds' if seeds else ''}) closed: "
                  + ", ".join(f"{method_name(variant_config(cfg, v).to_dict())} {100 * c:.0f}%"
                              for v, c in closed.items()) + "\n")
     text += (f"\nFigures: {out / 'comparison' / 'qualitative.png'} and {out / 'comparison' / 'dice_bars.png'}\n")

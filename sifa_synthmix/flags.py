@@ -92,8 +92,12 @@ def define_flags():
                         "or a folder holding a `checkpoint` file.")
     flags.DEFINE_list("compare_runs", [], "Run folders to compare; the first is the reference.")
     flags.DEFINE_list("experiment_variants", ["source_only", "sifa", "synthmix", "oracle"],
-                      "Variants of --mode=experiment: source_only, oracle, sifa, synthmix, mixup, "
+                      "Variants of --mode=experiment: source_only, oracle, cyclegan, sifa, synthmix, mixup, "
                       "cutmix, model0.")
+    flags.DEFINE_list("seeds", [],
+                      "--mode=experiment: train every variant once per seed, in OUTPUT_DIR/<variant>/seed<N>, "
+                      "and report means and spreads over seeds (unset: one run per variant with --seed, in "
+                      "OUTPUT_DIR/<variant>). Runs already finished and evaluated are reused.")
     # SynthMix.
     flags.DEFINE_enum("mix_protocol", "none", ["none", "synthmix", "mixup", "cutmix"],
                       "none: plain SIFA; synthmix: the paper's method; mixup/cutmix: its baselines.")

@@ -68,4 +68,4 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
         predict_logits, volumes, resolved.target_range, class_names, run_dir / EVAL_DIR,
         batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
         spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
-        method=method_name(cfg.to_dict()))
+        method=method_name(cfg.to_dict()), checkpoint=path)

@@ -236,7 +236,8 @@ class Trainer:
     def run(self):
         """Trains up to max_steps; returns the last step's metrics as floats.
 
-        SIGINT or SIGTERM ends the run after the current step with a checkpoint.
+        SIGINT or SIGTERM ends the run after the current step with a checkpoint; `stop_signal`
+        then names the signal (None when the run reached max_steps).
         """
         cfg = self.cfg
         self._build()

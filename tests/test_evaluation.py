@@ -14,7 +14,7 @@ from sifa_synthmix.evaluation.compare import compare_runs
 from sifa_synthmix.evaluation.inference import predict_volume
 from sifa_synthmix.evaluation.methods import method_names
 from sifa_synthmix.evaluation.report import evaluate_volumes, read_metrics, spacing_by_volume
-from sifa_synthmix.evaluation.significance import ALL_CLASSES, paired_dice_ttest
+from sifa_synthmix.evaluation.significance import paired_dice_tests
 from sifa_synthmix.evaluation.table import display_classes
 
 SIZE, DEPTH, BATCH, VOLUMES = 12, 7, 3, 6  # depth 7 is not a multiple of the batch size
@@ -236,10 +236,10 @@ def test_method_names():
 
     configs = [{"kind": "segmenter", "train_domain": "source"}, {"kind": "segmenter", "train_domain": "target"},
                sifa(), sifa("synthmix"), sifa("synthmix", k=4, discriminators=False), sifa("mixup"), sifa("cutmix"),
-               sifa("cutmix"), None]
+               sifa("cutmix"), None, {"kind": "cyclegan", "synthmix": {"protocol": "none"}}]
     assert method_names(configs, [f"run{i}" for i in range(len(configs))]) == [
         "Source only", "Oracle", "SIFA", "SIFA+SynthMix (k=8)", "SIFA+SynthMix (k=4, Model 0)", "SIFA+Mixup",
-        "SIFA+CutMix [run6]", "SIFA+CutMix [run7]", "run8"]
+        "SIFA+CutMix [run6]", "SIFA+CutMix [run7]", "run8", "CycleGAN"]
     assert method_names([sifa("synthmix")], ["a"]) == ["SIFA+SynthMix"]
 
 
@@ -250,12 +250,20 @@ FAKE_DICE = {
 }
 
 
-def write_fake_run(folder, protocol, dice_rows, data_dir):
-    """A run folder with config.json, eval/metrics.json and eval/predictions, as written by training
-    and evaluate_volumes."""
-    (folder / "eval" / "predictions").mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"kind": "sifa", "synthmix": {"protocol": protocol, "k": 8}}))
-    rng = np.random.default_rng(len(protocol))
+def write_fake_run(folder, protocol, dice_rows, data_dir, checkpoint=None, **config):
+    """A run folder with config.json (plus `config` fields), eval/metrics.json and eval/predictions,
+    as written by training and evaluate_volumes; `checkpoint` is the evaluated checkpoint's path."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"kind": "sifa", "synthmix": {"protocol": protocol, "k": 8},
+                                                    **config}))
+    write_fake_evaluation(folder, dice_rows, data_dir, checkpoint, seed=len(protocol))
+
+
+def write_fake_evaluation(folder, dice_rows, data_dir, checkpoint=None, seed=0):
+    """RUN/eval as evaluate_volumes writes it, with the given per-volume Dice (and ASSD 10 (1 - Dice));
+    the test volumes are written to data_dir unless present."""
+    (folder / "eval" / "predictions").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     volumes = []
     for v, row in enumerate(dice_rows):
         path = data_dir / f"case{v}.npz"
@@ -267,7 +275,7 @@ def write_fake_run(folder, protocol, dice_rows, data_dir):
                         "classes": classes, "avg": metrics.volume_average(classes)})
     result_files.write_json(folder / "eval" / "metrics.json", {
         "class_names": list(CARDIAC_CLASSES), "assd_unit": "voxel", "empty_case_rule": metrics.EMPTY_CASE_RULE,
-        "intensity_range": [-3.0, 3.0], "flip": True, "volumes": volumes,
+        "intensity_range": [-3.0, 3.0], "flip": True, "volumes": volumes, "checkpoint": checkpoint,
         "summary": metrics.summarise([v["classes"] for v in volumes])})
 
 
@@ -297,25 +305,32 @@ def test_comparison_table_rows_and_differences(comparison):
     assert lines[11] == "| SIFA+SynthMix | -1.67 | -2.00 | +0.00 | -1.00 | -1.17 |"
 
 
-def test_ttest_matches_scipy(comparison):
+def test_tests_match_scipy_and_avg_pairs_volumes_not_classes(comparison):
+    """Avg is tested on each volume's mean over classes (n = 3 volumes), not on 12 volume x class
+    pairs, which are not independent."""
     saved = result_files.read_json(comparison["out_dir"] / "comparison.json")
-    tests = saved["dice_ttests"]["SIFA+SynthMix"]
+    tests = saved["dice_tests"]["SIFA+SynthMix"]["volume_pairs"]
     sifa, synthmix = (np.array(FAKE_DICE[k]) for k in ("sifa", "synthmix"))
-    pooled = stats.ttest_rel(synthmix.ravel(), sifa.ravel())
-    assert (tests["All classes"]["t"], tests["All classes"]["p"]) == (pytest.approx(pooled.statistic),
-                                                                       pytest.approx(pooled.pvalue))
-    assert tests["All classes"]["n"] == 12
+    per_volume = stats.ttest_rel(synthmix.mean(axis=1), sifa.mean(axis=1))
+    assert (tests["Avg"]["t"], tests["Avg"]["p"], tests["Avg"]["n"]) == (pytest.approx(per_volume.statistic),
+                                                                         pytest.approx(per_volume.pvalue), 3)
+    wilcoxon = stats.wilcoxon(synthmix.mean(axis=1), sifa.mean(axis=1))
+    assert (tests["Avg"]["w"], tests["Avg"]["w_p"]) == (pytest.approx(wilcoxon.statistic),
+                                                        pytest.approx(wilcoxon.pvalue))
     aa = stats.ttest_rel(synthmix[:, 3], sifa[:, 3])
     assert (tests["AA"]["t"], tests["AA"]["p"], tests["AA"]["n"]) == (pytest.approx(aa.statistic),
                                                                      pytest.approx(aa.pvalue), 3)
     assert (tests["LVC"]["t"], tests["LVC"]["p"]) == (pytest.approx(0.0), pytest.approx(1.0))  # equal means
-    assert f"p={pooled.pvalue:.3g}" in comparison["markdown"]
+    assert f"t={per_volume.statistic:.2f}, p={per_volume.pvalue:.3g}, n=3" in comparison["markdown"]
+    assert "over seeds" not in comparison["markdown"]  # single runs: no test over seeds
 
 
-def test_ttest_of_identical_runs_is_undefined_not_an_error():
-    volumes = [{"name": f"v{i}", "classes": {"a": {"dice": d}}} for i, d in enumerate([0.5, 0.7, 0.9])]
-    result = paired_dice_ttest(volumes, volumes[:2], ["a"])
-    assert result["a"]["n"] == 2 and np.isnan(result["a"]["t"]) and np.isnan(result[ALL_CLASSES]["p"])
+def test_tests_of_identical_runs_are_undefined_not_an_error():
+    volumes = [{"name": f"v{i}", "classes": {"a": {"dice": d}}, "avg": {"dice": d}} for i, d in enumerate([0.5, 0.7, 0.9])]
+    result = paired_dice_tests([(None, volumes)], [(None, volumes[:2])], ["a"])
+    for column in ("a", "Avg"):
+        assert result[column]["n"] == 2 and result[column]["note"] == "all differences are zero"
+        assert all(np.isnan(result[column][k]) for k in ("t", "p", "w", "w_p"))
 
 
 def test_comparison_files(comparison):
@@ -324,8 +339,9 @@ def test_comparison_files(comparison):
         assert (out_dir / name).stat().st_size > 0, name
     assert (out_dir / "comparison.md").read_text(encoding="utf-8") == comparison["markdown"]
     rows = (out_dir / "comparison.csv").read_text(encoding="utf-8").splitlines()
-    assert rows[0] == "method,run,class,dice_mean,dice_std,dice_difference,assd_mean,assd_std,assd_difference,t,p,n"
-    assert len(rows) == 1 + 2 * 5 + 1  # two runs x (4 classes + Avg), the pooled t-test row
+    assert rows[0] == ("method,runs,class,dice_mean,dice_std,dice_difference,assd_mean,assd_std,assd_difference,"
+                       "t,p,n,w,w_p,seed_t,seed_p,seed_n")
+    assert len(rows) == 1 + 2 * 5  # two methods x (4 classes + Avg)
     saved = json.loads((out_dir / "comparison.json").read_text(encoding="utf-8"))
     assert saved["differences"]["SIFA+SynthMix"]["AA"]["dice"] == pytest.approx(1 / 6)
     assert saved["columns"] == ["AA", "LAC", "LVC", "MYO", "Avg"]

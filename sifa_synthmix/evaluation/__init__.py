@@ -6,7 +6,8 @@ label_files  predicted label volumes as NIfTI
 table        the paper's table layout (column order, mean(std) cells)
 report       evaluate a run on test volumes -> eval/metrics.json, metrics.csv, table.md, NIfTI
 methods      method names of runs from their config.json
-significance paired two-sided t-test of per-volume Dice against a reference run
-figures      qualitative grid and per-class Dice bars
-compare      all of the above over several evaluated runs
+significance paired t-test and Wilcoxon test of Dice against a reference method, over (seed, volume)
+             pairs and over seeds
+figures      qualitative grid and per-class Dice bars (one dot per seed)
+compare      all of the above over several evaluated methods, each one run or one run per seed
 """

@@ -1,13 +1,21 @@
-"""Side-by-side comparison of evaluated runs (each RUN/eval/metrics.json, written by report.py):
+"""Side-by-side comparison of evaluated methods. A method is one evaluated run (RUN/eval/metrics.json,
+written by report.py), or several runs of it that differ only in their seed:
 
-    comparison.md / .csv / .json  the paper's Table 1 layout over all runs, each run's difference
-                                  to the first run, and a paired t-test of Dice against it
-    qualitative.png               image, ground truth and each run's prediction on the same slices
-    dice_bars.png                 mean Dice per class and Avg, one bar per run
+    comparison.md / .csv / .json  the paper's Table 1 layout over all methods (a single run: mean(std)
+                                  over volumes; several seeds: mean(std) over seeds of each seed's mean
+                                  over volumes), each method's difference to the first, and paired
+                                  tests of its Dice against the first (significance.py)
+    qualitative.png               image, ground truth and each method's prediction (its first seed) on
+                                  slices that together show every class present in the test set
+    dice_bars.png                 mean Dice per class and Avg, one bar per method, one dot per seed
+
+The markdown starts with a warning for each way the runs are unlike: a run evaluated before its
+max_steps (unfinished), and runs trained for other step counts, on other data or with other seeds.
 """
 import dataclasses
 import json
 import pathlib
+import re
 
 import numpy as np
 
@@ -17,22 +25,112 @@ from sifa_synthmix.evaluation import figures, label_files, result_files, table
 from sifa_synthmix.evaluation.methods import method_names
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
-from sifa_synthmix.evaluation.significance import ALL_CLASSES, paired_dice_ttest
+from sifa_synthmix.evaluation.significance import paired_dice_tests, seed_ttest
 
 EVAL_DIR = "eval"
 CONFIG_FILE = "config.json"
+EXPERIMENT_FILE = "experiment.json"
 METRICS = ("dice", "assd")
+_SEED_FOLDER = re.compile(r"seed(\d+)")
+_DEPENDENCE_NOTE = ("(seed, volume) pairs are not independent (a seed's volumes share one trained model, and each "
+                    "volume recurs in every seed), so read their p-values as descriptive; the test over seeds "
+                    "treats each training run as one observation.")
+
+
+def checkpoint_step(path):
+    """The step in a checkpoint path ".../ckpt-N", or None."""
+    match = re.search(r"-(\d+)$", str(path))
+    return int(match.group(1)) if match else None
+
+
+def seed_folder(variant_dir, seed):
+    return pathlib.Path(variant_dir) / f"seed{seed}"
+
+
+def experiment_run_folders(root, variants, seeds):
+    """An experiment's run folders per variant: [ROOT/<variant>], or ROOT/<variant>/seed<N> per seed."""
+    root = pathlib.Path(root)
+    return [[seed_folder(root / v, s) for s in seeds] if seeds else [root / v] for v in variants]
+
+
+def write_experiment_file(root, variants, seeds):
+    """ROOT/experiment.json: the variants (the first is the reference) and seeds of an experiment,
+    so that --mode=compare can take ROOT itself."""
+    atomic_write_text(pathlib.Path(root) / EXPERIMENT_FILE,
+                      json.dumps({"variants": list(variants), "seeds": list(seeds or [])}, indent=2) + "\n")
+
+
+def method_folders(path):
+    """The run folders a --compare_runs entry stands for, one list per method: a run folder (one
+    method, one run), a folder of seed<N> runs (one method, one run per seed) or an experiment
+    folder with experiment.json (its variants)."""
+    path = pathlib.Path(path)
+    if (path / CONFIG_FILE).is_file() or (path / EVAL_DIR).is_dir():
+        return [[path]]
+    if (path / EXPERIMENT_FILE).is_file():
+        manifest = json.loads((path / EXPERIMENT_FILE).read_text(encoding="utf-8"))
+        return experiment_run_folders(path, manifest["variants"], manifest["seeds"])
+    seeds = sorted((p for p in path.glob("seed*") if _SEED_FOLDER.fullmatch(p.name) and p.is_dir()),
+                   key=lambda p: int(p.name[len("seed"):]))
+    if seeds:
+        return [seeds]
+    raise FileNotFoundError(f"{path}: not a run folder ({CONFIG_FILE}), a folder of seed<N> runs or an "
+                            f"experiment folder ({EXPERIMENT_FILE})")
 
 
 @dataclasses.dataclass
 class EvaluatedRun:
     folder: pathlib.Path
-    name: str
-    record: dict  # the run's metrics.json
+    config: dict  # the run's config.json, or None
+    record: dict  # its eval/metrics.json
 
     @property
     def volumes(self):
         return {v["name"]: v for v in self.record["volumes"]}
+
+    @property
+    def seed(self):
+        return self.config.get("seed") if self.config else None
+
+    def evaluated_step(self):
+        """The step of the evaluated checkpoint (recorded by evaluation; for older evaluations, the
+        run's latest checkpoint), or None."""
+        if self.record.get("checkpoint"):
+            return checkpoint_step(self.record["checkpoint"])
+        steps = [checkpoint_step(p.name[:-len(".index")]) for p in (self.folder / "checkpoints").glob("ckpt-*.index")]
+        return max((s for s in steps if s is not None), default=None)
+
+
+@dataclasses.dataclass
+class Method:
+    name: str
+    runs: list  # EvaluatedRun per seed
+
+    @property
+    def seeded(self):
+        return len(self.runs) > 1
+
+    def label(self, run):
+        return f"{self.name} (seed {run.seed})" if self.seeded else self.name
+
+    def per_seed(self, column, metric="dice"):
+        """Each run's mean over volumes."""
+        return [run.record["summary"][column][f"{metric}_mean"] for run in self.runs]
+
+    def summary(self, columns):
+        """{column: {dice_mean, dice_std, assd_mean, assd_std}}: over volumes for a single run,
+        else over seeds of each seed's mean (sample std, ddof=1)."""
+        if not self.seeded:
+            return self.runs[0].record["summary"]
+        summary = {}
+        for column in columns:
+            summary[column] = {"seeds": len(self.runs)}
+            for metric in METRICS:
+                values = np.asarray(self.per_seed(column, metric), np.float64)
+                values = values[~np.isnan(values)]
+                summary[column][f"{metric}_mean"] = float(values.mean()) if values.size else float("nan")
+                summary[column][f"{metric}_std"] = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+        return summary
 
 
 def _read_config(folder):
@@ -40,53 +138,168 @@ def _read_config(folder):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _load_runs(run_dirs, names=None):
-    """The evaluated runs, named from their configs (or `names`); they must share classes and units."""
-    folders = [pathlib.Path(d) for d in run_dirs]
-    if not folders:
+def _group_label(folders):
+    """A method's folder name: the run's, or for seed<N> runs their parent's (the variant)."""
+    folder = folders[0]
+    return folder.parent.name if _SEED_FOLDER.fullmatch(folder.name) else folder.name
+
+
+def _load_methods(groups, names=None):
+    """The evaluated methods, named from their first run's config (or `names`); every run must
+    share the classes and the ASSD unit."""
+    groups = [[pathlib.Path(f) for f in group] for group in groups]
+    if not groups or not all(groups):
         raise ValueError("no runs to compare")
-    for folder in folders:
+    for folder in (f for group in groups for f in group):
         if not (folder / EVAL_DIR / "metrics.json").is_file():
-            raise FileNotFoundError(f"{folder}: no {EVAL_DIR}/metrics.json; evaluate the run first (--mode=evaluate)")
+            raise FileNotFoundError(f"{folder}: no {EVAL_DIR}/metrics.json; train and evaluate the run first "
+                                    "(--mode=evaluate, or rerun the experiment)")
+    runs = [[EvaluatedRun(f, _read_config(f), read_metrics(f / EVAL_DIR)) for f in group] for group in groups]
     if names is None:
-        names = method_names([_read_config(f) for f in folders], [f.name for f in folders])
-    if len(names) != len(folders) or len(set(names)) != len(names):
-        raise ValueError(f"need one distinct name per run, got {list(names)} for {len(folders)} runs")
-    runs = [EvaluatedRun(f, n, read_metrics(f / EVAL_DIR)) for f, n in zip(folders, names)]
+        names = method_names([group[0].config for group in runs], [_group_label(g) for g in groups])
+    if len(names) != len(groups) or len(set(names)) != len(names):
+        raise ValueError(f"need one distinct name per method, got {list(names)} for {len(groups)} methods")
+    flat = [run for group in runs for run in group]
     for key in ("class_names", "assd_unit"):
-        values = {json.dumps(r.record[key]) for r in runs}
+        values = {json.dumps(r.record[key]) for r in flat}
         if len(values) > 1:
             raise ValueError(f"the runs differ in {key} ({', '.join(sorted(values))}); they cannot share a table")
-    return runs
+    return [Method(name, group) for name, group in zip(names, runs)]
 
 
-def _differences(runs, columns):
-    """Later run -> column -> {dice, assd}: its mean minus the first run's mean."""
-    reference = runs[0].record["summary"]
-    return {r.name: {c: {m: r.record["summary"][c][m + "_mean"] - reference[c][m + "_mean"] for m in METRICS}
-                     for c in columns} for r in runs[1:]}
+# --------------------------------------------------------------------------------- warnings
+
+def _per_method(methods, value):
+    """"name v1, v2; name v3" of value(run) over each method's runs with a config."""
+    parts = []
+    for method in methods:
+        values = list(dict.fromkeys(str(value(r)) for r in method.runs if r.config))
+        if values:
+            parts.append(f"{method.name} {', '.join(values)}")
+    return "; ".join(parts)
 
 
-def _notes(runs):
-    first = runs[0]
-    notes = [f"mean(std) over volumes ({', '.join(f'{r.name}: {len(r.volumes)}' for r in runs)}); "
-             f"Dice in %, ASSD in {first.record['assd_unit']}; differences are means minus {first.name}'s."]
-    if any(r.volumes.keys() != first.volumes.keys() for r in runs):
-        notes.append("The runs were evaluated on different volume sets; t-tests use the shared volumes only.")
-    for run in runs:
-        excluded = {c: s["assd_excluded"] for c, s in run.record["summary"].items() if c != AVERAGE and s["assd_excluded"]}
-        if excluded:
-            notes.append(f"{run.name}: ASSD undefined (empty prediction or truth) and left out for "
-                         + ", ".join(f"{n} volume(s) of {c}" for c, n in excluded.items()) + ".")
+def _distinct(methods, value):
+    return {json.dumps(value(r), sort_keys=True) for m in methods for r in m.runs if r.config}
+
+
+def comparison_warnings(methods):
+    """One line per way the runs are unlike: unfinished runs, and other steps, data or seeds."""
+    warnings = []
+    for method in methods:
+        for run in method.runs:
+            step, max_steps = run.evaluated_step(), (run.config or {}).get("max_steps")
+            if step is not None and max_steps is not None and step < max_steps:
+                warnings.append(f"{method.label(run)} ({run.folder}) was evaluated at step {step} of its "
+                                f"{max_steps}: an unfinished run.")
+
+    def steps(run):
+        return run.evaluated_step() or run.config.get("max_steps")
+
+    if len(_distinct(methods, steps)) > 1:
+        warnings.append(f"The runs were trained for different numbers of steps ({_per_method(methods, steps)}).")
+    data_fields = sorted({k for m in methods for r in m.runs if r.config for k in r.config.get("data", {})})
+    differing = [k for k in data_fields if len(_distinct(methods, lambda r, k=k: r.config.get("data", {}).get(k))) > 1]
+    if differing:
+        details = "; ".join(f"{k}: {_per_method(methods, lambda r, k=k: r.config.get('data', {}).get(k))}"
+                            for k in differing)
+        warnings.append(f"The runs were trained on different data ({details}).")
+    seed_sets = {tuple(r.seed for r in m.runs) for m in methods if all(r.config for r in m.runs)}
+    if len(seed_sets) > 1:
+        warnings.append(f"The methods' seeds differ ({_per_method(methods, lambda r: r.seed)}): differences include "
+                        "seed-to-seed noise, and paired tests use the seeds both sides have.")
+    return warnings
+
+
+# ----------------------------------------------------------------------------------- tables
+
+def _differences(methods, summaries, columns):
+    """Later method -> column -> {dice, assd}: its mean minus the first method's mean."""
+    reference = summaries[methods[0].name]
+    return {m.name: {c: {k: summaries[m.name][c][f"{k}_mean"] - reference[c][f"{k}_mean"] for k in METRICS}
+                     for c in columns} for m in methods[1:]}
+
+
+def _tests(methods, class_names):
+    """Per later method: paired tests over (seed, volume) pairs and, with seeds on both sides,
+    the t-test over seeds of the per-seed average Dice."""
+    reference = methods[0]
+    tests = {}
+    for method in methods[1:]:
+        pair_by_seed = reference.seeded or method.seeded
+        entry = {"volume_pairs": paired_dice_tests([(r.seed, r.record["volumes"]) for r in reference.runs],
+                                                   [(r.seed, r.record["volumes"]) for r in method.runs],
+                                                   class_names, pair_by_seed)}
+        if reference.seeded and method.seeded:
+            entry["seeds"] = seed_ttest({r.seed: v for r, v in zip(reference.runs, reference.per_seed(AVERAGE))},
+                                        {r.seed: v for r, v in zip(method.runs, method.per_seed(AVERAGE))})
+        tests[method.name] = entry
+    return tests
+
+
+def _cell_meaning(methods):
+    counts = ", ".join(f"{m.name}: {len(m.runs)} seeds x {len(m.runs[0].volumes)} volumes" if m.seeded
+                       else f"{m.name}: {len(m.runs[0].volumes)} volumes" for m in methods)
+    over_seeds = "mean(std) over seeds of each seed's mean over volumes (sample std)"
+    if all(m.seeded for m in methods):
+        return f"{over_seeds} ({counts})"
+    if any(m.seeded for m in methods):
+        return f"Rows of several seeds: {over_seeds}; rows of one run: mean(std) over volumes ({counts})"
+    return f"mean(std) over volumes ({counts})"
+
+
+def _notes(methods, tests):
+    first = methods[0].runs[0]
+    notes = [f"{_cell_meaning(methods)}; Dice in %, ASSD in {first.record['assd_unit']}; "
+             f"differences are means minus {methods[0].name}'s."]
+    shared = [run.volumes.keys() for m in methods for run in m.runs]
+    if any(v != shared[0] for v in shared):
+        notes.append("The runs were evaluated on different volume sets; tests use the shared volumes only.")
+    for method in methods:
+        for run in method.runs:
+            excluded = {c: s["assd_excluded"] for c, s in run.record["summary"].items()
+                        if c != AVERAGE and s["assd_excluded"]}
+            if excluded:
+                notes.append(f"{method.label(run)}: ASSD undefined (empty prediction or truth) and left out for "
+                             + ", ".join(f"{n} volume(s) of {c}" for c, n in excluded.items()) + ".")
+    undefined = sorted({f"{t['note']}" for entry in tests.values() for t in entry["volume_pairs"].values()
+                        if t["note"]})
+    if undefined:
+        notes.append(f"n/a in a test: {'; '.join(undefined)}.")
+    if any("seeds" in entry for entry in tests.values()):
+        notes.append(_DEPENDENCE_NOTE)
     notes.append(f"Empty-case rule: {first.record['empty_case_rule']}")
     return "\n".join(f"- {n}" for n in notes) + "\n"
 
 
-def _comparison_markdown(runs, columns, differences, ttests):
-    """The comparison table, its notes and the t-test table, as markdown."""
-    reference = runs[0].name
-    unit = runs[0].record["assd_unit"]
-    named_summaries = [(r.name, r.record["summary"]) for r in runs]
+def _statistic(value, name, p, n):
+    if np.isnan(p):
+        return f"n/a, n={n}"
+    return f"{name}={value:.2f}, p={p:.3g}, n={n}"
+
+
+def _test_markdown(reference, tests, test_columns):
+    pairs = "(seed, volume) pairs" if any("seeds" in e for e in tests.values()) else "per-volume pairs"
+    blocks = [(f"Paired two-sided t-test of Dice vs {reference} ({pairs}; Avg: each volume's mean over classes)",
+               [(name, [_statistic(e["volume_pairs"][c]["t"], "t", e["volume_pairs"][c]["p"],
+                                   e["volume_pairs"][c]["n"]) for c in test_columns]) for name, e in tests.items()]),
+              (f"Wilcoxon signed-rank test of the same pairs vs {reference}",
+               [(name, [_statistic(e["volume_pairs"][c]["w"], "W", e["volume_pairs"][c]["w_p"],
+                                   e["volume_pairs"][c]["n"]) for c in test_columns]) for name, e in tests.items()])]
+    text = table.markdown_table(test_columns, blocks)
+    seeded = {name: e["seeds"] for name, e in tests.items() if "seeds" in e}
+    if seeded:
+        text += "\n" + table.markdown_table(["Avg"], [(
+            f"Paired two-sided t-test over seeds of each seed's average Dice vs {reference}",
+            [(name, [_statistic(t["t"], "t", t["p"], t["n"])]) for name, t in seeded.items()])])
+    return text
+
+
+def _comparison_markdown(methods, summaries, columns, differences, tests, warnings):
+    """Warnings, the comparison table, its notes and the test tables, as markdown."""
+    reference = methods[0].name
+    unit = methods[0].runs[0].record["assd_unit"]
+    named_summaries = [(m.name, summaries[m.name]) for m in methods]
     blocks = []
     for metric in METRICS:
         blocks.append((table.block_title(metric, unit), table.metric_rows(named_summaries, columns, metric)))
@@ -94,35 +307,58 @@ def _comparison_markdown(runs, columns, differences, ttests):
             named = [(name, {c: d[c][metric] for c in columns}) for name, d in differences.items()]
             blocks.append((table.difference_title(metric, reference, unit),
                            table.signed_rows(named, columns, metric)))
-    text = table.markdown_table(columns, blocks) + "\n" + _notes(runs)
-    if ttests:
-        test_columns = columns[:-1] + [ALL_CLASSES]
-        rows = [(name, [f"t={t[c]['t']:.2f}, p={t[c]['p']:.3g}, n={t[c]['n']}" for c in test_columns])
-                for name, t in ttests.items()]
-        text += ("\n" + table.markdown_table(test_columns, [(f"Paired two-sided t-test of per-volume Dice vs "
-                                                             f"{reference}", rows)]))
+    text = "".join(f"**Warning:** {w}\n" for w in warnings) + ("\n" if warnings else "")
+    text += table.markdown_table(columns, blocks) + "\n" + _notes(methods, tests)
+    if tests:
+        text += "\n" + _test_markdown(reference, tests, columns)
     return text
 
 
-def _csv_rows(runs, columns, differences, ttests):
+def _csv_rows(methods, summaries, columns, differences, tests):
     rows = []
-    for run in runs:
-        summary, difference, ttest = (run.record["summary"], differences.get(run.name, {}),
-                                      ttests.get(run.name, {}))
+    for method in methods:
+        summary, difference = summaries[method.name], differences.get(method.name, {})
+        test = tests.get(method.name, {})
         for column in columns:
             stats = summary[column]
-            test = ttest.get(column, {})
-            rows.append([run.name, str(run.folder), column, stats["dice_mean"], stats["dice_std"],
+            pairs = test.get("volume_pairs", {}).get(column, {})
+            seeds = test.get("seeds", {}) if column == AVERAGE else {}
+            rows.append([method.name, len(method.runs), column, stats["dice_mean"], stats["dice_std"],
                          difference.get(column, {}).get("dice"), stats["assd_mean"], stats["assd_std"],
-                         difference.get(column, {}).get("assd"), test.get("t"), test.get("p"), test.get("n")])
-        if ttest:
-            pooled = ttest[ALL_CLASSES]
-            rows.append([run.name, str(run.folder), ALL_CLASSES] + [None] * 6 + [pooled["t"], pooled["p"], pooled["n"]])
+                         difference.get(column, {}).get("assd"), pairs.get("t"), pairs.get("p"), pairs.get("n"),
+                         pairs.get("w"), pairs.get("w_p"), seeds.get("t"), seeds.get("p"), seeds.get("n")])
     return rows
 
 
-def _largest_foreground_slice(labels):
-    return int(np.argmax((labels > 0).sum(axis=(0, 1))))
+# ---------------------------------------------------------------------------------- figures
+
+def _class_presence(path, num_classes):
+    """(classes x slices presence, foreground pixels per slice) of a test volume's labels."""
+    with np.load(path) as arrays:
+        truth = arrays["arr_1"]
+    presence = np.stack([(truth == c).any(axis=(0, 1)) for c in range(1, num_classes)])
+    return presence, (truth > 0).sum(axis=(0, 1))
+
+
+def slices_showing_every_class(volume_paths, num_classes, min_rows):
+    """(volume index, slice) pairs, chosen greedily: each adds the most classes not yet shown (ties:
+    the larger foreground) until every class present in the volumes is shown; then, up to
+    min_rows, the largest-foreground slice of each volume not yet shown."""
+    presence, foreground = zip(*(_class_presence(p, num_classes) for p in volume_paths))
+    missing = set(np.flatnonzero(np.any([p.any(axis=1) for p in presence], axis=0)))
+    chosen = []
+    while missing:
+        best = max(((v, z) for v in range(len(presence)) for z in range(presence[v].shape[1])),
+                   key=lambda vz: (len(missing & set(np.flatnonzero(presence[vz[0]][:, vz[1]]))),
+                                   foreground[vz[0]][vz[1]]))
+        chosen.append(best)
+        missing -= set(np.flatnonzero(presence[best[0]][:, best[1]]))
+    for v in range(len(volume_paths)):
+        if len(chosen) >= min_rows:
+            break
+        if v not in {c[0] for c in chosen}:
+            chosen.append((v, int(np.argmax(foreground[v]))))
+    return [(v, int(z)) for v, z in chosen]
 
 
 def _as_network_saw(slice_, flip):
@@ -130,50 +366,79 @@ def _as_network_saw(slice_, flip):
     return np.flip(slice_, (0, 1)) if flip else slice_
 
 
-def _qualitative_figure(runs, class_names, max_rows):
-    """The grid on the slice with the largest ground-truth foreground of each of the first
-    `max_rows` volumes shared by all runs; the same slices for every run."""
+def _qualitative_figure(methods, class_names, min_rows):
+    """The grid on slices of the volumes every method's first run shares that together show every
+    class present in them; the same slices for every method."""
+    runs = [m.runs[0] for m in methods]
     first = runs[0].record
-    shared = [v for v in first["volumes"] if all(v["name"] in r.volumes for r in runs)][:max_rows]
+    shared = [v for v in first["volumes"] if all(v["name"] in r.volumes for r in runs)]
     images, label_sets, titles = [], [], []
-    for volume in shared:
+    for volume_index, index in slices_showing_every_class([v["path"] for v in shared], len(class_names), min_rows):
+        volume = shared[volume_index]
         with np.load(volume["path"]) as arrays:
             image, truth = arrays["arr_0"], arrays["arr_1"]
-        index = _largest_foreground_slice(truth)
         predictions = [label_files.read_label_volume(r.folder / EVAL_DIR / r.volumes[volume["name"]]["prediction"])
                        for r in runs]
         images.append(_as_network_saw(to_unit_range(image[:, :, index], first["intensity_range"]), first["flip"]))
         label_sets.append([_as_network_saw(labels[:, :, index], first["flip"]) for labels in (truth, *predictions)])
         titles.append(f"{volume['name']} z={index}")
-    return figures.qualitative_grid(np.stack(images), np.stack(label_sets), titles, [r.name for r in runs],
-                                    class_names)
+    return figures.qualitative_grid(np.stack(images), np.stack(label_sets), titles,
+                                    [m.label(r) for m, r in zip(methods, runs)], class_names)
 
 
-def compare_runs(run_dirs, out_dir, names=None, figure_rows=3):
-    """Compares evaluated runs against the first one; writes the files listed in the module
-    docstring to `out_dir` and returns the markdown (table, notes, t-tests) for printing."""
-    runs = _load_runs(run_dirs, names)
-    class_names = runs[0].record["class_names"]
+def _error_bar_caption(methods):
+    seeded = [m.name for m in methods if m.seeded]
+    single = [m.name for m in methods if not m.seeded]
+    parts = []
+    if seeded:
+        parts.append(f"{', '.join(seeded)}: bar = mean over seeds, error bar = +-1 sample std over seeds, "
+                     "dots = each seed's mean over volumes")
+    if single:
+        parts.append(f"{', '.join(single)}: bar = mean over volumes, error bar = +-1 std over volumes")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------- main
+
+def compare_methods(groups, out_dir, names=None, figure_rows=3):
+    """Compares evaluated methods (each a list of run folders, one per seed) against the first;
+    writes the files listed in the module docstring to `out_dir` and returns the markdown
+    (warnings, table, notes, tests) for printing."""
+    methods = _load_methods(groups, names)
+    class_names = methods[0].runs[0].record["class_names"]
     columns = table.table_columns(class_names)
-    differences = _differences(runs, columns)
-    ttests = {r.name: paired_dice_ttest(runs[0].record["volumes"], r.record["volumes"], class_names[1:])
-              for r in runs[1:]}
-    markdown = _comparison_markdown(runs, columns, differences, ttests)
+    summaries = {m.name: m.summary(columns) for m in methods}
+    differences = _differences(methods, summaries, columns)
+    tests = _tests(methods, class_names[1:])
+    warnings = comparison_warnings(methods)
+    markdown = _comparison_markdown(methods, summaries, columns, differences, tests, warnings)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "comparison.md", markdown)
     result_files.write_csv(out_dir / "comparison.csv",
-                           ["method", "run", "class", "dice_mean", "dice_std", "dice_difference", "assd_mean",
-                            "assd_std", "assd_difference", "t", "p", "n"],
-                           _csv_rows(runs, columns, differences, ttests))
+                           ["method", "runs", "class", "dice_mean", "dice_std", "dice_difference", "assd_mean",
+                            "assd_std", "assd_difference", "t", "p", "n", "w", "w_p", "seed_t", "seed_p",
+                            "seed_n"],
+                           _csv_rows(methods, summaries, columns, differences, tests))
+    per_seed = {m.name: {c: m.per_seed(c) for c in columns} for m in methods if m.seeded}
     result_files.write_json(out_dir / "comparison.json", {
-        "reference": runs[0].name,
-        "runs": [{"name": r.name, "folder": str(r.folder)} for r in runs],
-        "class_names": class_names, "columns": columns, "assd_unit": runs[0].record["assd_unit"],
-        "summaries": {r.name: r.record["summary"] for r in runs},
-        "differences": differences, "dice_ttests": ttests,
+        "reference": methods[0].name,
+        "methods": [{"name": m.name, "runs": [{"folder": str(r.folder), "seed": r.seed,
+                                               "evaluated_step": r.evaluated_step()} for r in m.runs]}
+                    for m in methods],
+        "class_names": class_names, "columns": columns, "assd_unit": methods[0].runs[0].record["assd_unit"],
+        "summaries": summaries, "per_seed_dice": per_seed, "differences": differences, "dice_tests": tests,
+        "warnings": warnings,
     })
-    result_files.write_figure(out_dir / "qualitative.png", _qualitative_figure(runs, class_names, figure_rows))
+    result_files.write_figure(out_dir / "qualitative.png", _qualitative_figure(methods, class_names, figure_rows))
     result_files.write_figure(out_dir / "dice_bars.png",
-                              figures.dice_bars([(r.name, r.record["summary"]) for r in runs], columns))
+                              figures.dice_bars([(m.name, summaries[m.name]) for m in methods], columns,
+                                                _error_bar_caption(methods), dots=per_seed))
     return markdown
+
+
+def compare_runs(paths, out_dir, names=None, figure_rows=3):
+    """compare_methods over --compare_runs entries: run folders, folders of seed<N> runs or
+    experiment folders (see method_folders)."""
+    groups = [group for path in paths for group in method_folders(path)]
+    return compare_methods(groups, out_dir, names, figure_rows)

@@ -48,23 +48,32 @@ def qualitative_grid(images, label_sets, row_titles, run_names, class_names):
     return figure
 
 
-def dice_bars(named_summaries, columns):
-    """Grouped bars of mean Dice (%) per column (classes and Avg), one bar per run, std as error bars."""
-    figure = Figure(figsize=(max(6.0, 0.7 * len(columns) * len(named_summaries)), 3.6))
+def dice_bars(named_summaries, columns, error_bars, dots=None):
+    """Grouped bars of mean Dice (%) per column (classes and Avg), one bar per method, with
+    +-1 std error bars; `error_bars` says what that std is over, printed under the plot.
+
+    dots: {method name: {column: [Dice per seed]}}; each value is drawn as a dot on its bar.
+    """
+    figure = Figure(figsize=(max(6.0, 0.7 * len(columns) * len(named_summaries)), 3.9))
     axis = figure.subplots()
     width = 0.8 / len(named_summaries)
     positions = np.arange(len(columns))
     for index, (name, summary) in enumerate(named_summaries):
+        centres = positions + (index - (len(named_summaries) - 1) / 2) * width
         means = [100 * summary[c]["dice_mean"] for c in columns]
         stds = [100 * summary[c]["dice_std"] for c in columns]
-        axis.bar(positions + (index - (len(named_summaries) - 1) / 2) * width, means, width,
-                 yerr=stds, capsize=3, label=name)
+        bars = axis.bar(centres, means, width, yerr=np.nan_to_num(stds), capsize=3, label=name)
+        for centre, column in zip(centres, columns):
+            values = 100 * np.asarray((dots or {}).get(name, {}).get(column, []), np.float64)
+            axis.scatter(np.full(values.shape, centre), values, s=10, color="black", zorder=3,
+                         edgecolors=bars.patches[0].get_facecolor(), linewidths=0.5)
     axis.set_xticks(positions)
     axis.set_xticklabels(columns)
     axis.set_ylabel("Dice (%)")
     axis.set_ylim(0, 105)
     axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(4, len(named_summaries)),
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(4, len(named_summaries)),
                 frameon=False)
-    figure.subplots_adjust(bottom=0.2, top=0.95)
+    figure.text(0.5, 0.01, error_bars, ha="center", va="bottom", fontsize=7, wrap=True)
+    figure.subplots_adjust(bottom=0.27, top=0.95)
     return figure

@@ -1,7 +1,8 @@
 """Evaluation of one run on whole test volumes, written to an eval folder:
 
     metrics.json           per volume per class {dice, assd, status}, summary mean/std per class
-                           and Avg, units, the empty-case rule and its counts, the volume paths
+                           and Avg, units, the empty-case rule and its counts, the volume paths,
+                           the evaluated checkpoint
     metrics.csv            one row per volume per class
     table.md               the paper's table layout for this run
     predictions/NAME.nii.gz  each predicted label volume (int16)
@@ -37,12 +38,14 @@ def _volume_names(volume_paths):
 
 
 def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names, out_dir,
-                     batch_size=16, flip=False, spacing=None, spacing_unit="voxel", method="This run"):
+                     batch_size=16, flip=False, spacing=None, spacing_unit="voxel", method="This run",
+                     checkpoint=None):
     """Predicts and scores every test volume (npz: arr_0 image, arr_1 labels, slice axis 2).
 
     spacing: volume name (file name without .npz) -> voxel spacing, or None. It sets the NIfTI
     affine whenever known; ASSD uses it only with spacing_unit="mm" (then every volume needs one).
-    Returns the record written to metrics.json.
+    checkpoint: the path of the evaluated checkpoint, recorded (its step tells a comparison
+    whether the run was finished). Returns the record written to metrics.json.
     """
     class_names = list(class_names)
     if len(set(class_names)) != len(class_names):
@@ -60,6 +63,7 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
                for path, name in zip(volume_paths, names)]
     record = {
         "method": method,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
         "class_names": class_names,
         "dice_unit": "fraction (tables show %)",
         "assd_unit": spacing_unit,
