@@ -141,3 +141,17 @@ def test_a_real_tiny_run_stopped_by_sigint_stops_the_experiment_and_resumes(tiny
     assert any("resumed" in line and "at step 1" in line for line in logs)
     assert read_metrics(run_dir / "eval")["checkpoint"].endswith("ckpt-2")
     assert "Source only" in text and "**Warning" not in text
+
+
+def test_seeds_that_are_not_integers_are_one_error_line(monkeypatch, capsys):
+    import main  # pylint: disable=import-outside-toplevel
+    from conftest import REPO, config_from_argv  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.chdir(REPO)
+    config_from_argv("--mode=experiment", "--seeds=1234,abc")
+    with pytest.raises(SystemExit) as exited:
+        main.experiment_seeds()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "error: --seeds takes integers, got 1234,abc\n"
+    config_from_argv("--mode=experiment", "--seeds=3,1")
+    assert main.experiment_seeds() == [3, 1]
