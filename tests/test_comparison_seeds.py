@@ -59,7 +59,7 @@ def test_rows_are_mean_and_sample_std_over_seeds(seeded):
         average = per_seed_average(variant)
         assert line.startswith(f"| {name} | {100 * aa.mean():.1f}({100 * aa.std(ddof=1):.1f}) |")
         assert line.endswith(f"| {100 * average.mean():.1f}({100 * average.std(ddof=1):.1f}) |")
-    assert "mean(std) over seeds of each seed's mean over volumes (sample std)" in seeded["markdown"]
+    assert "mean(std) over seeds of each seed's mean over volumes, sample std (SIFA: 3 seeds" in seeded["markdown"]
     assert "SIFA: 3 seeds x 3 volumes" in seeded["markdown"]
     summary = seeded["json"]["summaries"]["SIFA+SynthMix"]["Avg"]
     assert summary["dice_mean"] == pytest.approx(per_seed_average("synthmix").mean())

@@ -240,7 +240,7 @@ def _tests(methods, class_names):
 def _cell_meaning(methods):
     counts = ", ".join(f"{m.name}: {len(m.runs)} seeds x {len(m.runs[0].volumes)} volumes" if m.seeded
                        else f"{m.name}: {len(m.runs[0].volumes)} volumes" for m in methods)
-    over_seeds = "mean(std) over seeds of each seed's mean over volumes (sample std)"
+    over_seeds = "mean(std) over seeds of each seed's mean over volumes, sample std"
     if all(m.seeded for m in methods):
         return f"{over_seeds} ({counts})"
     if any(m.seeded for m in methods):
@@ -262,8 +262,8 @@ def _notes(methods, tests):
             if excluded:
                 notes.append(f"{method.label(run)}: ASSD undefined (empty prediction or truth) and left out for "
                              + ", ".join(f"{n} volume(s) of {c}" for c, n in excluded.items()) + ".")
-    undefined = sorted({f"{t['note']}" for entry in tests.values() for t in entry["volume_pairs"].values()
-                        if t["note"]})
+    undefined = sorted({t["note"] for entry in tests.values()
+                        for t in [*entry["volume_pairs"].values(), entry.get("seeds", {"note": ""})] if t["note"]})
     if undefined:
         notes.append(f"n/a in a test: {'; '.join(undefined)}.")
     if any("seeds" in entry for entry in tests.values()):
