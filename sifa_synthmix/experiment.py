@@ -10,6 +10,7 @@ and OUTPUT_DIR/experiment.json lets --mode=compare take OUTPUT_DIR itself.
 """
 import dataclasses
 import pathlib
+import time
 
 import numpy as np
 
@@ -99,6 +100,7 @@ def train_and_evaluate(cfg, variant, seed, overwrite, eval_options, log):
         log(f"=== {label}: trained to step {cfg.max_steps} and evaluated, reused ({cfg.output_dir})")
         return record
     log(f"=== {label}: {method_name(cfg.to_dict())} -> {cfg.output_dir}")
+    start = time.perf_counter()
     trainer = Trainer(cfg, overwrite=overwrite, log=log)
     trainer.run()
     if trainer.stop_signal:
@@ -106,7 +108,9 @@ def train_and_evaluate(cfg, variant, seed, overwrite, eval_options, log):
             f"{trainer.stop_signal}: stopped the experiment in {label} at step {int(trainer.step)} of "
             f"{cfg.max_steps}, saved in {cfg.output_dir}; run the same command again to resume (finished runs "
             "are reused)"))
-    return evaluate_run(cfg.output_dir, log=log, **eval_options)
+    record = evaluate_run(cfg.output_dir, log=log, **eval_options)
+    log(f"=== {label}: trained and evaluated in {time.perf_counter() - start:.0f} s")
+    return record
 
 
 def run_experiment(cfg, variants, overwrite=False, eval_options=None, log=print, seeds=None):
