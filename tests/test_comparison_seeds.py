@@ -61,6 +61,8 @@ def test_rows_are_mean_and_sample_std_over_seeds(seeded):
         assert line.endswith(f"| {100 * average.mean():.1f}({100 * average.std(ddof=1):.1f}) |")
     assert "mean(std) over seeds of each seed's mean over volumes, sample std (SIFA: 3 seeds" in seeded["markdown"]
     assert "SIFA: 3 seeds x 3 volumes" in seeded["markdown"]
+    per_seed = " | ".join(f"{100 * v:.1f}" for v in per_seed_average("synthmix"))
+    assert "| **Avg Dice (%) ↑ per seed** | | | |" in lines and f"| SIFA+SynthMix | {per_seed} |" in lines
     summary = seeded["json"]["summaries"]["SIFA+SynthMix"]["Avg"]
     assert summary["dice_mean"] == pytest.approx(per_seed_average("synthmix").mean())
     assert seeded["json"]["per_seed_dice"]["SIFA"]["Avg"] == pytest.approx(per_seed_average("sifa").tolist())

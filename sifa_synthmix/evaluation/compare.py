@@ -295,6 +295,21 @@ def _test_markdown(reference, tests, test_columns):
     return text
 
 
+def _per_seed_markdown(methods, unit):
+    """Each seed's average Dice and ASSD of the methods run with several seeds: the values behind
+    their mean(std) cells."""
+    seeded = [m for m in methods if m.seeded]
+    if not seeded:
+        return ""
+    seeds = list(dict.fromkeys(r.seed for m in seeded for r in m.runs))
+    columns = [f"seed {s}" for s in seeds]
+    blocks = [(f"Avg {table.block_title(metric, unit)} per seed",
+               table.value_rows([(m.name, {f"seed {r.seed}": v for r, v in zip(m.runs, m.per_seed(AVERAGE, metric))})
+                                 for m in seeded], columns, metric))
+              for metric in METRICS]
+    return "\n" + table.markdown_table(columns, blocks)
+
+
 def _comparison_markdown(methods, summaries, columns, differences, tests, warnings):
     """Warnings, the comparison table, its notes and the test tables, as markdown."""
     reference = methods[0].name
@@ -308,7 +323,7 @@ def _comparison_markdown(methods, summaries, columns, differences, tests, warnin
             blocks.append((table.difference_title(metric, reference, unit),
                            table.signed_rows(named, columns, metric)))
     text = "".join(f"**Warning:** {w}\n" for w in warnings) + ("\n" if warnings else "")
-    text += table.markdown_table(columns, blocks) + "\n" + _notes(methods, tests)
+    text += table.markdown_table(columns, blocks) + "\n" + _notes(methods, tests) + _per_seed_markdown(methods, unit)
     if tests:
         text += "\n" + _test_markdown(reference, tests, columns)
     return text

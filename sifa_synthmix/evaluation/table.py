@@ -45,9 +45,14 @@ def metric_rows(named_summaries, columns, metric):
             for name, summary in named_summaries]
 
 
+def value_rows(named_values, columns, metric, signed=False):
+    """One (name, cells) row per (name, {column: value}); a missing value is n/a."""
+    return [(name, [_number(values.get(c), metric, signed=signed) for c in columns]) for name, values in named_values]
+
+
 def signed_rows(named_values, columns, metric):
-    """One (name, cells) row per (name, {column: value}), values signed (differences)."""
-    return [(name, [_number(values[c], metric, signed=True) for c in columns]) for name, values in named_values]
+    """value_rows with signed values (differences)."""
+    return value_rows(named_values, columns, metric, signed=True)
 
 
 def markdown_table(columns, blocks, first_header="Method"):
