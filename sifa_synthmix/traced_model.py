@@ -32,7 +32,7 @@ class TracedModel(keras.Model):
         self._traced_calls = {}
 
     def call(self, inputs, training=None, mask=None):
-        if mask is not None or distribution.num_replicas() > 1:
+        if any(m is not None for m in tf.nest.flatten(mask)) or distribution.num_replicas() > 1:
             return Functional.call(self, inputs, training=training, mask=mask)
         inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
         specs = tf.nest.map_structure(_batch_free_spec, inputs)
