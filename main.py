@@ -1,6 +1,7 @@
 """Command line of the toolkit: python main.py --flagfile=configs/mr2ct.flags [--mode=...]."""
 import json
 import pathlib
+import signal
 import sys
 import time
 
@@ -99,28 +100,51 @@ def parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as error:
-        fail(error)
+        fail(str(error).removeprefix("ERROR:: "))
+
+
+def stop_on_signal(signum, frame):
+    """Outside the training loop (which stops gracefully), SIGINT and SIGTERM end the command
+    with one line and 128 + the signal number; SystemExit still runs cleanups (the run lock)."""
+    del frame
+    fail(f"stopped by {signal.Signals(signum).name}", code=128 + signum)
 
 
 def main(argv):
+    previous_handlers = {s: signal.signal(s, stop_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run_command(argv)
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+
+
+def run_command(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.distribution import DistributionError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.official_checkpoint import OfficialCheckpointError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import NonFiniteError, RunFolderError  # pylint: disable=import-outside-toplevel
-
     try:
         cfg = flags_lib.config_from_flags(FLAGS)
     except (ValueError, flags.ValidationError) as error:
         fail(error)
+    from sifa_synthmix.checkpoint_files import CheckpointError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.distribution import DistributionError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.official_checkpoint import OfficialCheckpointError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.run_lock import RunLockError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.trainer import (  # pylint: disable=import-outside-toplevel
+        NonFiniteError, RunFolderError, TrainingStopped)
+
     try:
         MODES[FLAGS.mode](cfg)
-    except (DataError, DistributionError, OfficialCheckpointError, RunFolderError, FileNotFoundError) as error:
+    except (DataError, DistributionError, OfficialCheckpointError, RunFolderError, RunLockError, CheckpointError,
+            OSError) as error:
         fail(error)
     except NonFiniteError as error:
         fail(error, code=3)
+    except TrainingStopped as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -406,4 +406,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from data_prep.converter_cli import exit_on_bad_input  # here: conversion imports this module
+
+    exit_on_bad_input(main)

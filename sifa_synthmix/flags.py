@@ -34,7 +34,7 @@ def define_flags():
     flags.DEFINE_list("target_range", [], "Explicit min,max of the target intensities.")
     flags.DEFINE_bool("prepare_phantom", False,
                       "Generate the embedded phantom into --data_dir first if it holds no dataset.json.")
-    flags.DEFINE_integer("phantom_seed", 0, "Seed of the generated phantom.")
+    flags.DEFINE_integer("phantom_seed", 0, "Seed of the generated phantom.", lower_bound=0)
     # Model.
     flags.DEFINE_integer("image_size", 256, "Slice height and width.")
     flags.DEFINE_integer("ngf", 32, "Generator/decoder base width.")
@@ -85,7 +85,7 @@ def define_flags():
                       "Flip test volumes on axes 0 and 1 before inference (auto: from dataset.json).")
     flags.DEFINE_enum("assd_unit", "voxel", ["voxel", "mm"],
                       "ASSD in voxels (as the paper) or in mm (needs the spacing in dataset.json).")
-    flags.DEFINE_integer("eval_batch_size", 16, "Slices per inference batch.")
+    flags.DEFINE_integer("eval_batch_size", 16, "Slices per inference batch.", lower_bound=1)
     flags.DEFINE_string("official_checkpoint", "",
                         "--mode=import_official: an official SIFA TF1 checkpoint prefix (e.g. DIR/sifa-19999) "
                         "or a folder holding a `checkpoint` file.")
@@ -111,7 +111,10 @@ def _range(values, name):
         return ()
     if len(values) != 2:
         raise flags.ValidationError(f"--{name} takes min,max, got {','.join(values)}")
-    return tuple(float(v) for v in values)
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise flags.ValidationError(f"--{name}={','.join(values)}: min and max must be numbers") from None
 
 
 def resolve_precision(precision):
@@ -123,7 +126,7 @@ def resolve_precision(precision):
 
 
 def config_from_flags(values=FLAGS):
-    """A TrainConfig from parsed flags."""
+    """A TrainConfig from parsed flags; TrainConfig and its parts check the ranges (ValueError)."""
     return TrainConfig(
         model=ModelConfig(image_size=values.image_size, ngf=values.ngf, ndf=values.ndf,
                           encoder_base=values.encoder_base, num_classes=values.num_classes,

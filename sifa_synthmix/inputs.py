@@ -62,6 +62,15 @@ def resolve_data(cfg):
     )
 
 
+def data_fingerprint(cfg, resolved):
+    """What a trained run's evaluation must find unchanged in its data: the class names and
+    slice size of dataset.json, and the intensity ranges (stats.json's values or the explicit
+    ranges) that map images to [-1, 1]. JSON-ready."""
+    return {"class_names": resolved.info.get("class_names"), "image_size": resolved.info.get("image_size"),
+            f"{cfg.source_modality} range (source)": list(resolved.source_range),
+            f"{cfg.target_modality} range (target)": list(resolved.target_range)}
+
+
 def build_training_datasets(cfg, resolved):
     """(source, target, target_val or None) datasets for a TrainConfig; source/target batches
     are (image, one-hot label), shuffled and repeated forever."""

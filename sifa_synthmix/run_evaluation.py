@@ -1,17 +1,18 @@
 """Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report."""
 import functools
+import json
 import pathlib
 
 import tensorflow as tf
 
-from sifa_synthmix import inputs
+from sifa_synthmix import checkpoint_files, inputs
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation.report import evaluate_volumes, spacing_by_volume
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
-from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
+from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, load_run_config
 
 EVAL_DIR = "eval"
 
@@ -28,13 +29,18 @@ def architecture_difference(checkpoint_path, cfg):
     return "; ".join(differing) or "same model flags; the file may be damaged"
 
 
-def restore_target_segmenter(run_dir, cfg, checkpoint=None):
+def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
     """A tf.function mapping [N, H, W, 1] images in [-1, 1] to logits, with the run's e_B and s_B.
 
     Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
+    Without `checkpoint`, the run's newest intact checkpoint (a damaged newer one is named and
+    skipped); a given `checkpoint` must read in full.
     """
     run_dir = pathlib.Path(run_dir)
-    path = checkpoint or tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    if checkpoint:
+        path = checkpoint_files.verify(checkpoint)
+    else:
+        path = checkpoint_files.newest_intact(run_dir / CHECKPOINT_DIR, log)
     if path is None:
         raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
     set_precision("float32")
@@ -46,6 +52,22 @@ def restore_target_segmenter(run_dir, cfg, checkpoint=None):
         raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
 
     return tf.function(functools.partial(target_logits, networks), autograph=False), path
+
+
+def check_data_fingerprint(run_dir, cfg, resolved, log=print):
+    """Refuses data that differ from those the run was trained on (DataError naming them)."""
+    saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
+    if not saved_path.is_file():
+        log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
+            f"not checking that {cfg.data.data_dir} holds the data it was trained on")
+        return
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(inputs.data_fingerprint(cfg.data, resolved)))
+    differing = [f"{key}: {saved.get(key)} at training, {now.get(key)} now"
+                 for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    if differing:
+        raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
+                        "refusing to evaluate")
 
 
 def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, log=print):
@@ -61,8 +83,9 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
         raise DataError(f"{data.test_dir(modality)}: no test volumes (*.npz) to evaluate")
     info = data.read_info() if data.info_path.is_file() else {}
     resolved = inputs.resolve_data(cfg.data)
+    check_data_fingerprint(run_dir, cfg, resolved, log)
     class_names = info.get("class_names") or [f"class {i}" for i in range(cfg.model.num_classes)]
-    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint)
+    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
     log(f"evaluating {path} on {len(volumes)} {modality} test volumes")
     return evaluate_volumes(
         predict_logits, volumes, resolved.target_range, class_names, run_dir / EVAL_DIR,

@@ -1,5 +1,6 @@
 """The training loop: run folder, data, checkpoints (and resuming), TensorBoard, progress line."""
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -10,15 +11,18 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from sifa_synthmix import distribution, inputs, visualize
-from sifa_synthmix.config import TrainConfig
+from sifa_synthmix import checkpoint_files, distribution, inputs, visualize
+from sifa_synthmix.config import DATA_PATH_FIELDS, TrainConfig, absolute_path_spec
 from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
+from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.task import foreground_dice
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+# What evaluation must find unchanged in the data (inputs.data_fingerprint), as at training.
+DATA_FINGERPRINT_FILE = "data_fingerprint.json"
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
                       "distribution")
@@ -35,6 +39,14 @@ class NonFiniteError(Exception):
     """Too many steps in a row had a non-finite loss or gradient."""
 
 
+class TrainingStopped(Exception):
+    """SIGINT or SIGTERM stopped the run; its last step is checkpointed. exit_code: 128 + signal."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def _flatten(values, prefix=""):
     flat = {}
     for key, value in values.items():
@@ -45,26 +57,71 @@ def _flatten(values, prefix=""):
     return flat
 
 
-def prepare_run_folder(cfg, overwrite=False):
-    """Creates OUTPUT_DIR and saves the run's flags there.
+def _comparable_settings(config_dict):
+    """A config's flattened settings as compared between runs: its paths resolved, and without
+    output_dir (a run folder is the folder its config.json lives in, wherever it was moved)."""
+    flat = _flatten(json.loads(json.dumps(config_dict)))
+    flat.pop("output_dir", None)
+    for name in DATA_PATH_FIELDS:
+        if isinstance(flat.get(f"data.{name}"), str):
+            flat[f"data.{name}"] = absolute_path_spec(flat[f"data.{name}"])
+    return flat
 
-    A folder holding a run with the same flags is resumed; one with other flags is refused
-    (naming the flags that differ) unless overwrite, which clears its checkpoints and events.
+
+def _check_writable(out):
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: --output_dir is a file, not a folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{existing}: not writable, so --output_dir={out} cannot be written")
+
+
+def has_checkpoint(out):
+    return bool(checkpoint_files.newest_first(pathlib.Path(out) / CHECKPOINT_DIR))
+
+
+def check_run_folder(cfg, overwrite=False):
+    """What starting `cfg` does to its output folder, decided before anything is written.
+
+    Returns "new" (no run there), "resume" (a run with the same flags), "retry" (a run with
+    other flags that never saved a checkpoint) or "replace" (other flags and overwrite: its
+    checkpoints and events go). Raises RunFolderError for a folder it must not touch.
     """
     out = pathlib.Path(cfg.output_dir)
+    _check_writable(out)
     saved_path = out / CONFIG_FILE
-    new = _flatten(json.loads(json.dumps(cfg.to_dict())))
-    if saved_path.is_file():
-        old = _flatten(json.loads(saved_path.read_text(encoding="utf-8")))
-        differing = sorted(k for k in set(old) | set(new)
-                           if k not in RESUMABLE_SETTINGS and old.get(k) != new.get(k))
-        if differing and not overwrite:
-            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
-            raise RunFolderError(f"{out} holds a run with other flags ({details}); "
-                                 "pass --overwrite to replace it or choose another --output_dir")
-        if differing:
-            for sub in (CHECKPOINT_DIR, "tb"):
-                shutil.rmtree(out / sub, ignore_errors=True)
+    if not saved_path.is_file():
+        return "new"
+    try:
+        old = _comparable_settings(json.loads(saved_path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise RunFolderError(f"{saved_path}: not a run's config ({error}); move it away or choose another "
+                             "--output_dir") from None
+    new = _comparable_settings(cfg.to_dict())
+    differing = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_SETTINGS and old.get(k) != new.get(k))
+    if not differing:
+        return "resume"
+    if not has_checkpoint(out):
+        return "retry"
+    if overwrite:
+        return "replace"
+    details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
+    raise RunFolderError(f"{out} holds a run with other flags ({details}); "
+                         "pass --overwrite to replace it or choose another --output_dir")
+
+
+def prepare_run_folder(cfg, overwrite=False, log=print):
+    """Creates OUTPUT_DIR and saves the run's flags there (paths made absolute), as
+    check_run_folder decides; returns the folder."""
+    cfg = cfg.with_absolute_paths()
+    out = pathlib.Path(cfg.output_dir)
+    plan = check_run_folder(cfg, overwrite)
+    if plan == "replace":
+        log(f"--overwrite: deleting the checkpoints and events of the run with other flags in {out}")
+        for sub in (CHECKPOINT_DIR, "tb"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    elif plan == "retry":
+        log(f"{out} held a run with other flags that never saved a checkpoint; starting afresh")
     out.mkdir(parents=True, exist_ok=True)
     write_run_config(cfg, out)
     return out
@@ -117,28 +174,38 @@ class Trainer:
     """Trains one run of a TrainConfig; a second Trainer on the same folder resumes it."""
 
     def __init__(self, cfg, overwrite=False, log=print):
-        self.cfg = cfg
+        self.cfg = cfg.with_absolute_paths()
         self.overwrite = overwrite
         self.log = log
+        self.lock = None
 
     def _build(self):
+        """Everything that can fail on bad flags or data (the task included) comes before the
+        run folder changes; the folder is locked before it does."""
         cfg = self.cfg
         strategy = self.strategy = distribution.build_strategy(cfg.distribution)
         distribution.check_run(strategy, cfg)
-        # Bad data is reported before anything is written to the run folder.
+        # Under several workers only the chief writes config, events and checkpoints.
+        self.chief = distribution.is_chief(strategy)
+        if self.chief:
+            check_run_folder(cfg, self.overwrite)  # a refusal comes before the slow parts
+        else:
+            self.log = lambda _: None
         resolved = inputs.resolve_data(cfg.data)
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
         source, target, val = inputs.build_training_datasets(cfg, resolved)
         self.record_paths = resolved.source_train + resolved.target_train + resolved.target_val
-        # Under several workers only the chief writes config, events and checkpoints.
-        self.chief = distribution.is_chief(strategy)
-        self.out = prepare_run_folder(cfg, self.overwrite) if self.chief else pathlib.Path(cfg.output_dir)
-        if not self.chief:
-            self.log = lambda _: None
         with strategy.scope():
             self.task = build_task(cfg)
+        self.out = pathlib.Path(cfg.output_dir)
+        if self.chief:
+            self.lock = RunLock(self.out, self.log).acquire()
+            prepare_run_folder(cfg, self.overwrite, self.log)  # decides again, now under the lock
+            fingerprint_path = self.out / DATA_FINGERPRINT_FILE
+            if not has_checkpoint(self.out) or not fingerprint_path.is_file():
+                atomic_write_text(fingerprint_path, json.dumps(inputs.data_fingerprint(cfg.data, resolved)) + "\n")
         self.step = step_variable()
         self.source_it = iter(distribution.distribute_dataset(strategy, source))
         self.target_it = iter(distribution.distribute_dataset(strategy, target))
@@ -148,7 +215,7 @@ class Trainer:
         checkpoint_dir = self.out / CHECKPOINT_DIR
         self.manager = checkpoint_manager(
             self.checkpoint, checkpoint_dir if self.chief else distribution.scratch_dir(strategy), cfg)
-        latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+        latest = checkpoint_files.newest_intact(checkpoint_dir, self.log)
         self.saved_step = None
         if latest:
             self.saved_step = int(latest.rsplit("-", 1)[1])
@@ -211,7 +278,7 @@ class Trainer:
 
     def save(self):
         """Saves a checkpoint; every worker takes part, only the chief's stays."""
-        path = self.manager.save(checkpoint_number=int(self.step))
+        path = checkpoint_files.save(self.manager, int(self.step))
         self.saved_step = int(self.step)
         if not self.chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
@@ -219,7 +286,7 @@ class Trainer:
 
     def _request_stop(self, signum, frame):
         del frame
-        self.stop_signal = signal.Signals(signum).name
+        self.stop_signal = signum
 
     def _check_finite(self, step, metrics):
         """Counts steps in a row with a skipped update; raises after cfg.max_nonfinite of them."""
@@ -236,8 +303,16 @@ class Trainer:
     def run(self):
         """Trains up to max_steps; returns the last step's metrics as floats.
 
-        SIGINT or SIGTERM ends the run after the current step with a checkpoint.
+        SIGINT or SIGTERM ends the run after the current step with a checkpoint, then raises
+        TrainingStopped. The run folder is locked throughout.
         """
+        try:
+            return self._train()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _train(self):
         cfg = self.cfg
         self._build()
         self._write_hparams()
@@ -278,9 +353,10 @@ class Trainer:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
             self.writer.flush()
-        if self.stop_signal:
-            self.log(f"{self.stop_signal}: stopping at step {int(self.step)}")
         if self.saved_step != int(self.step):
             self.save()
         sys.stdout.flush()
+        if self.stop_signal:
+            raise TrainingStopped(self.stop_signal, f"{signal.Signals(self.stop_signal).name}: stopped at step "
+                                                    f"{int(self.step)}, saved in {self.manager.latest_checkpoint}")
         return {k: float(v) for k, v in metrics.items()}

@@ -1,11 +1,19 @@
-"""The training loop: a tiny run on the phantom, its TensorBoard events, checkpoints and resuming."""
+"""The training loop: a tiny run on the phantom, its TensorBoard events, checkpoints and resuming;
+the run folder's identity, lock and damaged checkpoints."""
+import dataclasses
 import json
+import os
+import shutil
+import socket
+import subprocess
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sifa_synthmix.trainer import RunFolderError, Trainer, load_run_config
+from sifa_synthmix import checkpoint_files
+from sifa_synthmix.run_lock import LOCK_FILE, RunLock, RunLockError
+from sifa_synthmix.trainer import RunFolderError, Trainer, check_run_folder, load_run_config, prepare_run_folder
 
 SCALAR_TAGS = {
     "loss/g_loss_A", "loss/d_loss_B", "loss/seg_loss", "loss/g_loss_B", "loss/d_loss_A", "loss/d_loss_P",
@@ -113,3 +121,102 @@ def test_deterministic_runs_repeat_exactly(resume_runs):
     for tag in sorted(t for t in straight_values if t.startswith("loss/")):
         for step in (1, 2):  # before the restart, both runs trained from scratch alike
             assert float(resumed_values[tag][step]) == float(straight_values[tag][step]), (tag, step)
+
+
+def mark_saved(run):
+    """Makes a run folder look as if it had saved a checkpoint (the folder checks look no further)."""
+    (run / "checkpoints").mkdir(exist_ok=True)
+    (run / "checkpoints" / "ckpt-2.index").write_bytes(b"")
+    return run
+
+
+def test_other_spellings_and_moves_of_a_run_folder_are_the_same_run(tiny_config, tiny_phantom, tmp_path,
+                                                                     monkeypatch):
+    base = tiny_config(output_dir=tmp_path / "runs" / "x")
+    run = mark_saved(prepare_run_folder(base))
+    assert load_run_config(run).data.data_dir == str(tiny_phantom.resolve())  # stored absolute
+    monkeypatch.chdir(tmp_path)
+    relative_data = dataclasses.replace(base.data, data_dir=os.path.relpath(tiny_phantom, tmp_path))
+    for out in ("runs/x", "runs/x/", str(tmp_path / "runs" / "x")):
+        assert check_run_folder(dataclasses.replace(base, output_dir=out, data=relative_data)) == "resume"
+    moved = shutil.move(run, tmp_path / "moved")
+    assert check_run_folder(dataclasses.replace(base, output_dir=str(moved))) == "resume"
+
+
+def test_a_run_that_never_saved_a_step_does_not_block_other_flags(tiny_config, tmp_path):
+    run = prepare_run_folder(tiny_config(output_dir=tmp_path / "run"))
+    other = tiny_config("--ngf=8", output_dir=run)
+    assert check_run_folder(other) == "retry"
+    logs = []
+    prepare_run_folder(other, log=logs.append)
+    assert load_run_config(run).model.ngf == 8
+    assert logs == [f"{run} held a run with other flags that never saved a checkpoint; starting afresh"]
+    mark_saved(run)
+    with pytest.raises(RunFolderError, match="model.ngf: 8 -> 4"):
+        check_run_folder(tiny_config(output_dir=run))
+    assert check_run_folder(tiny_config(output_dir=run), overwrite=True) == "replace"
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_resumed(resume_runs, tmp_path):
+    straight, _, _, root = resume_runs
+    run = shutil.copytree(root / "straight", tmp_path / "run")
+    damaged = run / "checkpoints" / "ckpt-4.data-00000-of-00001"
+    truncate(damaged)
+    logs = []
+    resumed = Trainer(dataclasses.replace(straight.cfg, output_dir=str(run), max_steps=2), log=logs.append)
+    resumed.run()  # already at max_steps after the restore: no step is trained
+    assert int(resumed.step) == 2
+    skipped = [line for line in logs if line.startswith("warning:")]
+    assert len(skipped) == 1 and str(damaged) in skipped[0] and skipped[0].endswith("ckpt-2"), logs
+    assert any(line.startswith("resumed") and "ckpt-2 at step 2" in line for line in logs), logs
+    assert not (run / LOCK_FILE).exists()
+
+    truncate(run / "checkpoints" / "ckpt-2.data-00000-of-00001")
+    with pytest.raises(checkpoint_files.CheckpointError, match="no intact checkpoint.*ckpt-4.*ckpt-2"):
+        Trainer(dataclasses.replace(straight.cfg, output_dir=str(run)), log=logs.append).run()
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_checkpoints_are_tried_newest_number_first(tmp_path):
+    for number in (9, 10, 2):
+        (tmp_path / f"ckpt-{number}.index").write_bytes(b"")
+    (tmp_path / "ckpt-3_temp.index").write_bytes(b"")
+    assert checkpoint_files.newest_first(tmp_path) == [str(tmp_path / f"ckpt-{n}") for n in (10, 9, 2)]
+
+
+def test_a_saved_checkpoint_reads_back_in_full(tmp_path):
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(tf.range(1000.0)))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=2)
+    prefix = checkpoint_files.save(manager, 7)
+    assert prefix == str(tmp_path / "ckpt-7") == checkpoint_files.verify(prefix + ".index")
+    (tmp_path / "ckpt-7.index").unlink()
+    with pytest.raises(checkpoint_files.CheckpointError, match="ckpt-7.index: the checkpoint does not exist"):
+        checkpoint_files.verify(prefix)
+
+
+def dead_pid():
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_the_run_lock_is_exclusive_and_replaces_a_dead_trainers_lock(tmp_path):
+    run, logs = tmp_path / "run", []
+    with RunLock(run, logs.append):
+        with pytest.raises(RunLockError, match=f"process {os.getpid()} on {socket.gethostname()}"):
+            RunLock(run).acquire()
+    assert not (run / LOCK_FILE).exists()
+
+    pid = dead_pid()
+    (run / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+    with RunLock(run, logs.append):
+        assert json.loads((run / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert logs == [f"removed the stale lock {run / LOCK_FILE} of process {pid}, which no longer runs"]
+
+    (run / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": "another-host"}))  # cannot be judged from here
+    with pytest.raises(RunLockError, match=f"process {pid} on another-host"):
+        RunLock(run).acquire()

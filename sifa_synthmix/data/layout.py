@@ -11,10 +11,13 @@ import json
 import os
 import pathlib
 import shutil
+import zipfile
+import zlib
 
 import numpy as np
 
 from sifa_synthmix.data import records
+from sifa_synthmix.data.reader import DataError
 
 MODALITIES = ("mr", "ct")
 RECORD_SPLITS = ("train", "val")
@@ -81,6 +84,22 @@ class PreparedLayout:
 
     def read_info(self):
         return json.loads(self.info_path.read_text(encoding="utf-8"))
+
+
+def read_test_volume(path):
+    """(image, labels) of a test volume file, H x W x D each; a DataError names the file when it
+    cannot be read, its arrays do not match, or the image holds NaN or infinite voxels."""
+    try:
+        with np.load(path) as arrays:
+            image, labels = arrays["arr_0"], arrays["arr_1"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"{path}: not a readable test volume ({type(error).__name__}: {error})") from None
+    if image.ndim != 3 or image.shape != labels.shape:
+        raise DataError(f"{path}: image {image.shape} and labels {labels.shape} must be equal 3D shapes")
+    nonfinite = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if nonfinite:
+        raise DataError(f"{path}: {nonfinite} NaN or infinite voxels in the image")
+    return image, labels
 
 
 class PreparedDatasetWriter:

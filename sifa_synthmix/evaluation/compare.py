@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
 from sifa_synthmix.data.reader import to_unit_range
 from sifa_synthmix.evaluation import figures, label_files, result_files, table
 from sifa_synthmix.evaluation.methods import method_names
@@ -46,6 +46,8 @@ def _load_runs(run_dirs, names=None):
     if not folders:
         raise ValueError("no runs to compare")
     for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: the run folder does not exist")
         if not (folder / EVAL_DIR / "metrics.json").is_file():
             raise FileNotFoundError(f"{folder}: no {EVAL_DIR}/metrics.json; evaluate the run first (--mode=evaluate)")
     if names is None:
@@ -137,8 +139,7 @@ def _qualitative_figure(runs, class_names, max_rows):
     shared = [v for v in first["volumes"] if all(v["name"] in r.volumes for r in runs)][:max_rows]
     images, label_sets, titles = [], [], []
     for volume in shared:
-        with np.load(volume["path"]) as arrays:
-            image, truth = arrays["arr_0"], arrays["arr_1"]
+        image, truth = read_test_volume(volume["path"])
         index = _largest_foreground_slice(truth)
         predictions = [label_files.read_label_volume(r.folder / EVAL_DIR / r.volumes[volume["name"]]["prediction"])
                        for r in runs]

@@ -8,9 +8,7 @@
 """
 import pathlib
 
-import numpy as np
-
-from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
 from sifa_synthmix.evaluation import label_files, metrics, result_files, table
 from sifa_synthmix.evaluation.inference import predict_volume
 
@@ -53,6 +51,8 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
     spacing = dict(spacing or {})
     if spacing_unit == "mm" and set(names) - set(spacing):
         raise ValueError(f"ASSD in mm needs the spacing of every volume; none for {sorted(set(names) - set(spacing))}")
+    for path in volume_paths:  # a bad volume stops before an earlier evaluation's files change
+        read_test_volume(path)
     out_dir = pathlib.Path(out_dir)
     (out_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
     volumes = [_evaluate_volume(predict_logits, pathlib.Path(path), name, intensity_range, class_names,
@@ -82,8 +82,7 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
 
 def _evaluate_volume(predict_logits, path, name, intensity_range, class_names, out_dir, batch_size, flip,
                      spacing, spacing_unit):
-    with np.load(path) as arrays:
-        image, truth = arrays["arr_0"], arrays["arr_1"]
+    image, truth = read_test_volume(path)
     prediction = predict_volume(predict_logits, image, intensity_range, batch_size, flip)
     per_class = metrics.volume_metrics(prediction, truth, len(class_names),
                                        spacing if spacing_unit == "mm" else None)
