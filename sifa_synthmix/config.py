@@ -38,8 +38,8 @@ class ModelConfig:
     num_classes: int = 5
     skip: bool = True  # tanh(image + conv) at the end of g_A and de_B
     # The official code's de_B residual blocks take the block function's default keep rate 0.75,
-    # so their convs have always-on dropout (rate 0.25); the reference disables it (0.0).
-    decoder_dropout: float = 0.0
+    # so their convs have always-on dropout (rate 0.25), in training and inference alike.
+    decoder_dropout: float = 0.25
     # Under a tf.distribute strategy with several replicas: e_B's batch norm statistics over the
     # global batch (True, as one device with that batch) or over each replica's batch.
     sync_batch_norm: bool = True

@@ -42,10 +42,10 @@ def define_flags():
     flags.DEFINE_integer("encoder_base", 16, "e_B base width (even).")
     flags.DEFINE_integer("num_classes", 5, "Classes including background.")
     flags.DEFINE_bool("skip", True, "Skip connection tanh(image + conv) in g_A and de_B.")
-    flags.DEFINE_float("decoder_dropout", 0.0,
-                       "Always-on dropout rate after the convs of de_B's residual blocks. The official "
-                       "TF1 code has 0.25 there (its blocks fall back to keep_rate=0.75); the reference "
-                       "and our default keep it off.")
+    flags.DEFINE_float("decoder_dropout", 0.25,
+                       "Always-on dropout rate after the convs of de_B's residual blocks, in training and "
+                       "inference alike, as the official TF1 graph (its blocks fall back to keep_rate=0.75); "
+                       "0 switches it off.")
     # Training.
     flags.DEFINE_string("output_dir", "runs/sifa", "Run folder: checkpoints/, tb/, config.json.")
     flags.DEFINE_integer("max_steps", 20000, "Training steps.")

@@ -20,7 +20,7 @@ LAMBDA_INSPECTOR = 0.1
 
 @pytest.fixture(scope="module")
 def synthmix_task():
-    task = build_seeded(tiny_config(protocol="synthmix", lambda_inspector=LAMBDA_INSPECTOR))
+    task = build_seeded(tiny_config(decoder_dropout=0.0, protocol="synthmix", lambda_inspector=LAMBDA_INSPECTOR))
     assert isinstance(task, MixingTask) and task.patch_level
     return task
 

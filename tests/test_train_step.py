@@ -5,6 +5,8 @@ composition against a hand computation (docs: ../shared/docs/sifa_reference.md).
 The step is run eagerly (the task's methods called directly): tracing it in tf.function
 costs far more than running it at this size.
 """
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -24,10 +26,12 @@ EXPECTED_METRICS = ("g_loss_A", "d_loss_B", "seg_loss", "g_loss_B", "d_loss_A", 
 E_B_TRAINING_UPDATES = {"g_A", "seg", "de_B"}
 
 
-def tiny_config(**synthmix):
-    """TrainConfig at the tiny size; keyword arguments set SynthMixConfig fields."""
+def tiny_config(decoder_dropout=TINY_MODEL.decoder_dropout, **synthmix):
+    """TrainConfig at the tiny size; keyword arguments set SynthMixConfig fields. Tests that
+    recompute an update's values by hand switch de_B's (random) dropout off."""
     mix = SynthMixConfig(k=4, inspector_ndf=4, **synthmix)
-    return TrainConfig(model=TINY_MODEL, synthmix=mix, batch_size=BATCH, pool_size=3, seed=SEED)
+    return TrainConfig(model=dataclasses.replace(TINY_MODEL, decoder_dropout=decoder_dropout), synthmix=mix,
+                       batch_size=BATCH, pool_size=3, seed=SEED)
 
 
 def build_seeded(cfg):
@@ -107,7 +111,7 @@ def check_each_update_changes_only_its_own_variables(task):
 
 @pytest.fixture(scope="module")
 def sifa_task():
-    return build_seeded(tiny_config())
+    return build_seeded(tiny_config(decoder_dropout=0.0))
 
 
 def test_each_update_changes_exactly_its_own_variables(sifa_task):
