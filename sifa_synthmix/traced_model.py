@@ -12,6 +12,8 @@ Under a tf.distribute strategy with several replicas the networks are called pla
 replica traces the step in its own thread, and a function traced in one replica's context (e.g.
 with e_B's synchronised batch norm) must not be reused by another.
 """
+import functools
+
 import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
@@ -38,6 +40,8 @@ class TracedModel(keras.Model):
         specs = tf.nest.map_structure(_batch_free_spec, inputs)
         key = (training, tuple((s.dtype, tuple(s.shape)) for s in tf.nest.flatten(specs)))
         if key not in self._traced_calls:
-            self._traced_calls[key] = tf.function(
-                lambda x: Functional.call(self, x, training=training), input_signature=[specs], autograph=False)
+            # A partial, not a lambda: tf.function counts retracing per code object, and one
+            # code object shared by every network and mode would read as retracing in a loop.
+            self._traced_calls[key] = tf.function(functools.partial(Functional.call, self, training=training),
+                                                  input_signature=[specs], autograph=False)
         return self._traced_calls[key](inputs)

@@ -86,7 +86,7 @@ def batch_norm_statistics(task):
 def check_each_update_changes_only_its_own_variables(task):
     """Runs the updates of one step in order; after each, the variables of its scopes have
     moved and every other trainable variable is bit-for-bit unchanged. Returns the names of
-    the updates that moved e_B's batch-norm moving statistics (non-trainable)."""
+    the updates that moved e_B's batch-norm moving statistics (non-trainable), and the step's metrics."""
     networks = scoped_networks(task)
     ctx = task.new_context(*random_batch())
     moved_statistics = set()
@@ -106,7 +106,7 @@ def check_each_update_changes_only_its_own_variables(task):
         assert len(changed) >= 0.9 * len(own_keys), f"update_{name} left {still}"
         if not all(np.array_equal(b, a) for b, a in zip(statistics_before, batch_norm_statistics(task))):
             moved_statistics.add(name)
-    return moved_statistics
+    return moved_statistics, ctx["metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def sifa_task():
 
 def test_each_update_changes_exactly_its_own_variables(sifa_task):
     assert sifa_task.update_order == ("g_A", "d_B", "seg", "de_B", "d_A", "d_P", "d_P_ll")
-    moved_statistics = check_each_update_changes_only_its_own_variables(sifa_task)
+    moved_statistics, _ = check_each_update_changes_only_its_own_variables(sifa_task)
     assert "seg" in moved_statistics
     assert moved_statistics <= E_B_TRAINING_UPDATES
 
