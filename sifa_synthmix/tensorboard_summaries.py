@@ -190,8 +190,8 @@ class RunSummaries:
                                       description="Mean Dice over classes and test volumes (--mode=evaluate)."),
                    hparams_api.Metric("eval/assd_mean", display_name=f"{self.B} test ASSD",
                                       description="Mean ASSD over classes and test volumes (--mode=evaluate).")]
-        losses = ("seg_loss", "g_loss_A", "g_loss_B") if self.cfg.kind == "sifa" else ("seg_loss",)
-        metrics += [hparams_api.Metric(self.step_scalar(m)[0]) for m in losses]
+        # The same list for every kind of run: TensorBoard takes one run's config for a whole logdir.
+        metrics += [hparams_api.Metric(self.step_scalar(m)[0]) for m in ("seg_loss", "g_loss_A", "g_loss_B")]
         metrics.append(hparams_api.Metric(self.batch_dice("val")[0]))
         return metrics
 
