@@ -10,6 +10,7 @@ from absl import flags
 from absl import logging
 
 from sifa_synthmix import flags as flags_lib
+from sifa_synthmix.tensorflow_start import import_tensorflow
 
 flags_lib.define_flags()
 FLAGS = flags_lib.FLAGS
@@ -47,7 +48,7 @@ def run_train(cfg):
 def eval_options():
     flip = {"auto": None, "true": True, "false": False}[FLAGS.flip_test_volumes]
     return {"checkpoint": FLAGS.checkpoint or None, "flip": flip, "assd_unit": FLAGS.assd_unit,
-            "batch_size": FLAGS.eval_batch_size}
+            "batch_size": FLAGS.eval_batch_size, "write_images": FLAGS.write_images}
 
 
 def run_evaluate(cfg):
@@ -95,10 +96,50 @@ def fail(message, code=2):
     sys.exit(code)
 
 
+HELP_FLAGS = {"help": False, "h": False, "?": False, "helpshort": False, "helpfull": True}
+
+
+def flagfiles_first(argv):
+    """argv with every --flagfile moved ahead of the other flags, keeping their order.
+
+    absl applies flags in the order given, a flagfile's where the flagfile stands; so a flag typed
+    on the command line then wins over a flagfile's, whichever was typed first."""
+    arguments, rest = list(argv[1:]), []
+    if "--" in arguments:
+        rest = arguments[arguments.index("--"):]
+        arguments = arguments[:arguments.index("--")]
+    flagfiles, typed = [], []
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if argument.startswith("-") and argument.lstrip("-").split("=", 1)[0] == "flagfile":
+            takes_next = "=" not in argument and index + 1 < len(arguments)
+            flagfiles.extend(arguments[index:index + 1 + takes_next])
+            index += takes_next
+        else:
+            typed.append(argument)
+        index += 1
+    return [argv[0], *flagfiles, *typed, *rest]
+
+
+def print_help(full):
+    print(f"{__doc__}\nFlags typed on the command line win over those of --flagfile.\n{flags_lib.grouped_help(full)}")
+    if not full:
+        print("\nTry --helpfull for absl's own flags too.")
+
+
 def parse_flags(argv):
-    """absl's parser, but a bad flag or value is one error line and exit code 2."""
+    """absl's parser, but flags typed on the command line win over --flagfile's, --help lists
+    the project's flags by group, and a bad flag or value is one error line and exit code 2."""
+    for argument in argv[1:]:
+        if argument == "--":
+            break
+        name = argument.lstrip("-")
+        if argument.startswith("-") and name in HELP_FLAGS:
+            print_help(full=HELP_FLAGS[name])
+            sys.exit(0)
     try:
-        return FLAGS(argv)
+        return FLAGS(flagfiles_first(argv))
     except flags.Error as error:
         fail(str(error).removeprefix("ERROR:: "))
 
@@ -111,6 +152,7 @@ def stop_on_signal(signum, frame):
 
 
 def main(argv):
+    import_tensorflow()  # before anything else imports it: its start-up noise filtered out
     previous_handlers = {s: signal.signal(s, stop_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_command(argv)

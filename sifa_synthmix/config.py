@@ -14,6 +14,17 @@ FLAG_NAMES = {"protocol": "mix_protocol", "k": "synthmix_k", "lam": "synthmix_la
 DATA_PATH_FIELDS = ("data_dir", "source_train_list", "target_train_list", "target_val_list", "stats_file")
 
 
+def flat_settings(values, prefix=""):
+    """A nested settings dict (TrainConfig.to_dict()) as {"model.image_size": 256, ...}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _require_at_least(config, low, *names):
     for name in names:
         value = getattr(config, name)

@@ -13,6 +13,7 @@ import pytest
 import main
 from conftest import REPO
 from sifa_synthmix.data import records
+from tensorboard_events import hparams_records, read_events
 
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
 
@@ -272,6 +273,24 @@ def test_evaluate_from_another_folder_scores_the_runs_own_data(capsys, run_copy,
     assert code == 0, err
     metrics = json.loads((run_copy / "run" / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert [pathlib.Path(v["path"]).parent for v in metrics["volumes"]] == [run_copy / "data" / "ct" / "test"] * 2
+
+
+def test_evaluate_records_the_checkpoint_writes_images_and_feeds_tensorboard(capsys, run_copy):
+    run = run_copy / "run"
+    code, out, err = evaluate(capsys, run, "--write_images")
+    assert code == 0, err
+    metrics = json.loads((run / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["checkpoint"] == str(run / "checkpoints" / "ckpt-2") and metrics["step"] == 2
+    assert f"evaluating {run / 'checkpoints' / 'ckpt-2'} (step 2) on 2 ct test volumes" in out
+    names = sorted(pathlib.Path(v["prediction"]).name for v in metrics["volumes"])
+    for folder in ("predictions", "images", "ground_truth"):
+        assert sorted(p.name for p in (run / "eval" / folder).iterdir()) == names
+    assert {"label_colours_itksnap.txt", "label_colours_slicer.ctbl"} <= {p.name for p in (run / "eval").iterdir()}
+    values, _ = read_events(run)
+    assert float(values["eval/dice_mean"][2]) == pytest.approx(metrics["summary"]["Avg"]["dice_mean"])
+    assert float(values["eval/dice_MYO"][2]) == pytest.approx(metrics["summary"]["MYO"]["dice_mean"])
+    experiment = hparams_records(run)["_hparams_/experiment"]  # written by the trainer
+    assert {"eval/dice_mean", "eval/assd_mean"} <= {info.name.tag for info in experiment.metric_infos}
 
 
 def test_evaluate_falls_back_from_a_damaged_checkpoint_naming_it(capsys, run_copy):

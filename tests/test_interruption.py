@@ -82,3 +82,8 @@ def test_sigkill_then_sigterm_then_sigint(tiny_phantom, tmp_path):
     assert [line for line in output.splitlines() if line.startswith("error: ")] == ["error: stopped by SIGINT"]
     assert checkpoint_step(out) == interrupted_at
     assert not (out / LOCK_FILE).exists()
+
+    log = (out / "train.log").read_text(encoding="utf-8")  # every session's lines, how each one ended
+    assert f"removed the stale lock {out / LOCK_FILE}" in log
+    assert f"SIGTERM: stopped at step {stopped_at}, " in log and f"SIGINT: stopped at step {interrupted_at}, " in log
+    assert log.count("building the training step") >= 3

@@ -4,7 +4,8 @@
     DIR/{mr,ct}/test/*.npz                 arr_0 float32 image, arr_1 integer labels, slice axis 2
     DIR/datalists/{mr,ct}_{train,val}.txt  record paths, relative to the list
     DIR/stats.json                         {"mr": {"min": .., "max": ..}, "ct": {..}}
-    DIR/dataset.json                       class names, modalities, image size, flip, provenance
+    DIR/dataset.json                       class names, modalities, image size, flip, provenance,
+                                           and per test volume its spacing and geometry
 """
 import contextlib
 import json
@@ -119,6 +120,7 @@ class PreparedDatasetWriter:
         self._records = {(m, s): [] for m in MODALITIES for s in RECORD_SPLITS}
         self._ranges = {}
         self._test_spacing = {}
+        self._test_geometry = {}
         self.slices_written = {(m, s): 0 for m in MODALITIES for s in RECORD_SPLITS}
 
     def _check(self, modality, image, label):
@@ -153,8 +155,11 @@ class PreparedDatasetWriter:
             self._ranges[modality] = (min(low, float(image.min())), max(high, float(image.max())))
         return path
 
-    def add_test_volume(self, modality, name, image, label, spacing=None):
-        """Writes MOD/test/NAME.npz with arr_0 (float32 image) and arr_1 (int16 labels)."""
+    def add_test_volume(self, modality, name, image, label, spacing=None, geometry=None):
+        """Writes MOD/test/NAME.npz with arr_0 (float32 image) and arr_1 (int16 labels).
+
+        geometry: {"affine": voxel -> world (RAS+, mm) 4 x 4 of the array, ...}, kept in
+        dataset.json's test_geometry so that predictions are written to overlay the raw scan."""
         self._check(modality, image, label)
         out_dir = self.layout.test_dir(modality)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +169,8 @@ class PreparedDatasetWriter:
         os.replace(tmp, path)
         if spacing is not None:
             self._test_spacing[f"{modality}/{name}"] = [float(s) for s in spacing]
+        if geometry is not None:
+            self._test_geometry[f"{modality}/{name}"] = geometry
         return path
 
     def stats(self):
@@ -187,6 +194,7 @@ class PreparedDatasetWriter:
             "image_size": self.image_size,
             "flip_test_volumes": self.flip_test_volumes,
             "test_spacing": self._test_spacing,
+            "test_geometry": self._test_geometry,
             "slices_written": {f"{m}_{s}": n for (m, s), n in self.slices_written.items() if n},
             "provenance": self.provenance,
         }
