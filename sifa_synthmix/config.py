@@ -148,6 +148,7 @@ class TrainConfig:
     image_every: int = 300
     precision: str = "float32"
     jit_compile: bool = False
+    graph_optimizer: str = "off"  # on | off: TensorFlow's grappler on the train step (flag: auto by device)
     deterministic: bool = False
     max_nonfinite: int = 10  # stop after this many steps in a row with a skipped (non-finite) update
     distribution: str = "none"  # none | mirrored | multi_worker (sifa_synthmix/distribution.py)
@@ -160,6 +161,8 @@ class TrainConfig:
             raise ValueError(f"unknown distribution {self.distribution!r}")
         if self.seg_loss_batch not in ("global", "replica"):
             raise ValueError(f"seg_loss_batch must be global or replica, got {self.seg_loss_batch!r}")
+        if self.graph_optimizer not in ("on", "off"):
+            raise ValueError(f"--graph_optimizer must be on or off here, got {self.graph_optimizer!r}")
         _require_at_least(self, 1, "max_steps", "batch_size", "pool_size", "save_every", "keep_checkpoints",
                           "log_every", "image_every", "max_nonfinite")
         _require_at_least(self, 0.0, "lambda_cycle")

@@ -6,6 +6,7 @@ from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainC
 FLAGS = flags.FLAGS
 MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+GRAPH_OPTIMIZER_SETTINGS = ("auto", "on", "off")
 # The groups of --help, in its order (each flag's group is set where it is defined).
 GROUPS = ("command", "data", "model", "training", "evaluation", "distribution", "SynthMix")
 
@@ -73,6 +74,10 @@ def define_flags():
     flags.DEFINE_enum("precision", "auto", PRECISIONS,
                       "auto: mixed_float16 when a GPU is present, else float32.", **group)
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.", **group)
+    flags.DEFINE_enum("graph_optimizer", "auto", GRAPH_OPTIMIZER_SETTINGS,
+                      "TensorFlow's graph optimizer (grappler) on the train step. auto: on with a GPU (its "
+                      "layout and fusion passes suit cuDNN), off on a CPU, where it costs 10-40 s more "
+                      "before the first step and no step time (docs/benchmarks.md).", **group)
     flags.DEFINE_bool("deterministic", False,
                       "Seeded, op-deterministic run whose input pipeline position is checkpointed too, "
                       "so a resumed run continues exactly (the shuffle buffer goes into checkpoints).", **group)
@@ -134,12 +139,22 @@ def _range(values, name):
         raise flags.ValidationError(f"--{name}={','.join(values)}: min and max must be numbers") from None
 
 
+def _has_gpu():
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def resolve_precision(precision):
     if precision != "auto":
         return precision
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return "mixed_float16" if _has_gpu() else "float32"
 
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+def resolve_graph_optimizer(setting):
+    if setting != "auto":
+        return setting
+    return "on" if _has_gpu() else "off"
 
 
 def config_from_flags(values=FLAGS):
@@ -168,6 +183,7 @@ def config_from_flags(values=FLAGS):
         seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
         log_every=values.log_every, image_every=values.image_every,
         precision=resolve_precision(values.precision), jit_compile=values.jit_compile,
+        graph_optimizer=resolve_graph_optimizer(values.graph_optimizer),
         deterministic=values.deterministic, max_nonfinite=values.max_nonfinite,
         distribution=values.distribution, seg_loss_batch=values.seg_loss_batch,
     )

@@ -28,7 +28,7 @@ CHECKPOINT_DIR = "checkpoints"
 DATA_FINGERPRINT_FILE = "data_fingerprint.json"
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
-                      "distribution")
+                      "distribution", "graph_optimizer")
 PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
                    ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
 IMAGES_SHOWN = 4

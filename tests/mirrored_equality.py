@@ -7,9 +7,10 @@ prints what both runs produced as JSON (tests/test_distribution.py compares them
 Its own process: the CPU can be split into logical devices only before TensorFlow starts.
 
 "step" starts the task from the fixed weights of tests/step_reference.py and prints, for both
-runs: every update's loss and global-batch gradient (its norm and projection per variable) with
+runs, every update's loss and global-batch gradient (its norm and projection per variable) with
 the optimizer step replaced by a recorder, so each update sees the same weights (see
-step_reference.py for why), and the metrics of one real train step.
+step_reference.py for why). (The product's optimizer steps under several replicas run in
+tests/test_distribution.py's two-worker run.)
 "update" trains a small conv net + batch norm with SGD on SIFA's segmentation losses through
 `minimize_if_finite` and prints both runs' weight moves: SGD, unlike Adam, is not blind to a
 gradient scaled by the wrong replica count.
@@ -73,14 +74,13 @@ def gradient_recorder(task):
         setattr(task, f"update_{name}", run_update(getattr(task, f"update_{name}")))
 
 
-def run_step(cfg, strategy, record):
-    """The metrics of one train step (or, with `record`, the per-update records) from the fixed weights."""
+def update_records(cfg, strategy):
+    """Every update's records of one step from the fixed weights (gradient_recorder)."""
     keras.utils.set_random_seed(cfg.seed)
     with strategy.scope():
         task = build_task(cfg)
     reference.set_fixed_weights(task)
-    if record:
-        gradient_recorder(task)
+    gradient_recorder(task)
     step = distribution.distributed_step(strategy, task.train_step, jit_compile=False)
     batch = next(iter(distribution.distribute_dataset(strategy, random_batches(cfg.model.image_size,
                                                                                 cfg.model.num_classes, 7, 1))))
@@ -118,7 +118,6 @@ def run_updates(strategy):
 def main():
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     single, mirrored = tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     part, flag_args = sys.argv[1], sys.argv[2:]
     if part == "update":
@@ -129,8 +128,7 @@ def main():
     protocol = flag_args[0].removeprefix("--mix_protocol=")
     cfg = dataclasses.replace(reference.reference_config(protocol), batch_size=GLOBAL_BATCH)
     print(json.dumps({"replicas": [single.num_replicas_in_sync, mirrored.num_replicas_in_sync],
-                      "updates": [run_step(cfg, single, True), run_step(cfg, mirrored, True)],
-                      "step": [run_step(cfg, single, False), run_step(cfg, mirrored, False)]}))
+                      "updates": [update_records(cfg, single), update_records(cfg, mirrored)]}))
 
 
 if __name__ == "__main__":

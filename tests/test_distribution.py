@@ -40,11 +40,12 @@ def test_mirrored_update_equals_one_device_update():
 # update applied (tests/step_reference.py says why), agree within float rounding: losses to 1e-6,
 # gradients to 2% (measured: 1e-3 or less for every update but seg and de_B, whose inputs pass
 # through e_B's synchronised batch norm; Keras computes its variance as E[x^2] - E[x]^2, the one-device
-# fused kernel as E[(x - E[x])^2]). One real step exercises the product path (fused Adam, pools,
-# loss gathering); its losses agree to 2.3e-3 (measured).
+# fused kernel as E[(x - E[x])^2]). A bug of the kind this guards against (gradients not divided by
+# the replica count, statistics of one replica's batch) moves an update by 100% or 1% (measured with
+# SGD in the test above). The optimizer steps themselves run under two replicas in the two-worker
+# test below.
 UPDATE_LOSS_RTOL = 1e-5
 GRADIENT_RTOL = 5e-2
-STEP_LOSS_RTOL = 1e-2
 
 
 def gradient_difference(single, mirrored, update):
@@ -56,7 +57,7 @@ def gradient_difference(single, mirrored, update):
     return difference / total
 
 
-def test_mirrored_updates_and_step_equal_one_device():
+def test_mirrored_updates_equal_one_device_updates():
     result = _result(_equality_process("step", "--mix_protocol=synthmix"))
     assert result["replicas"] == [1, 2]
     single, mirrored = result["updates"]
@@ -67,13 +68,6 @@ def test_mirrored_updates_and_step_equal_one_device():
         np.testing.assert_allclose(mirrored[f"{update}/loss"], single[f"{update}/loss"], rtol=UPDATE_LOSS_RTOL,
                                    err_msg=update)
         assert gradient_difference(single, mirrored, update) < GRADIENT_RTOL, update
-    one, two = result["step"]
-    assert one.keys() == two.keys() and "inspector_cls" in one
-    for name, value in one.items():
-        if name.startswith(("dice_", "inspector_accuracy_")):  # argmax counts: a share of pixels
-            assert abs(two[name] - value) < 0.05, name
-        else:
-            np.testing.assert_allclose(two[name], value, rtol=STEP_LOSS_RTOL, atol=1e-6, err_msg=name)
 
 
 def _free_ports(count):

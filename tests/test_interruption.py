@@ -10,15 +10,11 @@ import tensorflow as tf
 from conftest import REPO
 from sifa_synthmix.run_lock import LOCK_FILE
 
-# The child runs main.py as a script, with grappler off as in the rest of the tests.
-CHILD = ("import sys, runpy, tensorflow as tf; "
-         "tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True}); "
-         "sys.argv = ['main.py'] + sys.argv[1:]; runpy.run_path('main.py', run_name='__main__')")
 TIMEOUT = 400
 
 
 def start(data_dir, out, *extra):
-    argv = [sys.executable, "-u", "-c", CHILD, "--flagfile=configs/tiny_cpu.flags", f"--data_dir={data_dir}",
+    argv = [sys.executable, "-u", "main.py", "--flagfile=configs/tiny_cpu.flags", f"--data_dir={data_dir}",
             f"--output_dir={out}", "--save_every=2", "--log_every=1", "--image_every=1000", "--max_steps=100000",
             *extra]
     return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
