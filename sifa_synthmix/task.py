@@ -10,10 +10,10 @@ import keras
 import tensorflow as tf
 
 from sifa_synthmix import distribution, losses
-from sifa_synthmix.optimization import (build_adam, count_skipped_updates, loss_scale_items, loss_scale_values,
-                                        minimize_if_finite, statistics_snapshot)
 from sifa_synthmix.fake_pool import FakeImagePool
 from sifa_synthmix.networks import SIFANetworks
+from sifa_synthmix.optimization import (build_adam, count_skipped_updates, loss_scale_items, loss_scale_values,
+                                        minimize_if_finite, statistics_snapshot)
 
 SEG_L2_WEIGHT = 1e-4
 DEEP_SUPERVISION_WEIGHT = 0.1

@@ -218,10 +218,14 @@ def test_a_nan_batch_skips_every_update_and_leaves_the_weights_alone():
     source, labels, target = random_batch(seed=5)
     poisoned = tf.tensor_scatter_nd_update(source, [[0, 0, 0, 0]], [float("nan")])
     before = [v.numpy().copy() for v in task.scope_variables(task.networks.SCOPES)]
+    statistics = batch_norm_statistics(task)
     metrics, _ = task.train_step(poisoned, labels, target)
     assert int(metrics["skipped_updates"]) == len(task.update_order)
     after = [v.numpy() for v in task.scope_variables(task.networks.SCOPES)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    # e_B's forward passes (on B, finite, and on the NaN fake_B) moved its batch-norm statistics;
+    # every update that ran them was skipped, so they are back where they were.
+    assert all(np.array_equal(a, b) for a, b in zip(statistics, batch_norm_statistics(task)))
     assert int(task.pool_B.count) == 0  # the NaN fake_B is not pooled
     assert int(task.pool_A.count) == 1  # fake_A comes from the finite B: pooled
     metrics, _ = task.train_step(source, labels, target)
