@@ -10,6 +10,7 @@ from absl import flags
 from absl import logging
 
 from sifa_synthmix import flags as flags_lib
+from sifa_synthmix.tensorflow_start import import_tensorflow
 
 flags_lib.define_flags()
 FLAGS = flags_lib.FLAGS
@@ -47,7 +48,7 @@ def run_train(cfg):
 def eval_options():
     flip = {"auto": None, "true": True, "false": False}[FLAGS.flip_test_volumes]
     return {"checkpoint": FLAGS.checkpoint or None, "flip": flip, "assd_unit": FLAGS.assd_unit,
-            "batch_size": FLAGS.eval_batch_size}
+            "batch_size": FLAGS.eval_batch_size, "write_images": FLAGS.write_images}
 
 
 def run_evaluate(cfg):
@@ -76,18 +77,13 @@ def experiment_seeds():
 
 
 def run_experiment(cfg):
-    from sifa_synthmix.experiment import ExperimentInterrupted  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.experiment import run_experiment as experiment  # pylint: disable=import-outside-toplevel
 
     seeds = experiment_seeds()
     prepare_data(cfg)
     start = time.perf_counter()
-    try:
-        text = experiment(cfg, FLAGS.experiment_variants, overwrite=FLAGS.overwrite, eval_options=eval_options(),
-                          seeds=seeds)
-    except ExperimentInterrupted as interrupted:  # a signal: not an error, the exit code says which
-        print(interrupted, file=sys.stderr)
-        sys.exit(128 + signal.Signals[interrupted.signal_name].value)
+    text = experiment(cfg, FLAGS.experiment_variants, overwrite=FLAGS.overwrite, eval_options=eval_options(),
+                      seeds=seeds)
     print(text)
     print(f"experiment wall time: {time.perf_counter() - start:.0f} s")
 
@@ -110,33 +106,97 @@ def fail(message, code=2):
     sys.exit(code)
 
 
+HELP_FLAGS = {"help": False, "h": False, "?": False, "helpshort": False, "helpfull": True}
+
+
+def flagfiles_first(argv):
+    """argv with every --flagfile moved ahead of the other flags, keeping their order.
+
+    absl applies flags in the order given, a flagfile's where the flagfile stands; so a flag typed
+    on the command line then wins over a flagfile's, whichever was typed first."""
+    arguments, rest = list(argv[1:]), []
+    if "--" in arguments:
+        rest = arguments[arguments.index("--"):]
+        arguments = arguments[:arguments.index("--")]
+    flagfiles, typed = [], []
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if argument.startswith("-") and argument.lstrip("-").split("=", 1)[0] == "flagfile":
+            takes_next = "=" not in argument and index + 1 < len(arguments)
+            flagfiles.extend(arguments[index:index + 1 + takes_next])
+            index += takes_next
+        else:
+            typed.append(argument)
+        index += 1
+    return [argv[0], *flagfiles, *typed, *rest]
+
+
+def print_help(full):
+    print(f"{__doc__}\nFlags typed on the command line win over those of --flagfile.\n{flags_lib.grouped_help(full)}")
+    if not full:
+        print("\nTry --helpfull for absl's own flags too.")
+
+
 def parse_flags(argv):
-    """absl's parser, but a bad flag or value is one error line and exit code 2."""
+    """absl's parser, but flags typed on the command line win over --flagfile's, --help lists
+    the project's flags by group, and a bad flag or value is one error line and exit code 2."""
+    for argument in argv[1:]:
+        if argument == "--":
+            break
+        name = argument.lstrip("-")
+        if argument.startswith("-") and name in HELP_FLAGS:
+            print_help(full=HELP_FLAGS[name])
+            sys.exit(0)
     try:
-        return FLAGS(argv)
+        return FLAGS(flagfiles_first(argv))
     except flags.Error as error:
-        fail(error)
+        fail(str(error).removeprefix("ERROR:: "))
+
+
+def stop_on_signal(signum, frame):
+    """Outside the training loop (which stops gracefully), SIGINT and SIGTERM end the command
+    with one line and 128 + the signal number; SystemExit still runs cleanups (the run lock)."""
+    del frame
+    fail(f"stopped by {signal.Signals(signum).name}", code=128 + signum)
 
 
 def main(argv):
+    import_tensorflow()  # before anything else imports it: its start-up noise filtered out
+    previous_handlers = {s: signal.signal(s, stop_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run_command(argv)
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+
+
+def run_command(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.distribution import DistributionError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.official_checkpoint import OfficialCheckpointError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import NonFiniteError, RunFolderError  # pylint: disable=import-outside-toplevel
-
     try:
         cfg = flags_lib.config_from_flags(FLAGS)
     except (ValueError, flags.ValidationError) as error:
         fail(error)
+    from sifa_synthmix.checkpoint_files import CheckpointError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.distribution import DistributionError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.official_checkpoint import OfficialCheckpointError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.run_lock import RunLockError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.trainer import (  # pylint: disable=import-outside-toplevel
+        NonFiniteError, RunFolderError, TrainingStopped)
+
     try:
         MODES[FLAGS.mode](cfg)
-    except (DataError, DistributionError, OfficialCheckpointError, RunFolderError, FileNotFoundError) as error:
+    except (DataError, DistributionError, OfficialCheckpointError, RunFolderError, RunLockError, CheckpointError,
+            OSError) as error:
         fail(error)
     except NonFiniteError as error:
         fail(error, code=3)
+    except TrainingStopped as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

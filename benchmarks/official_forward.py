@@ -6,6 +6,7 @@ from benchmarks.flops import function_flops
 from benchmarks.settings import model_config
 from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import set_precision
+from sifa_synthmix.traced_model import inline_calls
 
 # How often model_setup runs each sub-network per slice pair: g_A on A and fake_A; e_B, s_B,
 # s_B_ll on B and fake_B; de_B twice (fake_A, cycle_A); d_A on A, fake_A, pooled fake_A and
@@ -29,7 +30,8 @@ def network_flops(image_size=256, widths="official"):
     for scope in OFFICIAL_CALLS:
         model = getattr(networks, scope)
         call = (lambda *x, m=model: m(list(x))) if len(specs[scope]) > 1 else (lambda x, m=model: m(x))
-        flops[scope] = sum(function_flops(call, *specs[scope]).values())
+        with inline_calls():
+            flops[scope] = sum(function_flops(call, *specs[scope]).values())
     return flops
 
 

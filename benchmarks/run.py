@@ -1,7 +1,7 @@
 """The benchmark suite: SynthMix overhead, training throughput and memory, the step's arithmetic,
 input-pipeline headroom and evaluation cost, in one run.
 
-    python -m benchmarks.run --quick   # under 5 minutes on 2 CPU cores
+    python -m benchmarks.run --quick   # under 10 minutes on 2 CPU cores
     python -m benchmarks.run           # the full grid (hours; see docs/benchmarks.md)
 
 Each training configuration runs in its own process (benchmarks.worker) so that its peak
@@ -21,11 +21,8 @@ from benchmarks import evaluation, machine, peak, pipeline, report, settings
 from benchmarks.official_forward import network_flops, official_forward_flops
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
-OVERHEAD_ROUNDS = 5
-OVERHEAD_STEPS_PER_ROUND = 2
 GRID_ROUNDS = 3
 GRID_STEPS_PER_ROUND = 1
-PROFILE_CALLS = 2  # profiled steps of each overhead configuration (op time by type)
 
 
 def run_worker(spec, protocols, rounds, steps_per_round, profile_calls=0):
@@ -43,7 +40,7 @@ def run_worker(spec, protocols, rounds, steps_per_round, profile_calls=0):
 
 def throughput_row(measured, protocol="none"):
     seconds = measured["seconds_per_step"][protocol]
-    return {"spec": measured["spec"], "seconds_per_step": seconds,
+    return {"spec": measured["spec"], "protocol": protocol, "seconds_per_step": seconds,
             "slices_per_second": 2 * measured["spec"]["batch_size"] / seconds,
             "peak_rss_mb": measured["peak_rss_mb_cumulative"][protocol], "baseline_rss_mb": measured["baseline_rss_mb"],
             "trace_seconds": measured["trace_seconds"][protocol],
@@ -56,11 +53,12 @@ def measure_training(full, log):
     overhead, by_name = [], {}
     for spec in settings.overhead_specs(full):
         log(f"overhead: {settings.spec_name(spec)}")
-        measured = run_worker(spec, ["none", "synthmix"], OVERHEAD_ROUNDS, OVERHEAD_STEPS_PER_ROUND, PROFILE_CALLS)
+        rounds, steps_per_round, profile_calls = settings.overhead_rounds(spec)
+        measured = run_worker(spec, ["none", "synthmix"], rounds, steps_per_round, profile_calls)
         sifa, synthmix = measured["seconds_per_step"]["none"], measured["seconds_per_step"]["synthmix"]
         ratios = [s / n for n, s in zip(measured["round_seconds"]["none"], measured["round_seconds"]["synthmix"])]
         overhead.append({"spec": spec, "sifa": sifa, "synthmix": synthmix, "ratio": synthmix / sifa,
-                         "round_ratios": ratios, "rounds": OVERHEAD_ROUNDS, "op_seconds": measured["op_seconds"],
+                         "round_ratios": ratios, "rounds": rounds, "op_seconds": measured.get("op_seconds"),
                          "passes": forward_passes(spec, measured["flops_by_network"]), "measured": measured})
         by_name[settings.spec_name(spec)] = throughput_row(measured)
     for spec in settings.throughput_specs(full):
@@ -80,11 +78,22 @@ def forward_passes(spec, by_network):
             for protocol, networks in by_network.items()}
 
 
-def arithmetic(throughput, matmul):
+def arithmetic(throughput, overhead, matmul):
+    """FLOP rate and fraction of the matmul peak of the float32 steps: SIFA's of the grid, and
+    SIFA+SynthMix's where the overhead measurement ran it."""
+    steps = throughput + [throughput_row(row["measured"], "synthmix") for row in overhead]
     rows = [dict(row, achieved_flops=row["flops_per_step"] / row["seconds_per_step"],
                  fraction_of_peak=row["flops_per_step"] / row["seconds_per_step"] / matmul["best"])
-            for row in throughput if row["spec"]["precision"] == "float32"]
+            for row in steps if row["spec"]["precision"] == "float32"]
     return {"matmul": matmul, "steps": rows, "official_forward": official_forward_flops(256)}
+
+
+def first_calls(overhead, throughput):
+    """{configuration: {protocol: seconds}} of each step's first call (trace, graph set-up, first step)."""
+    calls = {settings.spec_name(row["spec"]): dict(row["measured"]["trace_seconds"]) for row in overhead}
+    for row in throughput:
+        calls.setdefault(settings.spec_name(row["spec"]), {"none": row["trace_seconds"]})
+    return calls
 
 
 def measure_pipeline(full, throughput, log):
@@ -107,7 +116,7 @@ def measure_pipeline(full, throughput, log):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the small grid (under 5 minutes)")
+    parser.add_argument("--quick", action="store_true", help="the small grid (under 10 minutes)")
     parser.add_argument("--output", default="", help="results JSON (default benchmarks/results/<date>.json)")
     args = parser.parse_args(argv)
     full = not args.quick
@@ -124,7 +133,8 @@ def main(argv=None):
     matmul = peak.matmul_flops_per_second()
     results["overhead"], results["throughput"] = measure_training(full, log)
     log("arithmetic")
-    results["arithmetic"] = arithmetic(results["throughput"], matmul)
+    results["arithmetic"] = arithmetic(results["throughput"], results["overhead"], matmul)
+    results["first_call_seconds"] = first_calls(results["overhead"], results["throughput"])
     results["pipeline"] = measure_pipeline(full, results["throughput"], log)
     results["evaluation"] = []
     for size, depth, widths in settings.evaluation_specs(full):

@@ -38,12 +38,20 @@ def train_config(values, protocol="none"):
         output_dir="/nonexistent")
 
 
+# The paper's scale as a CPU can take it: 256 px, official widths, batch 2 (a step takes about 15 s).
+PAPER_SCALE = spec(256, 2, widths="official")
+
+
 def overhead_specs(full):
-    """Configurations of the SynthMix / SIFA ratio: the demo run; in full mode the paper's widths too."""
-    specs = [spec(64, 4)]
-    if full:
-        specs.append(spec(256, 1, widths="official"))
-    return specs
+    """Configurations of the SynthMix / SIFA ratio (and first calls): the demo run and the paper scale."""
+    del full
+    return [spec(64, 4), PAPER_SCALE]
+
+
+def overhead_rounds(values):
+    """(interleaved rounds, steps per round, profiled steps) of an overhead measurement: fewer at
+    the paper scale, where one step takes seconds and a profile would take minutes."""
+    return (2, 1, 0) if values == PAPER_SCALE else (5, 2, 2)
 
 
 def throughput_specs(full):
@@ -51,10 +59,10 @@ def throughput_specs(full):
     mode takes the demo's 64 px, batch 4 in float32 and bfloat16; XLA's compile (~200 s) and every
     further trace (~50 s) would not fit in 5 minutes."""
     if not full:
-        return [spec(64, 4), spec(64, 4, precision="mixed_bfloat16")]
+        return [spec(64, 4), spec(64, 4, precision="mixed_bfloat16"), PAPER_SCALE]
     grid = itertools.product((64, 128, 256), (1, 2, 8), ("float32", "mixed_bfloat16"), (False, True))
     return ([spec(size, batch, precision=precision, jit_compile=xla) for size, batch, precision, xla in grid]
-            + [spec(256, 1, widths="official")])
+            + [PAPER_SCALE])
 
 
 def pipeline_specs(full):

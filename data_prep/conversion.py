@@ -6,7 +6,9 @@ Per volume: load and check, orient (slices on axis 2), optionally resample in-pl
 labels, add augmented copies (training volumes), crop image_size x image_size around the
 centroid of the structure of interest (padding with the volume's minimum), clip the top 2% and
 z-score (`clip_and_standardise`), then keep the record slices (`phantom.record_crop`: the
-labelled slices plus a margin) for train/val or every slice for test.
+labelled slices plus a margin) for train/val or every slice for test. A test volume keeps its
+geometry: the voxel -> world (RAS+, mm) affine of the prepared array, so that a prediction
+written with it overlays the raw scan, and the raw file's shape and affine.
 """
 import dataclasses
 import functools
@@ -57,6 +59,7 @@ class PreparedVolume:
     labels: np.ndarray
     record_slices: Optional[list]
     spacing: tuple
+    geometry: dict  # volumes.geometry_record of the prepared array
     voxels_outside_crop: int
     unknown_labels: dict
     augmented: bool
@@ -89,7 +92,7 @@ def split_raw_volumes(modality, sources, load, label_mapping, test_ids, val_coun
                       label_mapping) for i in sorted(sources)]
 
 
-def _finished_copy(raw, volume, name, image, labels, window_start, unknown, size):
+def _finished_copy(raw, volume, name, image, labels, window_start, unknown, size, source_geometry):
     """Crop, normalisation and record slices of one copy of a volume."""
     cropped_labels = volumes.cropped_in_plane(labels, window_start, size, 0)
     outside = int(np.count_nonzero(labels) - np.count_nonzero(cropped_labels))
@@ -101,14 +104,16 @@ def _finished_copy(raw, volume, name, image, labels, window_start, unknown, size
             image, cropped_labels = image[:, :, kept], cropped_labels[:, :, kept]
     except ValueError as error:  # a constant volume, or no labelled slice left in the crop
         raise volumes.RawDataError(f"{volume.source}: {error}") from None
+    geometry = volumes.geometry_record(volumes.cropped_affine(volume.affine, window_start), source_geometry)
     return PreparedVolume(raw.modality, raw.split, name, volume.source, image, cropped_labels,
-                          record_slices, volume.spacing, outside, unknown, augmented=name != raw.name)
+                          record_slices, volume.spacing, geometry, outside, unknown, augmented=name != raw.name)
 
 
 def prepare_volume(raw, settings):
     """The prepared volume of `raw`, then its augmented copies (training volumes only), each
     cropped as soon as it is made."""
-    volume = volumes.oriented(raw.load(), settings.axcodes)
+    loaded = raw.load()
+    volume = volumes.oriented(loaded, settings.axcodes)
     if settings.spacing_mm:
         volume = volumes.resampled_in_plane(volume, settings.spacing_mm)
     mapping = raw.label_mapping
@@ -120,7 +125,8 @@ def prepare_volume(raw, settings):
     centre = volumes.centroid(centre_mask)
     finish = functools.partial(_finished_copy, raw, volume,
                                window_start=volumes.crop_window(centre[:2], settings.image_size),
-                               unknown=unknown, size=settings.image_size)
+                               unknown=unknown, size=settings.image_size,
+                               source_geometry=volumes.source_geometry(loaded))
     prepared = [finish(raw.name, volume.image, labels)]
     for copy in range(1, settings.augment + 1 if raw.split == "train" else 1):
         matrix = augmentation.random_affine(augmentation.copy_rng(settings.seed, raw.name, copy))
@@ -170,7 +176,8 @@ class PrepReport:
 def write(writer, item):
     """Hands one prepared volume to the writer; returns the slices written."""
     if item.record_slices is None:
-        writer.add_test_volume(item.modality, item.name, item.image, item.labels, spacing=item.spacing)
+        writer.add_test_volume(item.modality, item.name, item.image, item.labels, spacing=item.spacing,
+                               geometry=item.geometry)
         return item.image.shape[2]
     before = writer.slices_written[(item.modality, item.split)]
     writer.add_record_volume(item.modality, item.split, item.name, item.image, item.labels,

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from data_prep.preprocessing import clip_and_standardise
+from data_prep.volumes import geometry_record
 from sifa_synthmix.data import layout
 
 GENERATOR = "data_prep.phantom"
@@ -64,6 +65,19 @@ def default_depth(image_size):
 def voxel_spacing_mm(image_size):
     pixel = 2 * VIEW_HALF_WIDTH * BODY_UNIT_MM / image_size
     return pixel, pixel, pixel * SLICE_THICKNESS
+
+
+def volume_affine(image_size, depth):
+    """Voxel -> world (RAS+, mm) affine of a phantom volume, as `voxel_grid` draws it: rows toward
+    the back (P), columns toward the patient's left (L), slices toward the head (S), body
+    coordinates times BODY_UNIT_MM with the body's axis at x = y = 0."""
+    pixel, _, thickness = voxel_spacing_mm(image_size)
+    first = (0.5 - image_size / 2) * pixel
+    affine = np.zeros((4, 4))
+    affine[0, 1], affine[1, 0], affine[2, 2], affine[3, 3] = -pixel, -pixel, thickness, 1.0
+    affine[:3, 3] = [-(first + VIEW_CENTRE[1] * BODY_UNIT_MM), -(first + VIEW_CENTRE[0] * BODY_UNIT_MM),
+                     (0.5 - depth / 2) * thickness]
+    return affine
 
 
 def voxel_grid(image_size, depth):
@@ -342,8 +356,8 @@ def write_subjects(writer, grid, seed, counts):
                 image, label = prepared_subject(subject_rng(seed, modality, split, index), grid, modality)
                 name = f"{modality}_{split}_{index:02d}"
                 if split == "test":
-                    writer.add_test_volume(modality, name, image, label,
-                                           spacing=voxel_spacing_mm(image.shape[0]))
+                    writer.add_test_volume(modality, name, image, label, spacing=voxel_spacing_mm(image.shape[0]),
+                                           geometry=geometry_record(volume_affine(*image.shape[1:])))
                 else:
                     crop, indices = record_crop(label)
                     writer.add_record_volume(modality, split, name, image[:, :, crop], label[:, :, crop],
@@ -406,4 +420,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from data_prep.converter_cli import exit_on_bad_input  # here: conversion imports this module
+
+    exit_on_bad_input(main)

@@ -108,6 +108,26 @@ def resampled_in_plane(volume, spacing_mm):
                                affine=volume.affine @ np.diag([*steps, 1.0, 1.0]))
 
 
+def cropped_affine(affine, start):
+    """The affine of the in-plane window from `start` (row, column) of an array with `affine`."""
+    shift = np.eye(4)
+    shift[:2, 3] = start
+    return np.asarray(affine, dtype=float) @ shift
+
+
+def source_geometry(volume):
+    """Where a volume came from: its file, and its array shape and affine as read."""
+    return {"source_file": volume.source, "source_shape": list(volume.image.shape),
+            "source_affine": np.asarray(volume.affine, dtype=float).tolist()}
+
+
+def geometry_record(affine, source=None):
+    """A test volume's geometry for dataset.json: the voxel -> world (RAS+, mm) affine of the
+    prepared array and its axis codes, plus `source` (`source_geometry`) when there is one."""
+    affine = np.asarray(affine, dtype=float)
+    return {"affine": affine.tolist(), "orientation": "".join(nib.aff2axcodes(affine)), **(source or {})}
+
+
 def centroid(mask):
     """Voxel coordinates of the centre of mass of a 3D boolean mask (one per axis)."""
     total = np.count_nonzero(mask)

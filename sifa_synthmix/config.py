@@ -1,5 +1,41 @@
-"""Plain configuration objects; built from flags in `flags.py`, or directly in tests."""
+"""Plain configuration objects; built from flags in `flags.py`, or directly in tests.
+
+Each range rule lives here once; its message names the command-line flag, so the same check
+serves main.py and programmatic use.
+"""
 import dataclasses
+import math
+import os
+
+# Config fields whose command-line flag has another name.
+FLAG_NAMES = {"protocol": "mix_protocol", "k": "synthmix_k", "lam": "synthmix_lambda",
+              "interpolation": "mask_interpolation", "kind": "model"}
+# Fields that hold paths (or comma-separated lists of paths and globs).
+DATA_PATH_FIELDS = ("data_dir", "source_train_list", "target_train_list", "target_val_list", "stats_file")
+
+
+def flat_settings(values, prefix=""):
+    """A nested settings dict (TrainConfig.to_dict()) as {"model.image_size": 256, ...}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _require_at_least(config, low, *names):
+    for name in names:
+        value = getattr(config, name)
+        if value < low:
+            raise ValueError(f"--{FLAG_NAMES.get(name, name)} must be at least {low}, got {value}")
+
+
+def absolute_path_spec(spec):
+    """A path, or comma-separated paths and globs, made absolute (symlinks resolved); "" stays ""."""
+    items = [item.strip() for item in str(spec).split(",") if item.strip()]
+    return ",".join(os.path.realpath(os.path.expanduser(item)) for item in items)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -13,21 +49,21 @@ class ModelConfig:
     num_classes: int = 5
     skip: bool = True  # tanh(image + conv) at the end of g_A and de_B
     # The official code's de_B residual blocks take the block function's default keep rate 0.75,
-    # so their convs have always-on dropout (rate 0.25); the reference disables it (0.0).
-    decoder_dropout: float = 0.0
+    # so their convs have always-on dropout (rate 0.25), in training and inference alike.
+    decoder_dropout: float = 0.25
     # Under a tf.distribute strategy with several replicas: e_B's batch norm statistics over the
     # global batch (True, as one device with that batch) or over each replica's batch.
     sync_batch_norm: bool = True
 
     def __post_init__(self):
-        if self.image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8 (e_B pools three times), got {self.image_size}")
-        for name in ("ngf", "ndf", "encoder_base", "num_classes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.image_size < 8 or self.image_size % 8:
+            raise ValueError(f"--image_size must be a multiple of 8 (e_B pools three times), got {self.image_size}")
+        _require_at_least(self, 1, "ngf", "ndf", "encoder_base", "num_classes")
         if self.encoder_base % 2:
             # res_ds shortcuts zero-pad (C_out - C_in) / 2 channels on each side.
-            raise ValueError(f"encoder_base must be even, got {self.encoder_base}")
+            raise ValueError(f"--encoder_base must be even, got {self.encoder_base}")
+        if not 0.0 <= self.decoder_dropout < 1.0:
+            raise ValueError(f"--decoder_dropout must be in [0, 1), got {self.decoder_dropout}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +80,21 @@ class DataConfig:
     stats_file: str = ""
     source_range: tuple = ()
     target_range: tuple = ()
+
+
+def require_power_of_two_cells(image_size, k):
+    """SynthMix cells of image_size / k pixels: the Mixup Inspector halves each cell down to one
+    value, so that ratio must be a power of two of at least 2."""
+    ratio = image_size // k
+    if image_size % k or ratio < 2 or ratio & (ratio - 1):
+        raise ValueError(f"--synthmix_k={k}: image_size / k must be a power of two >= 2, got {image_size} / {k}")
+
+
+def _as_float(text):
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan  # fails every range check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +121,12 @@ class SynthMixConfig:
         if self.interpolation not in ("nearest", "bilinear"):
             raise ValueError(f"unknown mask interpolation {self.interpolation!r}")
         if self.protocol == "none" and not self.image_discriminators:
-            raise ValueError("image_discriminators=False (Model 0) needs a mixing protocol; "
+            raise ValueError("--image_discriminators=false (Model 0) needs a mixing protocol; "
                              "plain SIFA keeps d_A and d_B")
-        if self.lam != "uniform" and not 0.0 <= float(self.lam) <= 1.0:
-            raise ValueError(f"synthmix lambda must be 'uniform' or in [0, 1], got {self.lam}")
+        if self.lam != "uniform" and not 0.0 <= _as_float(self.lam) <= 1.0:
+            raise ValueError(f"--synthmix_lambda must be 'uniform' or a number in [0, 1], got {self.lam!r}")
+        _require_at_least(self, 1, "k", "inspector_ndf")
+        _require_at_least(self, 0.0, "lambda_inspector")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +151,7 @@ class TrainConfig:
     image_every: int = 300
     precision: str = "float32"
     jit_compile: bool = False
+    graph_optimizer: str = "off"  # on | off: TensorFlow's grappler on the train step (flag: auto by device)
     deterministic: bool = False
     max_nonfinite: int = 10  # stop after this many steps in a row with a skipped (non-finite) update
     distribution: str = "none"  # none | mirrored | multi_worker (sifa_synthmix/distribution.py)
@@ -113,6 +167,21 @@ class TrainConfig:
             raise ValueError(f"unknown distribution {self.distribution!r}")
         if self.seg_loss_batch not in ("global", "replica"):
             raise ValueError(f"seg_loss_batch must be global or replica, got {self.seg_loss_batch!r}")
+        if self.graph_optimizer not in ("on", "off"):
+            raise ValueError(f"--graph_optimizer must be on or off here, got {self.graph_optimizer!r}")
+        _require_at_least(self, 1, "max_steps", "batch_size", "pool_size", "save_every", "keep_checkpoints",
+                          "log_every", "image_every", "max_nonfinite")
+        _require_at_least(self, 0.0, "lambda_cycle")
+        if not self.base_lr > 0:
+            raise ValueError(f"--base_lr must be positive, got {self.base_lr}")
+        require_power_of_two_cells(self.model.image_size, self.synthmix.k)
+
+    def with_absolute_paths(self):
+        """The same run with its data paths and output_dir absolute, so that config.json means the
+        same from any working folder."""
+        data = dataclasses.replace(self.data, **{name: absolute_path_spec(getattr(self.data, name))
+                                                 for name in DATA_PATH_FIELDS})
+        return dataclasses.replace(self, data=data, output_dir=absolute_path_spec(self.output_dir))
 
     def to_dict(self):
         return dataclasses.asdict(self)

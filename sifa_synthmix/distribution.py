@@ -95,6 +95,12 @@ def num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def replica_index():
+    """This replica's index in the sync group (a Python int); 0 outside a strategy."""
+    context = _replica_context()
+    return 0 if context is None else int(tf.get_static_value(context.replica_id_in_sync_group))
+
+
 def cross_replica_sum(value):
     """The sum of `value` over the replicas (differentiable); `value` outside a strategy."""
     context = _replica_context()

@@ -15,13 +15,13 @@ import time
 import numpy as np
 
 from sifa_synthmix.data.layout import atomic_write_text
-from sifa_synthmix.evaluation.compare import (checkpoint_step, compare_methods, experiment_run_folders,
+from sifa_synthmix.evaluation.compare import (compare_methods, evaluated_step, experiment_run_folders,
                                               write_experiment_file)
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
 from sifa_synthmix.run_evaluation import EVAL_DIR, evaluate_run
-from sifa_synthmix.trainer import CONFIG_FILE, RESUMABLE_SETTINGS, Trainer, load_run_config
+from sifa_synthmix.trainer import CONFIG_FILE, Trainer, TrainingStopped, check_run_folder
 
 # variant -> (TrainConfig fields, SynthMixConfig fields)
 VARIANTS = {
@@ -36,14 +36,6 @@ VARIANTS = {
 }
 # The comparison's first variant is the reference of its differences and tests.
 REFERENCE_ORDER = ("sifa", "synthmix", "cyclegan", "mixup", "cutmix", "model0", "source_only", "oracle")
-
-
-class ExperimentInterrupted(Exception):
-    """A signal stopped one of the experiment's runs; it is saved, and the same command resumes."""
-
-    def __init__(self, signal_name, message):
-        super().__init__(message)
-        self.signal_name = signal_name
 
 
 def variant_config(cfg, variant, seed=None):
@@ -67,23 +59,18 @@ def gap_closed(dice_by_variant):
     return {v: (d - low) / (high - low) for v, d in dice_by_variant.items() if v not in ("source_only", "oracle")}
 
 
-def _same_training(saved, cfg):
-    """Whether a saved run config trains what cfg trains (settings a resume may change aside)."""
-    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUMABLE_SETTINGS}) == cfg
-
-
 def finished_record(cfg, eval_options):
-    """The evaluation record of cfg's run if it can be reused: same flags, evaluated at its
-    max_steps checkpoint with the same evaluation settings; else None."""
+    """The evaluation record of cfg's run if it can be reused: a run with the same flags, evaluated
+    at its max_steps checkpoint with the same evaluation settings; else None."""
     run_dir = pathlib.Path(cfg.output_dir)
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / EVAL_DIR / "metrics.json").is_file():
         return None
     record = read_metrics(run_dir / EVAL_DIR)
-    wanted = {"assd_unit": eval_options.get("assd_unit", "voxel"), "flip": eval_options.get("flip")}
-    if (not _same_training(load_run_config(run_dir), cfg) or eval_options.get("checkpoint")
-            or checkpoint_step(record.get("checkpoint") or "") != cfg.max_steps
-            or record["assd_unit"] != wanted["assd_unit"]
-            or (wanted["flip"] is not None and record["flip"] != wanted["flip"])):
+    flip = eval_options.get("flip")
+    if (check_run_folder(cfg, overwrite=True) != "resume" or eval_options.get("checkpoint")
+            or evaluated_step(record, run_dir) != cfg.max_steps
+            or record["assd_unit"] != eval_options.get("assd_unit", "voxel")
+            or (flip is not None and record["flip"] != flip)):
         return None
     return record
 
@@ -101,13 +88,12 @@ def train_and_evaluate(cfg, variant, seed, overwrite, eval_options, log):
         return record
     log(f"=== {label}: {method_name(cfg.to_dict())} -> {cfg.output_dir}")
     start = time.perf_counter()
-    trainer = Trainer(cfg, overwrite=overwrite, log=log)
-    trainer.run()
-    if trainer.stop_signal:
-        raise ExperimentInterrupted(trainer.stop_signal, (
-            f"{trainer.stop_signal}: stopped the experiment in {label} at step {int(trainer.step)} of "
-            f"{cfg.max_steps}, saved in {cfg.output_dir}; run the same command again to resume (finished runs "
-            "are reused)"))
+    try:
+        Trainer(cfg, overwrite=overwrite, log=log).run()
+    except TrainingStopped as stopped:
+        raise TrainingStopped(stopped.exit_code - 128, (
+            f"{stopped}; the experiment stopped in {label} (of {cfg.max_steps} steps): run the same command "
+            "again to resume it (finished runs are reused)")) from None
     record = evaluate_run(cfg.output_dir, log=log, **eval_options)
     log(f"=== {label}: trained and evaluated in {time.perf_counter() - start:.0f} s")
     return record
@@ -115,7 +101,7 @@ def train_and_evaluate(cfg, variant, seed, overwrite, eval_options, log):
 
 def run_experiment(cfg, variants, overwrite=False, eval_options=None, log=print, seeds=None):
     """Trains and evaluates each variant (once, or once per seed), then compares them; returns the
-    comparison text. Raises ExperimentInterrupted when a signal stops a run."""
+    comparison text. Raises TrainingStopped, naming the run, when a signal stops one."""
     variants = list(dict.fromkeys(variants))
     seeds = list(dict.fromkeys(seeds or []))
     eval_options = eval_options or {}

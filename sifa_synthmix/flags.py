@@ -6,115 +6,139 @@ from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainC
 FLAGS = flags.FLAGS
 MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+GRAPH_OPTIMIZER_SETTINGS = ("auto", "on", "off")
+# The groups of --help, in its order (each flag's group is set where it is defined).
+GROUPS = ("command", "data", "model", "training", "evaluation", "distribution", "SynthMix")
 
 
 def define_flags():
-    """Defines the flags (once per process; later calls do nothing)."""
+    """Defines the flags (once per process; later calls do nothing), each in its group of
+    `--help` (absl lists flags by the module that defines them; the group takes its place)."""
     if "mode" in FLAGS:
         return
+    group = {"module_name": "command"}
     flags.DEFINE_enum("mode", "train", MODES,
                       "summary: parameter counts as JSON; train: train a run; evaluate: score a run's "
                       "target test volumes; compare: table and figures of evaluated runs; experiment: "
                       "train, evaluate and compare --experiment_variants; import_official: turn an official SIFA "
-                      "TF1 checkpoint (--official_checkpoint) into a run folder (--output_dir).")
-    flags.DEFINE_enum("model", "sifa", ["sifa", "cyclegan", "segmenter"],
-                      "sifa: SIFA (+ --mix_protocol); cyclegan: the CycleGAN baseline, image-level adaptation "
-                      "alone (SIFA's translation, e_B + s_B trained on g_A(A)); segmenter: e_B + s_B alone with "
-                      "SIFA's segmentation loss, the 'source only' / 'oracle' reference rows.")
-    flags.DEFINE_enum("train_domain", "source", ["source", "target"],
-                      "Segmenter only: train on source labels (source only) or target labels (oracle).")
-    # Data.
-    flags.DEFINE_string("data_dir", "data/mmwhs", "Prepared-data folder (data_prep output or the phantom).")
-    flags.DEFINE_enum("source_modality", "mr", ["mr", "ct"], "Labelled domain A.")
-    flags.DEFINE_enum("target_modality", "ct", ["mr", "ct"], "Unlabelled domain B.")
-    flags.DEFINE_string("source_train_list", "", "Overrides DATA_DIR/datalists: a datalist, glob or .tfrecords.")
-    flags.DEFINE_string("target_train_list", "", "Overrides DATA_DIR/datalists for the target.")
-    flags.DEFINE_string("target_val_list", "", "Target validation records (monitoring only).")
-    flags.DEFINE_string("stats_file", "", "Overrides DATA_DIR/stats.json.")
-    flags.DEFINE_list("source_range", [], "Explicit min,max of the source intensities (maps to [-1, 1]).")
-    flags.DEFINE_list("target_range", [], "Explicit min,max of the target intensities.")
-    flags.DEFINE_bool("prepare_phantom", False,
-                      "Generate the embedded phantom into --data_dir first if it holds no dataset.json.")
-    flags.DEFINE_integer("phantom_seed", 0, "Seed of the generated phantom.")
-    # Model.
-    flags.DEFINE_integer("image_size", 256, "Slice height and width.")
-    flags.DEFINE_integer("ngf", 32, "Generator/decoder base width.")
-    flags.DEFINE_integer("ndf", 64, "Discriminator base width.")
-    flags.DEFINE_integer("encoder_base", 16, "e_B base width (even).")
-    flags.DEFINE_integer("num_classes", 5, "Classes including background.")
-    flags.DEFINE_bool("skip", True, "Skip connection tanh(image + conv) in g_A and de_B.")
-    flags.DEFINE_float("decoder_dropout", 0.0,
-                       "Always-on dropout rate after the convs of de_B's residual blocks. The official "
-                       "TF1 code has 0.25 there (its blocks fall back to keep_rate=0.75); the reference "
-                       "and our default keep it off.")
-    # Training.
-    flags.DEFINE_string("output_dir", "runs/sifa", "Run folder: checkpoints/, tb/, config.json.")
-    flags.DEFINE_integer("max_steps", 20000, "Training steps.")
-    flags.DEFINE_integer("batch_size", 8, "Slices per domain per step.")
-    flags.DEFINE_float("base_lr", 2e-4, "Adam learning rate of every update.")
-    flags.DEFINE_float("lambda_cycle", 10.0, "Weight of each cycle-consistency term.")
-    flags.DEFINE_integer("pool_size", 50, "Batches held by each fake-image pool.")
-    flags.DEFINE_integer("seed", 1234, "Seed of weights, data order, pools and masks.")
-    flags.DEFINE_integer("save_every", 300, "Checkpoint every N steps (and at the end).")
-    flags.DEFINE_integer("keep_checkpoints", 40, "Checkpoints kept (official: 40).")
-    flags.DEFINE_integer("log_every", 10, "Scalars, batch Dice and the progress line every N steps.")
-    flags.DEFINE_integer("image_every", 300, "TensorBoard images every N steps.")
-    flags.DEFINE_enum("precision", "auto", PRECISIONS,
-                      "auto: mixed_float16 when a GPU is present, else float32.")
-    flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
-    flags.DEFINE_bool("deterministic", False,
-                      "Seeded, op-deterministic run whose input pipeline position is checkpointed too, "
-                      "so a resumed run continues exactly (the shuffle buffer goes into checkpoints).")
-    flags.DEFINE_integer("max_nonfinite", 10,
-                         "A non-finite loss or gradient skips that update; after this many steps in a row "
-                         "with a skipped update the run stops, keeping its last good checkpoint.")
-    # Several devices or machines (README: "Several GPUs and several machines").
-    flags.DEFINE_enum("distribution", "none", ["none", "mirrored", "multi_worker"],
-                      "none: one device; mirrored: MirroredStrategy over this machine's GPUs; multi_worker: "
-                      "MultiWorkerMirroredStrategy over the machines in TF_CONFIG. --batch_size is the "
-                      "global batch, split over the replicas.")
-    flags.DEFINE_bool("sync_batch_norm", True,
-                      "Under several replicas: e_B's batch norm uses the global batch's statistics "
-                      "(false: each replica's own).")
-    flags.DEFINE_enum("seg_loss_batch", "global", ["global", "replica"],
-                      "Under several replicas: the cross-entropy's class weights and the Dice sums are "
-                      "taken over the global batch or over each replica's batch.")
-    flags.DEFINE_bool("overwrite", False, "Start afresh in an output_dir that holds a run with other flags.")
-    # Evaluation and comparison.
-    flags.DEFINE_string("checkpoint", "", "Evaluate this checkpoint instead of the run's latest.")
-    flags.DEFINE_enum("flip_test_volumes", "auto", ["auto", "true", "false"],
-                      "Flip test volumes on axes 0 and 1 before inference (auto: from dataset.json).")
-    flags.DEFINE_enum("assd_unit", "voxel", ["voxel", "mm"],
-                      "ASSD in voxels (as the paper) or in mm (needs the spacing in dataset.json).")
-    flags.DEFINE_integer("eval_batch_size", 16, "Slices per inference batch.")
-    flags.DEFINE_string("official_checkpoint", "",
-                        "--mode=import_official: an official SIFA TF1 checkpoint prefix (e.g. DIR/sifa-19999) "
-                        "or a folder holding a `checkpoint` file.")
-    flags.DEFINE_list("compare_runs", [], "Run folders to compare; the first is the reference.")
+                      "TF1 checkpoint (--official_checkpoint) into a run folder (--output_dir).", **group)
     flags.DEFINE_list("experiment_variants", ["source_only", "sifa", "synthmix", "oracle"],
                       "Variants of --mode=experiment: source_only, oracle, cyclegan, sifa, synthmix, mixup, "
-                      "cutmix, model0.")
+                      "cutmix, model0.", **group)
     flags.DEFINE_list("seeds", [],
                       "--mode=experiment: train every variant once per seed, in OUTPUT_DIR/<variant>/seed<N>, "
                       "and report means and spreads over seeds (unset: one run per variant with --seed, in "
-                      "OUTPUT_DIR/<variant>). Runs already finished and evaluated are reused.")
-    # SynthMix.
+                      "OUTPUT_DIR/<variant>). Runs already finished and evaluated are reused.", **group)
+    flags.DEFINE_string("official_checkpoint", "",
+                        "--mode=import_official: an official SIFA TF1 checkpoint prefix (e.g. DIR/sifa-19999) "
+                        "or a folder holding a `checkpoint` file.", **group)
+    flags.DEFINE_bool("overwrite", False, "Start afresh in an output_dir that holds a run with other flags.", **group)
+    group = {"module_name": "data"}
+    flags.DEFINE_string("data_dir", "data/mmwhs", "Prepared-data folder (data_prep output or the phantom).", **group)
+    flags.DEFINE_enum("source_modality", "mr", ["mr", "ct"], "Labelled domain A.", **group)
+    flags.DEFINE_enum("target_modality", "ct", ["mr", "ct"], "Unlabelled domain B.", **group)
+    flags.DEFINE_string("source_train_list", "", "Overrides DATA_DIR/datalists: a datalist, glob or .tfrecords.",
+                        **group)
+    flags.DEFINE_string("target_train_list", "", "Overrides DATA_DIR/datalists for the target.", **group)
+    flags.DEFINE_string("target_val_list", "", "Target validation records (monitoring only).", **group)
+    flags.DEFINE_string("stats_file", "", "Overrides DATA_DIR/stats.json.", **group)
+    flags.DEFINE_list("source_range", [], "Explicit min,max of the source intensities (maps to [-1, 1]).", **group)
+    flags.DEFINE_list("target_range", [], "Explicit min,max of the target intensities.", **group)
+    flags.DEFINE_bool("prepare_phantom", False,
+                      "Generate the embedded phantom into --data_dir first if it holds no dataset.json.", **group)
+    flags.DEFINE_integer("phantom_seed", 0, "Seed of the generated phantom.", lower_bound=0, **group)
+    group = {"module_name": "model"}
+    flags.DEFINE_enum("model", "sifa", ["sifa", "cyclegan", "segmenter"],
+                      "sifa: SIFA (+ --mix_protocol); cyclegan: the CycleGAN baseline, image-level adaptation "
+                      "alone (SIFA's translation, e_B + s_B trained on g_A(A)); segmenter: e_B + s_B alone with "
+                      "SIFA's segmentation loss, the 'source only' / 'oracle' reference rows.", **group)
+    flags.DEFINE_enum("train_domain", "source", ["source", "target"],
+                      "Segmenter only: train on source labels (source only) or target labels (oracle).", **group)
+    flags.DEFINE_integer("image_size", 256, "Slice height and width.", **group)
+    flags.DEFINE_integer("ngf", 32, "Generator/decoder base width.", **group)
+    flags.DEFINE_integer("ndf", 64, "Discriminator base width.", **group)
+    flags.DEFINE_integer("encoder_base", 16, "e_B base width (even).", **group)
+    flags.DEFINE_integer("num_classes", 5, "Classes including background.", **group)
+    flags.DEFINE_bool("skip", True, "Skip connection tanh(image + conv) in g_A and de_B.", **group)
+    flags.DEFINE_float("decoder_dropout", 0.25,
+                       "Always-on dropout rate after the convs of de_B's residual blocks, in training and "
+                       "inference alike, as the official TF1 graph (its blocks fall back to keep_rate=0.75); "
+                       "0 switches it off.", **group)
+    group = {"module_name": "training"}
+    flags.DEFINE_string("output_dir", "runs/sifa", "Run folder: checkpoints/, tb/, config.json.", **group)
+    flags.DEFINE_integer("max_steps", 20000, "Training steps.", **group)
+    flags.DEFINE_integer("batch_size", 8, "Slices per domain per step.", **group)
+    flags.DEFINE_float("base_lr", 2e-4, "Adam learning rate of every update.", **group)
+    flags.DEFINE_float("lambda_cycle", 10.0, "Weight of each cycle-consistency term.", **group)
+    flags.DEFINE_integer("pool_size", 50, "Batches held by each fake-image pool.", **group)
+    flags.DEFINE_integer("seed", 1234, "Seed of weights, data order, pools and masks.", **group)
+    flags.DEFINE_integer("save_every", 300, "Checkpoint every N steps (and at the end).", **group)
+    flags.DEFINE_integer("keep_checkpoints", 40, "Checkpoints kept (official: 40).", **group)
+    flags.DEFINE_integer("log_every", 10, "Scalars, batch Dice and the progress line every N steps.", **group)
+    flags.DEFINE_integer("image_every", 300, "TensorBoard images every N steps.", **group)
+    flags.DEFINE_enum("precision", "auto", PRECISIONS,
+                      "auto: mixed_float16 when a GPU is present, else float32.", **group)
+    flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.", **group)
+    flags.DEFINE_enum("graph_optimizer", "auto", GRAPH_OPTIMIZER_SETTINGS,
+                      "TensorFlow's graph optimizer (grappler) on the train step. auto: on with a GPU (its "
+                      "layout and fusion passes suit cuDNN), off on a CPU, where it costs 10-40 s more "
+                      "before the first step and no step time (docs/benchmarks.md).", **group)
+    flags.DEFINE_bool("deterministic", False,
+                      "Seeded, op-deterministic run whose input pipeline position is checkpointed too, "
+                      "so a resumed run continues exactly (the shuffle buffer goes into checkpoints).", **group)
+    flags.DEFINE_integer("max_nonfinite", 10,
+                         "A non-finite loss or gradient skips that update; after this many steps in a row "
+                         "with a skipped update the run stops, keeping its last good checkpoint.", **group)
+    group = {"module_name": "evaluation"}
+    flags.DEFINE_string("checkpoint", "", "Evaluate this checkpoint instead of the run's latest.", **group)
+    flags.DEFINE_enum("flip_test_volumes", "auto", ["auto", "true", "false"],
+                      "Flip test volumes on axes 0 and 1 before inference (auto: from dataset.json).", **group)
+    flags.DEFINE_enum("assd_unit", "voxel", ["voxel", "mm"],
+                      "ASSD in voxels (as the paper) or in mm (needs the spacing in dataset.json).", **group)
+    flags.DEFINE_integer("eval_batch_size", 16, "Slices per inference batch.", lower_bound=1, **group)
+    flags.DEFINE_bool("write_images", False,
+                      "--mode=evaluate: also write each test image and its ground truth as NIfTI "
+                      "(eval/images/, eval/ground_truth/), in the predictions' geometry.", **group)
+    flags.DEFINE_list("compare_runs", [],
+                      "What to compare, the first being the reference: run folders, folders of seed<N> runs "
+                      "(one method over seeds) or experiment folders (all their variants).", **group)
+    group = {"module_name": "distribution"}
+    flags.DEFINE_enum("distribution", "none", ["none", "mirrored", "multi_worker"],
+                      "none: one device; mirrored: MirroredStrategy over this machine's GPUs; multi_worker: "
+                      "MultiWorkerMirroredStrategy over the machines in TF_CONFIG. --batch_size is the "
+                      "global batch, split over the replicas.", **group)
+    flags.DEFINE_bool("sync_batch_norm", True,
+                      "Under several replicas: e_B's batch norm uses the global batch's statistics "
+                      "(false: each replica's own).", **group)
+    flags.DEFINE_enum("seg_loss_batch", "global", ["global", "replica"],
+                      "Under several replicas: the cross-entropy's class weights and the Dice sums are "
+                      "taken over the global batch or over each replica's batch.", **group)
+    group = {"module_name": "SynthMix"}
     flags.DEFINE_enum("mix_protocol", "none", ["none", "synthmix", "mixup", "cutmix"],
-                      "none: plain SIFA; synthmix: the paper's method; mixup/cutmix: its baselines.")
-    flags.DEFINE_integer("synthmix_k", 8, "SynthMix mask resolution k (divides image_size).")
-    flags.DEFINE_string("synthmix_lambda", "uniform", "Share of target cells: a number, or 'uniform'.")
-    flags.DEFINE_enum("mask_interpolation", "nearest", ["nearest", "bilinear"], "Mask upsampling.")
-    flags.DEFINE_float("lambda_inspector", 0.1, "lambda_I, weight of L_adv^mix and L_cls.")
-    flags.DEFINE_enum("inspector_loss", "bce", ["bce", "lsgan"], "Loss of the Mixup Inspector.")
+                      "none: plain SIFA; synthmix: the paper's method; mixup/cutmix: its baselines.", **group)
+    flags.DEFINE_integer("synthmix_k", 8, "SynthMix mask resolution k (divides image_size).", **group)
+    flags.DEFINE_string("synthmix_lambda", "uniform", "Share of target cells: a number, or 'uniform'.", **group)
+    flags.DEFINE_enum("mask_interpolation", "nearest", ["nearest", "bilinear"], "Mask upsampling.", **group)
+    flags.DEFINE_float("lambda_inspector", 0.1, "lambda_I, weight of L_adv^mix and L_cls.", **group)
+    flags.DEFINE_enum("inspector_loss", "bce", ["bce", "lsgan"], "Loss of the Mixup Inspector.", **group)
     flags.DEFINE_bool("image_discriminators", True,
-                      "False: the paper's 'Model 0', no d_A/d_B terms; the Inspector alone judges translations.")
+                      "False: the paper's 'Model 0', no d_A/d_B terms; the Inspector alone judges translations.",
+                      **group)
     flags.DEFINE_integer("inspector_ndf", 64,
                          "Inspector base width: the Mixup Inspector's first layer; the Mixup/CutMix "
-                         "PreAct-ResNet-18's first stage (64 there: widths 64-128-256-512).")
+                         "PreAct-ResNet-18's first stage (64 there: widths 64-128-256-512).", **group)
     flags.DEFINE_bool("aux_in_adversarial", True,
                       "SynthMix: the Mixup Inspector's auxiliary term (its score against mean(M)) also "
                       "enters the generators' L_adv^mix; false: it trains the Inspector only (L_cls). "
-                      "The paper does not say which.")
+                      "The paper does not say which.", **group)
+
+
+def grouped_help(full=False):
+    """The project's flags by group, formatted by absl; `full` adds absl's own flags."""
+    modules = list(GROUPS)
+    if full:
+        modules += [module for module in FLAGS.flags_by_module_dict() if module not in GROUPS]
+    return "\n".join(FLAGS.module_help(module) for module in modules)
 
 
 def _range(values, name):
@@ -122,19 +146,32 @@ def _range(values, name):
         return ()
     if len(values) != 2:
         raise flags.ValidationError(f"--{name} takes min,max, got {','.join(values)}")
-    return tuple(float(v) for v in values)
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise flags.ValidationError(f"--{name}={','.join(values)}: min and max must be numbers") from None
+
+
+def _has_gpu():
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def resolve_precision(precision):
     if precision != "auto":
         return precision
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return "mixed_float16" if _has_gpu() else "float32"
 
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+def resolve_graph_optimizer(setting):
+    if setting != "auto":
+        return setting
+    return "on" if _has_gpu() else "off"
 
 
 def config_from_flags(values=FLAGS):
-    """A TrainConfig from parsed flags."""
+    """A TrainConfig from parsed flags; TrainConfig and its parts check the ranges (ValueError)."""
     return TrainConfig(
         model=ModelConfig(image_size=values.image_size, ngf=values.ngf, ndf=values.ndf,
                           encoder_base=values.encoder_base, num_classes=values.num_classes,
@@ -154,11 +191,13 @@ def config_from_flags(values=FLAGS):
                                 image_discriminators=values.image_discriminators,
                                 inspector_ndf=values.inspector_ndf,
                                 aux_in_adversarial=values.aux_in_adversarial),
-        kind=values.model, train_domain=values.train_domain, output_dir=values.output_dir, max_steps=values.max_steps, batch_size=values.batch_size,
+        kind=values.model, train_domain=values.train_domain, output_dir=values.output_dir,
+        max_steps=values.max_steps, batch_size=values.batch_size,
         base_lr=values.base_lr, lambda_cycle=values.lambda_cycle, pool_size=values.pool_size,
         seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
         log_every=values.log_every, image_every=values.image_every,
         precision=resolve_precision(values.precision), jit_compile=values.jit_compile,
+        graph_optimizer=resolve_graph_optimizer(values.graph_optimizer),
         deterministic=values.deterministic, max_nonfinite=values.max_nonfinite,
         distribution=values.distribution, seg_loss_batch=values.seg_loss_batch,
     )

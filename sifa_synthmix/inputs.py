@@ -62,6 +62,25 @@ def resolve_data(cfg):
     )
 
 
+def class_names(info, num_classes):
+    """The class names of dataset.json's `info`, else "class 0", "class 1", ..."""
+    return list(info.get("class_names") or [f"class {i}" for i in range(num_classes)])
+
+
+def count_slices(paths):
+    """Training slices (one per record) in record files, from their framing alone."""
+    return sum(reader.check_record_framing(path) for path in paths)
+
+
+def data_fingerprint(cfg, resolved):
+    """What a trained run's evaluation must find unchanged in its data: the class names and
+    slice size of dataset.json, and the intensity ranges (stats.json's values or the explicit
+    ranges) that map images to [-1, 1]. JSON-ready."""
+    return {"class_names": resolved.info.get("class_names"), "image_size": resolved.info.get("image_size"),
+            f"{cfg.source_modality} range (source)": list(resolved.source_range),
+            f"{cfg.target_modality} range (target)": list(resolved.target_range)}
+
+
 def build_training_datasets(cfg, resolved):
     """(source, target, target_val or None) datasets for a TrainConfig; source/target batches
     are (image, one-hot label), shuffled and repeated forever."""

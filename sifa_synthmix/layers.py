@@ -5,6 +5,7 @@ the official graph. Layer names follow the official variable scopes (`r1/c1` bec
 `r1_c1`, its instance norm `r1_c1_instance_norm`) so official checkpoints can be mapped.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -158,13 +159,34 @@ class UnaddedBiasConv2D(keras.layers.Conv2D):
         return outputs if self.activation is None else self.activation(outputs)
 
 
-class AlwaysOnDropout(keras.layers.Dropout):
+class AlwaysOnDropout(keras.layers.Layer):
     """Dropout that is active in training and inference, like a TF1 `tf.nn.dropout` with a
-    constant keep rate."""
+    constant keep rate: each unit is kept with probability 1 - rate and scaled by 1 / (1 - rate).
 
-    def call(self, inputs, training=None):
-        del training
-        return super().call(inputs, training=True)
+    The random draws are stateless, keyed by (seed, number of calls), both held in a
+    non-trainable weight: a checkpoint saves the stream with the model, so a resumed run drops
+    the same units as an uninterrupted one. The seed is drawn from numpy's generator when the
+    layer is built (keras.utils.set_random_seed makes it the run's).
+    """
+
+    def __init__(self, rate, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+
+    def build(self, input_shape):
+        del input_shape
+        seed = int(np.random.randint(0, 2 ** 31 - 1))
+        self.random_state = self.add_weight(shape=(2,), dtype="int64", trainable=False, name="random_state",
+                                            initializer=keras.initializers.Constant([seed, 0]))
+
+    def call(self, inputs):
+        draws = tf.random.stateless_uniform(tf.shape(inputs), seed=self.random_state)
+        self.random_state.assign_add(tf.constant([0, 1], tf.int64))
+        kept = tf.cast(draws >= self.rate, inputs.dtype)
+        return inputs * kept / tf.cast(1.0 - self.rate, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
 
 
 def conv_block(x, filters, kernel_size, *, name, stddev, use_bias, strides=1, padding="valid",

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from sifa_synthmix.data.layout import atomic_write_text, staged_folder
-from sifa_synthmix.layers import FusedBatchNorm, InstanceNorm, UnaddedBiasConv2D
+from sifa_synthmix.layers import AlwaysOnDropout, FusedBatchNorm, InstanceNorm, UnaddedBiasConv2D
 from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import UPDATE_SCOPES
 from sifa_synthmix.task_factory import build_task
@@ -77,11 +77,12 @@ def official_name(scope, layer, variable):
 
 
 def network_variables(networks):
-    """Every variable of the nine networks (batch-norm moving statistics included) with its TF1 name."""
+    """Every variable of the nine networks (batch-norm moving statistics included) with its TF1 name;
+    de_B's dropout random streams, which TF1 kept outside the checkpoint, are left as they are."""
     return [MappedVariable(scope, official_name(scope, layer, v), v,
                            isinstance(layer, UnaddedBiasConv2D) and v is layer.bias)
             for scope in SIFANetworks.SCOPES
-            for layer in getattr(networks, scope).layers
+            for layer in getattr(networks, scope).layers if not isinstance(layer, AlwaysOnDropout)
             for v in layer.weights]
 
 

@@ -1,19 +1,23 @@
-"""Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report."""
+"""Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report,
+and put the scores into the run's TensorBoard events (eval/, the HParams metrics)."""
 import functools
+import json
 import pathlib
 
 import tensorflow as tf
 
-from sifa_synthmix import inputs
+from sifa_synthmix import checkpoint_files, inputs
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation.methods import method_name
-from sifa_synthmix.evaluation.report import evaluate_volumes, spacing_by_volume
+from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, spacing_by_volume
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
-from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
+from sifa_synthmix.tensorboard_summaries import RunSummaries
+from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, load_run_config
 
 EVAL_DIR = "eval"
+STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step variable of trainer.run_checkpoint
 
 
 def architecture_difference(checkpoint_path, cfg):
@@ -28,13 +32,18 @@ def architecture_difference(checkpoint_path, cfg):
     return "; ".join(differing) or "same model flags; the file may be damaged"
 
 
-def restore_target_segmenter(run_dir, cfg, checkpoint=None):
+def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
     """A tf.function mapping [N, H, W, 1] images in [-1, 1] to logits, with the run's e_B and s_B.
 
     Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
+    Without `checkpoint`, the run's newest intact checkpoint (a damaged newer one is named and
+    skipped); a given `checkpoint` must read in full.
     """
     run_dir = pathlib.Path(run_dir)
-    path = checkpoint or tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    if checkpoint:
+        path = checkpoint_files.verify(checkpoint)
+    else:
+        path = checkpoint_files.newest_intact(run_dir / CHECKPOINT_DIR, log)
     if path is None:
         raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
     set_precision("float32")
@@ -48,8 +57,35 @@ def restore_target_segmenter(run_dir, cfg, checkpoint=None):
     return tf.function(functools.partial(target_logits, networks), autograph=False), path
 
 
-def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, log=print):
-    """Writes RUN/eval (metrics.json/csv, table.md, predictions/*.nii.gz); returns the record."""
+def checkpoint_step(path):
+    """The training step a checkpoint holds (its saved step variable, else the N of ckpt-N)."""
+    reader = tf.train.load_checkpoint(str(path))
+    if reader.has_tensor(STEP_KEY):
+        return int(reader.get_tensor(STEP_KEY))
+    return int(str(path).rsplit("-", 1)[1])
+
+
+def check_data_fingerprint(run_dir, cfg, resolved, log=print):
+    """Refuses data that differ from those the run was trained on (DataError naming them)."""
+    saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
+    if not saved_path.is_file():
+        log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
+            f"not checking that {cfg.data.data_dir} holds the data it was trained on")
+        return
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(inputs.data_fingerprint(cfg.data, resolved)))
+    differing = [f"{key}: {saved.get(key)} at training, {now.get(key)} now"
+                 for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    if differing:
+        raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
+                        "refusing to evaluate")
+
+
+def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, write_images=False,
+                 log=print):
+    """Writes RUN/eval (metrics.json/csv, table.md, predictions/*.nii.gz, colour tables; with
+    write_images the test images and ground truth too) and the eval/ scalars into RUN/tb at the
+    evaluated step; returns the record."""
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise DataError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
@@ -61,11 +97,19 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
         raise DataError(f"{data.test_dir(modality)}: no test volumes (*.npz) to evaluate")
     info = data.read_info() if data.info_path.is_file() else {}
     resolved = inputs.resolve_data(cfg.data)
-    class_names = info.get("class_names") or [f"class {i}" for i in range(cfg.model.num_classes)]
-    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint)
-    log(f"evaluating {path} on {len(volumes)} {modality} test volumes")
-    return evaluate_volumes(
+    check_data_fingerprint(run_dir, cfg, resolved, log)
+    class_names = inputs.class_names(info, cfg.model.num_classes)
+    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
+    step = checkpoint_step(path)
+    log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes")
+    record = evaluate_volumes(
         predict_logits, volumes, resolved.target_range, class_names, run_dir / EVAL_DIR,
         batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
         spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
-        method=method_name(cfg.to_dict()), checkpoint=path)
+        method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality), write_images=write_images,
+        checkpoint=path, step=step)
+    writer = tf.summary.create_file_writer(str(run_dir / "tb"))
+    with writer.as_default():
+        RunSummaries(cfg, class_names).write_evaluation(record, step)
+    writer.close()
+    return record

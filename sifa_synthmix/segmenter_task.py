@@ -11,7 +11,8 @@ from sifa_synthmix import losses
 from sifa_synthmix.networks import build_e_B, build_segmenter
 from sifa_synthmix.optimization import (build_adam, count_skipped_updates, loss_scale_items, loss_scale_values,
                                         minimize_if_finite, statistics_snapshot)
-from sifa_synthmix.task import SEG_L2_WEIGHT, foreground_dice, segmentation_losses, set_precision, target_logits
+from sifa_synthmix.task import (SEG_L2_WEIGHT, foreground_dice, segmentation_losses, set_graph_optimizer,
+                                set_precision, target_logits)
 
 TRAIN_DOMAINS = ("source", "target")
 
@@ -40,6 +41,7 @@ class SegmenterTask:
             raise ValueError(f"unknown train domain {cfg.train_domain!r}; expected one of {TRAIN_DOMAINS}")
         self.cfg = cfg
         set_precision(cfg.precision)
+        set_graph_optimizer(cfg.graph_optimizer)
         self.networks = SegmenterNetworks(cfg.model)
         self.variables = self.networks.e_B.trainable_variables + self.networks.s_B.trainable_variables
         self.optimizer, loss_scale = build_adam(cfg.base_lr, 0.9, "adam_seg", cfg.precision, self.variables)

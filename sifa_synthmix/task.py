@@ -10,10 +10,10 @@ import keras
 import tensorflow as tf
 
 from sifa_synthmix import distribution, losses
-from sifa_synthmix.optimization import (build_adam, count_skipped_updates, loss_scale_items, loss_scale_values,
-                                        minimize_if_finite, statistics_snapshot)
 from sifa_synthmix.fake_pool import FakeImagePool
 from sifa_synthmix.networks import SIFANetworks
+from sifa_synthmix.optimization import (build_adam, count_skipped_updates, loss_scale_items, loss_scale_values,
+                                        minimize_if_finite, statistics_snapshot)
 
 SEG_L2_WEIGHT = 1e-4
 DEEP_SUPERVISION_WEIGHT = 0.1
@@ -79,6 +79,11 @@ def set_precision(precision):
     keras.mixed_precision.set_dtype_policy(precision)
 
 
+def set_graph_optimizer(setting):
+    """Switches TensorFlow's graph optimizer (grappler) on or off for functions run from now on."""
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": setting == "off"})
+
+
 class SIFATask:
     """Builds everything a SIFA run trains and runs its step (official/vision style).
 
@@ -94,6 +99,7 @@ class SIFATask:
     def __init__(self, cfg):
         self.cfg = cfg
         set_precision(cfg.precision)
+        set_graph_optimizer(cfg.graph_optimizer)
         self.networks = self.build_model()
         self.loss_scales = {}  # optimizer name -> DynamicLossScale (mixed_float16 only)
         self.gan_optimizer, self.seg_optimizer = self.build_optimizers()

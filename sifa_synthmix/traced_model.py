@@ -8,15 +8,33 @@ reuse the B-sample trace), and TensorFlow builds the gradient of that function o
 TensorFlow inlines the calls, so the step runs the same ops as before: only Python and graph-building
 work is saved.
 
-Under a tf.distribute strategy with several replicas the networks are called plainly: each
-replica traces the step in its own thread, and a function traced in one replica's context (e.g.
-with e_B's synchronised batch norm) must not be reused by another.
+Under a tf.distribute strategy with several replicas each replica traces the step in its own
+thread, reading its own copies of the variables: each replica gets its own functions. A network
+whose batch norm is synchronised over the replicas (e_B under --sync_batch_norm) is called
+plainly: its all-reduce belongs in the step's own graph.
 """
+import contextlib
+import functools
+
 import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
 
 from sifa_synthmix import distribution
+
+
+_INLINED = []  # non-empty inside inline_calls()
+
+
+@contextlib.contextmanager
+def inline_calls():
+    """Within this block networks are traced into the caller's graph as plain Keras calls: one flat
+    graph of the same ops, e.g. for counting a step's FLOPs from static shapes (benchmarks)."""
+    _INLINED.append(True)
+    try:
+        yield
+    finally:
+        _INLINED.pop()
 
 
 def _batch_free_spec(tensor):
@@ -30,14 +48,18 @@ class TracedModel(keras.Model):
     def __init__(self, inputs, outputs, name=None):
         super().__init__(inputs, outputs, name=name)
         self._traced_calls = {}
+        self._synchronised = any(getattr(layer, "synchronized", False) for layer in self.layers)
 
     def call(self, inputs, training=None, mask=None):
-        if mask is not None or distribution.num_replicas() > 1:
+        if any(m is not None for m in tf.nest.flatten(mask)) or self._synchronised or _INLINED:
             return Functional.call(self, inputs, training=training, mask=mask)
         inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
         specs = tf.nest.map_structure(_batch_free_spec, inputs)
-        key = (training, tuple((s.dtype, tuple(s.shape)) for s in tf.nest.flatten(specs)))
+        key = (distribution.replica_index(), training,
+               tuple((s.dtype, tuple(s.shape)) for s in tf.nest.flatten(specs)))
         if key not in self._traced_calls:
-            self._traced_calls[key] = tf.function(
-                lambda x: Functional.call(self, x, training=training), input_signature=[specs], autograph=False)
+            # A partial, not a lambda: tf.function counts retracing per code object, and one
+            # code object shared by every network and mode would read as retracing in a loop.
+            self._traced_calls[key] = tf.function(functools.partial(Functional.call, self, training=training),
+                                                  input_signature=[specs], autograph=False)
         return self._traced_calls[key](inputs)

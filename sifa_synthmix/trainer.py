@@ -1,5 +1,7 @@
-"""The training loop: run folder, data, checkpoints (and resuming), TensorBoard, progress line."""
+"""The training loop: run folder, data, checkpoints (and resuming), TensorBoard, and what the run
+prints (kept in RUN/train.log too)."""
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -8,20 +10,25 @@ import time
 
 import keras
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
 
-from sifa_synthmix import distribution, inputs, visualize
-from sifa_synthmix.config import TrainConfig
+from sifa_synthmix import checkpoint_files, distribution, inputs, visualize
+from sifa_synthmix.config import DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings
 from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
+from sifa_synthmix.evaluation.methods import method_name
+from sifa_synthmix.run_lock import RunLock
+from sifa_synthmix.run_log import RunLog
+from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.task import foreground_dice
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+# What evaluation must find unchanged in the data (inputs.data_fingerprint), as at training.
+DATA_FINGERPRINT_FILE = "data_fingerprint.json"
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
-                      "distribution")
+                      "distribution", "graph_optimizer")
 PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
                    ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
 IMAGES_SHOWN = 4
@@ -35,36 +42,79 @@ class NonFiniteError(Exception):
     """Too many steps in a row had a non-finite loss or gradient."""
 
 
-def _flatten(values, prefix=""):
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+class TrainingStopped(Exception):
+    """SIGINT or SIGTERM stopped the run; its last step is checkpointed. exit_code: 128 + signal."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def _comparable_settings(config_dict):
+    """A config's flattened settings as compared between runs: its paths resolved, and without
+    output_dir (a run folder is the folder its config.json lives in, wherever it was moved)."""
+    flat = flat_settings(json.loads(json.dumps(config_dict)))
+    flat.pop("output_dir", None)
+    for name in DATA_PATH_FIELDS:
+        if isinstance(flat.get(f"data.{name}"), str):
+            flat[f"data.{name}"] = absolute_path_spec(flat[f"data.{name}"])
     return flat
 
 
-def prepare_run_folder(cfg, overwrite=False):
-    """Creates OUTPUT_DIR and saves the run's flags there.
+def _check_writable(out):
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: --output_dir is a file, not a folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{existing}: not writable, so --output_dir={out} cannot be written")
 
-    A folder holding a run with the same flags is resumed; one with other flags is refused
-    (naming the flags that differ) unless overwrite, which clears its checkpoints and events.
+
+def has_checkpoint(out):
+    return bool(checkpoint_files.newest_first(pathlib.Path(out) / CHECKPOINT_DIR))
+
+
+def check_run_folder(cfg, overwrite=False):
+    """What starting `cfg` does to its output folder, decided before anything is written.
+
+    Returns "new" (no run there), "resume" (a run with the same flags), "retry" (a run with
+    other flags that never saved a checkpoint) or "replace" (other flags and overwrite: its
+    checkpoints and events go). Raises RunFolderError for a folder it must not touch.
     """
     out = pathlib.Path(cfg.output_dir)
+    _check_writable(out)
     saved_path = out / CONFIG_FILE
-    new = _flatten(json.loads(json.dumps(cfg.to_dict())))
-    if saved_path.is_file():
-        old = _flatten(json.loads(saved_path.read_text(encoding="utf-8")))
-        differing = sorted(k for k in set(old) | set(new)
-                           if k not in RESUMABLE_SETTINGS and old.get(k) != new.get(k))
-        if differing and not overwrite:
-            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
-            raise RunFolderError(f"{out} holds a run with other flags ({details}); "
-                                 "pass --overwrite to replace it or choose another --output_dir")
-        if differing:
-            for sub in (CHECKPOINT_DIR, "tb"):
-                shutil.rmtree(out / sub, ignore_errors=True)
+    if not saved_path.is_file():
+        return "new"
+    try:
+        old = _comparable_settings(json.loads(saved_path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise RunFolderError(f"{saved_path}: not a run's config ({error}); move it away or choose another "
+                             "--output_dir") from None
+    new = _comparable_settings(cfg.to_dict())
+    differing = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_SETTINGS and old.get(k) != new.get(k))
+    if not differing:
+        return "resume"
+    if not has_checkpoint(out):
+        return "retry"
+    if overwrite:
+        return "replace"
+    details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
+    raise RunFolderError(f"{out} holds a run with other flags ({details}); "
+                         "pass --overwrite to replace it or choose another --output_dir")
+
+
+def prepare_run_folder(cfg, overwrite=False, log=print):
+    """Creates OUTPUT_DIR and saves the run's flags there (paths made absolute), as
+    check_run_folder decides; returns the folder."""
+    cfg = cfg.with_absolute_paths()
+    out = pathlib.Path(cfg.output_dir)
+    plan = check_run_folder(cfg, overwrite)
+    if plan == "replace":
+        log(f"--overwrite: deleting the checkpoints and events of the run with other flags in {out}")
+        for sub in (CHECKPOINT_DIR, "tb"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    elif plan == "retry":
+        log(f"{out} held a run with other flags that never saved a checkpoint; starting afresh")
     out.mkdir(parents=True, exist_ok=True)
     write_run_config(cfg, out)
     return out
@@ -95,50 +145,61 @@ def checkpoint_manager(checkpoint, directory, cfg):
     return tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=cfg.keep_checkpoints)
 
 
-def scalar_tag(metric):
-    """TensorBoard tag of a step metric: inspector accuracies and SynthMix losses get their own groups."""
-    if metric.startswith("dice_"):
-        return f"dice/{metric[len('dice_'):]}"
-    if metric.startswith("inspector_accuracy_"):
-        return f"inspector/accuracy_{metric[len('inspector_accuracy_'):]}"
-    if metric == "inspector_cls":
-        return "synthmix/L_cls"
-    if metric.startswith("mix_adv_"):
-        return f"synthmix/L_adv_mix_{metric[len('mix_adv_'):]}"
-    return f"loss/{metric}"
-
-
-def _format_eta(seconds):
+def _format_duration(seconds):
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def describe_devices(strategy):
+    """The devices a run trains on, for its first lines."""
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    where = f"{len(gpus)} GPU(s) ({', '.join(names)})" if gpus else f"CPU ({os.cpu_count()} cores, no GPU found)"
+    replicas = strategy.num_replicas_in_sync
+    return where + (f", {replicas} replicas" if replicas > 1 else "")
+
+
 class Trainer:
-    """Trains one run of a TrainConfig; a second Trainer on the same folder resumes it."""
+    """Trains one run of a TrainConfig; a second Trainer on the same folder resumes it.
+
+    `log` prints one line; the chief also keeps every line in RUN/train.log."""
 
     def __init__(self, cfg, overwrite=False, log=print):
-        self.cfg = cfg
+        self.cfg = cfg.with_absolute_paths()
         self.overwrite = overwrite
-        self.log = log
+        self.log = RunLog(log)
+        self.lock = None
+        self.writer = None
 
     def _build(self):
+        """Everything that can fail on bad flags or data (the task included) comes before the
+        run folder changes; the folder is locked before it does."""
         cfg = self.cfg
         strategy = self.strategy = distribution.build_strategy(cfg.distribution)
         distribution.check_run(strategy, cfg)
-        # Bad data is reported before anything is written to the run folder.
+        # Under several workers only the chief writes config, events, checkpoints and train.log.
+        self.chief = distribution.is_chief(strategy)
+        if self.chief:
+            check_run_folder(cfg, self.overwrite)  # a refusal comes before the slow parts
+        else:
+            self.log = RunLog(lambda _: None)
+            self.log.without_file()
         resolved = inputs.resolve_data(cfg.data)
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
         source, target, val = inputs.build_training_datasets(cfg, resolved)
         self.record_paths = resolved.source_train + resolved.target_train + resolved.target_val
-        # Under several workers only the chief writes config, events and checkpoints.
-        self.chief = distribution.is_chief(strategy)
-        self.out = prepare_run_folder(cfg, self.overwrite) if self.chief else pathlib.Path(cfg.output_dir)
-        if not self.chief:
-            self.log = lambda _: None
         with strategy.scope():
             self.task = build_task(cfg)
+        self.out = pathlib.Path(cfg.output_dir)
+        if self.chief:
+            self.lock = RunLock(self.out, self.log).acquire()
+            prepare_run_folder(cfg, self.overwrite, self.log)  # decides again, now under the lock
+            self.log.keep_in(self.out)
+            fingerprint_path = self.out / DATA_FINGERPRINT_FILE
+            if not has_checkpoint(self.out) or not fingerprint_path.is_file():
+                atomic_write_text(fingerprint_path, json.dumps(inputs.data_fingerprint(cfg.data, resolved)) + "\n")
         self.step = step_variable()
         self.source_it = iter(distribution.distribute_dataset(strategy, source))
         self.target_it = iter(distribution.distribute_dataset(strategy, target))
@@ -148,7 +209,8 @@ class Trainer:
         checkpoint_dir = self.out / CHECKPOINT_DIR
         self.manager = checkpoint_manager(
             self.checkpoint, checkpoint_dir if self.chief else distribution.scratch_dir(strategy), cfg)
-        latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+        self._announce(resolved)
+        latest = checkpoint_files.newest_intact(checkpoint_dir, self.log)
         self.saved_step = None
         if latest:
             self.saved_step = int(latest.rsplit("-", 1)[1])
@@ -156,70 +218,97 @@ class Trainer:
             self.log(f"resumed {latest} at step {int(self.step)}")
         self.train_step = distribution.distributed_step(strategy, self.task.train_step, cfg.jit_compile)
         self.predict = tf.function(self.task.predict_logits, autograph=False)
-        self.writer = (tf.summary.create_file_writer(str(self.out / "tb")) if self.chief
-                       else tf.summary.create_noop_writer())
+        self.summaries = RunSummaries(cfg, inputs.class_names(resolved.info, cfg.model.num_classes))
 
-    def _write_hparams(self):
-        if not self.chief:
-            return
+    def _announce(self, resolved):
+        """The run's first lines: folder, data, model, precision and devices."""
+        cfg = self.cfg
+        data = cfg.data
+        counts = [f"source {data.source_modality.upper()} {inputs.count_slices(resolved.source_train)}",
+                  f"target {data.target_modality.upper()} {inputs.count_slices(resolved.target_train)}"]
+        if resolved.target_val:
+            counts.append(f"target validation {inputs.count_slices(resolved.target_val)}")
+        self.log(f"run folder: {self.out}")
+        self.log(f"data: {data.data_dir}; training slices: {', '.join(counts)}")
+        parameters = self.task.parameter_counts()["total"]
+        self.log(f"model: {method_name(cfg.to_dict())}, {parameters:,} trainable parameters, "
+                 f"{cfg.model.image_size} x {cfg.model.image_size} slices, batch {cfg.batch_size}; "
+                 f"precision {cfg.precision}; device: {describe_devices(self.strategy)}")
+
+    def _write_session_start(self):
         with self.writer.as_default(step=int(self.step)):
-            hparams_api.hparams(_flatten(self.cfg.to_dict()), trial_id=str(self.out))
+            if int(self.step) == 0:
+                self.summaries.write_legend()
+            self.summaries.write_session_start(trial_id=str(self.out))
+
+    def _end_session(self, status):
+        """The HParams session end record (status: "success", "stopped" or "failed")."""
+        if self.writer is not None:
+            with self.writer.as_default():
+                self.summaries.write_session_end(status, int(self.step))
+            self.writer.flush()
 
     def _write_scalars(self, step, metrics, target_batch):
-        scalars = {scalar_tag(k): float(v) for k, v in metrics.items()}
-        scalars.update({f"lr/{k}": float(keras.ops.convert_to_numpy(v))
-                        for k, v in self.task.learning_rates().items()})
+        summaries = self.summaries
+        scalars = {}
+        for metric, value in metrics.items():
+            scalars[summaries.step_scalar(metric)] = float(value)
+        for name, rate in self.task.learning_rates().items():
+            scalars[summaries.learning_rate(name)] = float(keras.ops.convert_to_numpy(rate))
+        for name, scale in self.task.loss_scale_values().items():
+            scalars[summaries.loss_scale(name)] = float(scale.numpy())
         images_B, labels_B = target_batch
-        scalars["dice/B_train_batch"] = float(foreground_dice(self.predict(images_B), labels_B))
+        scalars[summaries.batch_dice("train")] = float(foreground_dice(self.predict(images_B), labels_B))
         if self.val_it is not None:
             val_images, val_labels = next(self.val_it)
-            scalars["dice/B_val_batch"] = float(foreground_dice(self.predict(val_images), val_labels))
+            scalars[summaries.batch_dice("val")] = float(foreground_dice(self.predict(val_images), val_labels))
         with self.writer.as_default(step=step):
-            for name, value in scalars.items():
-                tf.summary.scalar(name, value)
-        return scalars
+            for (tag, description), value in scalars.items():
+                tf.summary.scalar(tag, value, description=description)
 
     def _write_images(self, step, images, target_batch):
         num_classes = self.cfg.model.num_classes
+        summaries = self.summaries
         shown = {k: v[:IMAGES_SHOWN] for k, v in images.items()}
+        images_B, labels_B = (t[:IMAGES_SHOWN] for t in target_batch)
+        panels = {summaries.mask_pair("train_input"): (shown["seg_image"], shown["seg_logits"], shown["seg_labels"]),
+                  summaries.mask_pair("target"): (images_B, self.predict(images_B), labels_B)}
         with self.writer.as_default(step=step):
             for name in ("A", "B", "fake_A", "fake_B", "cycle_A", "cycle_B"):
                 if name in shown:
-                    tf.summary.image(f"images/{name}", visualize.grey_to_rgb(shown[name]), max_outputs=IMAGES_SHOWN)
+                    tag, description = summaries.image(name)
+                    tf.summary.image(tag, visualize.grey_to_rgb(shown[name]), max_outputs=IMAGES_SHOWN,
+                                     description=description)
             for name in sorted(k for k in shown if k.startswith("mix/")):
-                tf.summary.image(name, shown[name], max_outputs=IMAGES_SHOWN)
-            # The image the segmentation loss saw (fake_B for SIFA) with predicted and true masks.
-            masks = {
-                "masks/train_input_predicted": (shown["seg_image"], tf.argmax(shown["seg_logits"], axis=-1)),
-                "masks/train_input_true": (shown["seg_image"], tf.argmax(shown["seg_labels"], axis=-1)),
-            }
-            images_B, labels_B = (t[:IMAGES_SHOWN] for t in target_batch)
-            masks["masks/B_predicted"] = (images_B, tf.argmax(self.predict(images_B), axis=-1))
-            masks["masks/B_true"] = (images_B, tf.argmax(labels_B, axis=-1))
-            for name, (image, labels) in masks.items():
-                tf.summary.image(name, visualize.overlay(image, labels, num_classes), max_outputs=IMAGES_SHOWN)
+                tf.summary.image(name, shown[name], max_outputs=IMAGES_SHOWN, description=summaries.mix_panel(name))
+            for (tag, description), (image, logits, onehot) in panels.items():
+                pair = visualize.prediction_beside_truth(image, tf.argmax(logits, axis=-1), tf.argmax(onehot, axis=-1),
+                                                         num_classes)
+                tf.summary.image(tag, pair, max_outputs=IMAGES_SHOWN, description=description)
 
-    def _progress(self, step, seconds_per_step, metrics):
+    def _progress(self, step, seconds_per_step, metrics, overflows):
         cfg = self.cfg
         losses = " ".join(f"{short} {float(metrics[key]):.3f}" for short, key in PROGRESS_LOSSES if key in metrics)
         if "inspector_cls" in metrics:
             losses += (f" L_cls {float(metrics['inspector_cls']):.3f} "
                        f"acc_mix {float(metrics['inspector_accuracy_unaligned_mix']):.2f}")
         dice = " ".join(f"{k.replace('_', ' ', 1)} {float(v):.3f}" for k, v in metrics.items() if k.startswith("dice_"))
+        overflow_note = f" | {overflows} loss-scale overflow(s) since the last line" if overflows else ""
         return (f"step {step}/{cfg.max_steps} | {seconds_per_step:.2f} s/step | "
-                f"ETA {_format_eta((cfg.max_steps - step) * seconds_per_step)} | {losses} | {dice}")
+                f"ETA {_format_duration((cfg.max_steps - step) * seconds_per_step)} | {losses} | {dice}{overflow_note}")
 
     def save(self):
         """Saves a checkpoint; every worker takes part, only the chief's stays."""
-        path = self.manager.save(checkpoint_number=int(self.step))
+        path = checkpoint_files.save(self.manager, int(self.step))
         self.saved_step = int(self.step)
         if not self.chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
+        self.log(f"saved {path}")
         return path
 
     def _request_stop(self, signum, frame):
         del frame
-        self.stop_signal = signal.Signals(signum).name
+        self.stop_signal = signum
 
     def _check_finite(self, step, metrics):
         """Counts steps in a row with a skipped update; raises after cfg.max_nonfinite of them."""
@@ -234,16 +323,46 @@ class Trainer:
                 f"gradients; the last good checkpoint is {self.manager.latest_checkpoint}")
 
     def run(self):
-        """Trains up to max_steps; returns the last step's metrics as floats.
+        """Trains up to max_steps; returns the last step's metrics as floats ({} when the run
+        was already at max_steps).
 
-        SIGINT or SIGTERM ends the run after the current step with a checkpoint; `stop_signal`
-        then names the signal (None when the run reached max_steps).
+        SIGINT or SIGTERM ends the run after the current step with a checkpoint, then raises
+        TrainingStopped. The run folder is locked throughout. An error that ends the run is
+        recorded in train.log (the caller prints it).
         """
+        try:
+            return self._train()
+        except TrainingStopped as stop:
+            self._end_session("stopped")
+            self.log.record(str(stop))
+            raise
+        except Exception as error:
+            self._end_session("failed")
+            self.log.record(f"error: {error}")
+            raise
+        except BaseException as interruption:  # SystemExit from main's signal handler, KeyboardInterrupt
+            self._end_session("stopped")
+            self.log.record(f"stopped ({type(interruption).__name__})")
+            raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _train(self):
         cfg = self.cfg
         self._build()
-        self._write_hparams()
-        metrics, interval_start, interval_steps = {}, None, 0
+        if int(self.step) >= cfg.max_steps:
+            self.log(f"{self.out} is already at step {int(self.step)} of --max_steps={cfg.max_steps}: nothing to "
+                     "train (a higher --max_steps continues it)")
+            return {}
+        if self.chief:
+            self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
+            self._write_session_start()
+        self.log(f"building the training step (TensorFlow traces it on the first step: "
+                 f"{'XLA-compiled, ' if cfg.jit_compile else ''}this can take minutes)")
+        metrics, interval_start, interval_steps, overflows = {}, None, 0, 0
         self.stop_signal, self.nonfinite_in_a_row = None, 0
+        started = time.perf_counter()
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while int(self.step) < cfg.max_steps and self.stop_signal is None:
@@ -253,15 +372,17 @@ class Trainer:
                 target_batch = distribution.local_batch(self.strategy, target_batch)
                 step = int(self.step.assign_add(1))
                 self._check_finite(step, metrics)
+                overflows += int(metrics.get("loss_scale_overflows", 0))
                 if interval_start is None:  # leave the tracing step out of the timing
+                    self.log(f"first step took {time.perf_counter() - started:.1f} s (building the step included)")
                     interval_start, interval_steps = time.perf_counter(), 0
                 else:
                     interval_steps += 1
                 if self.chief and (step % cfg.log_every == 0 or step == cfg.max_steps):
                     self._write_scalars(step, metrics, target_batch)
                     elapsed = time.perf_counter() - interval_start
-                    self.log(self._progress(step, elapsed / max(interval_steps, 1), metrics))
-                    interval_start, interval_steps = time.perf_counter(), 0
+                    self.log(self._progress(step, elapsed / max(interval_steps, 1), metrics, overflows))
+                    interval_start, interval_steps, overflows = time.perf_counter(), 0, 0
                 if self.chief and (step % cfg.image_every == 0 or step == cfg.max_steps):
                     self._write_images(step, images, target_batch)
                 if step % cfg.save_every == 0:
@@ -278,10 +399,17 @@ class Trainer:
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
-            self.writer.flush()
-        if self.stop_signal:
-            self.log(f"{self.stop_signal}: stopping at step {int(self.step)}")
+            if self.writer is not None:
+                self.writer.flush()
         if self.saved_step != int(self.step):
             self.save()
         sys.stdout.flush()
+        if self.stop_signal:
+            raise TrainingStopped(self.stop_signal, f"{signal.Signals(self.stop_signal).name}: stopped at step "
+                                                    f"{int(self.step)}, saved in {self.manager.latest_checkpoint}")
+        self._end_session("success")
+        self.log(f"finished: step {int(self.step)} of {cfg.max_steps} in "
+                 f"{_format_duration(time.perf_counter() - started)}. Results in {self.out}: checkpoints/, "
+                 f"tb/ (tensorboard --logdir {self.out / 'tb'}), train.log; evaluate with python main.py "
+                 f"--mode=evaluate --output_dir={self.out}")
         return {k: float(v) for k, v in metrics.items()}

@@ -6,12 +6,6 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # pylint: disable=wrong-import-position
-
-# Grappler's graph rewrites cost ~15 s on the first call of each traced train step and change
-# nothing the tests check; the product keeps them on.
-tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-
 SIFA_SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sifa_samples"
 
 

@@ -1,4 +1,4 @@
-"""One device against MirroredStrategy over two logical CPU devices, same seed and global batches;
+"""One device against MirroredStrategy over two logical CPU devices, same weights and global batch;
 prints what both runs produced as JSON (tests/test_distribution.py compares them).
 
     python tests/mirrored_equality.py step --mix_protocol=synthmix   # the product's train step
@@ -6,11 +6,16 @@ prints what both runs produced as JSON (tests/test_distribution.py compares them
 
 Its own process: the CPU can be split into logical devices only before TensorFlow starts.
 
-"step" runs three train steps of the task with its own optimizers and prints every loss.
+"step" starts the task from the fixed weights of tests/step_reference.py and prints, for both
+runs, every update's loss and global-batch gradient (its norm and projection per variable) with
+the optimizer step replaced by a recorder, so each update sees the same weights (see
+step_reference.py for why). (The product's optimizer steps under several replicas run in
+tests/test_distribution.py's two-worker run.)
 "update" trains a small conv net + batch norm with SGD on SIFA's segmentation losses through
 `minimize_if_finite` and prints both runs' weight moves: SGD, unlike Adam, is not blind to a
 gradient scaled by the wrong replica count.
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -23,8 +28,8 @@ import keras  # noqa: E402  pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
+import step_reference as reference  # noqa: E402  pylint: disable=wrong-import-position
 from sifa_synthmix import distribution, losses  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix import flags as flags_lib  # noqa: E402  pylint: disable=wrong-import-position
 from sifa_synthmix.optimization import minimize_if_finite  # noqa: E402  pylint: disable=wrong-import-position
 from sifa_synthmix.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -32,27 +37,55 @@ STEPS = 3
 GLOBAL_BATCH = 4
 
 
-def random_batches(size, classes, seed):
-    """STEPS global batches of (source image, one-hot source label, target image, one-hot target label)."""
-    count = STEPS * GLOBAL_BATCH
-    images = tf.random.stateless_uniform([2, count, size, size, 1], seed=[seed, 1], minval=-1.0, maxval=1.0)
-    labels = tf.random.stateless_uniform([2, count, size, size], seed=[seed, 2], maxval=classes, dtype=tf.int32)
+def random_batches(size, classes, seed, count=STEPS):
+    """`count` global batches of (source image, one-hot source label, target image, one-hot target label)."""
+    total = count * GLOBAL_BATCH
+    images = tf.random.stateless_uniform([2, total, size, size, 1], seed=[seed, 1], minval=-1.0, maxval=1.0)
+    labels = tf.random.stateless_uniform([2, total, size, size], seed=[seed, 2], maxval=classes, dtype=tf.int32)
     return tf.data.Dataset.from_tensor_slices(
         (images[0], tf.one_hot(labels[0], classes), images[1], tf.one_hot(labels[1], classes))).batch(GLOBAL_BATCH)
 
 
-def run_steps(cfg, strategy):
-    """Every metric of STEPS train steps."""
+def gradient_recorder(task):
+    """Replaces the task's optimizer steps by a recorder: each update adds its global-batch loss
+    and, per variable, its global gradient's norm and projection to the step's metrics."""
+    current = []
+
+    def record(ctx, optimizer, tape, loss, variables):
+        del optimizer
+        replicas = distribution.num_replicas()
+        gradients = tape.gradient(loss, variables)
+        metrics, name = ctx["metrics"], current[-1]
+        metrics[f"{name}/loss"] = distribution.cross_replica_sum(loss) / replicas
+        for variable, gradient in zip(variables, gradients):
+            gradient = distribution.cross_replica_sum(gradient / replicas)
+            direction = reference.path_noise(variable.path, tuple(variable.shape), 13).astype(np.float32)
+            metrics[f"{name}/norm/{variable.path}"] = tf.norm(gradient)
+            metrics[f"{name}/projection/{variable.path}"] = tf.reduce_sum(gradient * direction)
+
+    def run_update(update):
+        def run(ctx):
+            current.append(update.__name__.removeprefix("update_"))
+            update(ctx)
+        return run
+
+    task.minimize = record
+    for name in task.update_order:
+        setattr(task, f"update_{name}", run_update(getattr(task, f"update_{name}")))
+
+
+def update_records(cfg, strategy):
+    """Every update's records of one step from the fixed weights (gradient_recorder)."""
     keras.utils.set_random_seed(cfg.seed)
     with strategy.scope():
         task = build_task(cfg)
+    reference.set_fixed_weights(task)
+    gradient_recorder(task)
     step = distribution.distributed_step(strategy, task.train_step, jit_compile=False)
-    history = []
-    for batch in distribution.distribute_dataset(strategy, random_batches(cfg.model.image_size,
-                                                                          cfg.model.num_classes, 7)):
-        metrics, _ = step(*batch)
-        history.append({name: float(value) for name, value in metrics.items()})
-    return history
+    batch = next(iter(distribution.distribute_dataset(strategy, random_batches(cfg.model.image_size,
+                                                                                cfg.model.num_classes, 7, 1))))
+    metrics, _ = step(*batch)
+    return {name: float(value) for name, value in metrics.items()}
 
 
 def run_updates(strategy):
@@ -85,7 +118,6 @@ def run_updates(strategy):
 def main():
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     single, mirrored = tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     part, flag_args = sys.argv[1], sys.argv[2:]
     if part == "update":
@@ -93,12 +125,10 @@ def main():
         print(json.dumps({"moved": float(np.linalg.norm(move_single)),
                           "difference": float(np.linalg.norm(move_mirrored - move_single))}))
         return
-    flags_lib.define_flags()
-    flags_lib.FLAGS(["mirrored_equality", "--flagfile=configs/tiny_cpu.flags", f"--batch_size={GLOBAL_BATCH}",
-                     *flag_args])
-    cfg = flags_lib.config_from_flags(flags_lib.FLAGS)
+    protocol = flag_args[0].removeprefix("--mix_protocol=")
+    cfg = dataclasses.replace(reference.reference_config(protocol), batch_size=GLOBAL_BATCH)
     print(json.dumps({"replicas": [single.num_replicas_in_sync, mirrored.num_replicas_in_sync],
-                      "metrics": [run_steps(cfg, single), run_steps(cfg, mirrored)]}))
+                      "updates": [update_records(cfg, single), update_records(cfg, mirrored)]}))
 
 
 if __name__ == "__main__":

@@ -39,15 +39,17 @@ def reference_config(protocol):
                        batch_size=BATCH, pool_size=3, seed=11, precision="float32")
 
 
-def _path_noise(path, shape, salt):
-    return tf.random.stateless_normal(shape, seed=[zlib.crc32(path.encode("utf-8")), salt]).numpy()
+def path_noise(path, shape, salt):
+    """Standard normal numbers keyed by a variable's path (numpy, also while a function is traced)."""
+    with tf.init_scope():
+        return tf.random.stateless_normal(shape, seed=[zlib.crc32(path.encode("utf-8")), salt]).numpy()
 
 
 def _fixed_value(variable):
     """A deterministic value for a network variable, by its path: kernels ~ N(0, 1 / fan-in),
     scales about 1, moving variances 1, moving means 0, offsets and biases small."""
     path, shape = variable.path, tuple(variable.shape)
-    noise = _path_noise(path, shape, 7)
+    noise = path_noise(path, shape, 7)
     name = path.rsplit("/", 1)[-1]
     if name == "kernel":
         return noise / np.sqrt(np.prod(shape[:-1]))
@@ -80,7 +82,7 @@ def fixed_batch():
 
 def gradient_summary(variables, gradients):
     """{variable path: [norm, projection on a fixed random direction]} of one update's gradients."""
-    return {v.path: [float(tf.norm(g)), float(np.sum(g.numpy() * _path_noise(v.path, tuple(v.shape), 13)))]
+    return {v.path: [float(tf.norm(g)), float(np.sum(g.numpy() * path_noise(v.path, tuple(v.shape), 13)))]
             for v, g in zip(variables, gradients)}
 
 

@@ -1,21 +1,37 @@
 """Bad input on the command line: one 'error: ...' line naming the file and problem, exit code 2,
 and nothing of an existing run overwritten."""
 import json
+import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import main
+from conftest import REPO
 from sifa_synthmix.data import records
+from tensorboard_events import hparams_records, read_events
+
+TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
+
+
+def invoke(*argv):
+    """Runs main.py in-process; returns its exit code (0 when it returns)."""
+    main.FLAGS.unparse_flags()
+    try:
+        main.main(main.parse_flags(["main.py", *argv]))
+    except SystemExit as stop:
+        return stop.code
+    return 0
 
 
 def run_main(capsys, *argv):
     """Runs main.py in-process; returns (exit code, stderr)."""
-    main.FLAGS.unparse_flags()
-    with pytest.raises(SystemExit) as caught:
-        main.main(main.parse_flags(["main.py", *argv]))
-    return caught.value.code, capsys.readouterr().err
+    code = invoke(*argv)
+    return code, capsys.readouterr().err
 
 
 @pytest.fixture
@@ -84,6 +100,8 @@ def test_an_output_dir_holding_another_run_is_left_alone(capsys, tmp_path, tiny_
     out.mkdir()
     saved = json.dumps({"model": {"image_size": 32, "ngf": 99}}) + "\n"
     (out / "config.json").write_text(saved)
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "ckpt-3.index").write_bytes(b"a step was saved")
     assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, out)), "model.ngf: 99 -> 4", "--overwrite")
     assert (out / "config.json").read_text(encoding="utf-8") == saved
 
@@ -122,3 +140,220 @@ def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, t
     code, err = run_main(capsys, "--mode=evaluate", f"--output_dir={run}", f"--checkpoint={saved}")
     assert_one_error(code, err, saved, "--encoder_base=4 there, 2 here")
     assert not (run / "eval").exists()
+
+
+@pytest.mark.parametrize("flag, parts", [
+    ("--synthmix_k=5", ("--synthmix_k=5", "power of two")),
+    ("--batch_size=0", ("--batch_size", "at least 1")),
+    ("--eval_batch_size=0", ("--eval_batch_size=0",)),
+    ("--save_every=0", ("--save_every", "at least 1")),
+    ("--max_steps=-3", ("--max_steps", "got -3")),
+    ("--synthmix_lambda=abc", ("--synthmix_lambda", "'abc'")),
+    ("--source_range=1,a", ("--source_range=1,a", "numbers")),
+    ("--flagfile=absent.flags", ("absent.flags",)),
+])
+def test_a_bad_flag_value_is_one_line_naming_the_flag_and_writes_nothing(capsys, tmp_path, tiny_phantom, flag,
+                                                                          parts):
+    out = tmp_path / "run"
+    code, err = run_main(capsys, *tiny_args(tiny_phantom, out), flag)
+    assert_one_error(code, err, *parts)
+    assert "ERROR::" not in err and "could not convert" not in err
+    assert not out.exists()
+
+
+def fake_run(out, config):
+    """A run folder with a config.json, a saved checkpoint and TensorBoard events."""
+    for sub, name in (("checkpoints", "ckpt-3.index"), ("tb", "events.out.tfevents.1")):
+        (out / sub).mkdir(parents=True)
+        (out / sub / name).write_bytes(b"saved")
+    (out / "config.json").write_text(json.dumps(config))
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+
+
+def test_overwrite_with_a_bad_flag_deletes_nothing(capsys, tmp_path, tiny_phantom):
+    out = tmp_path / "run"
+    files = fake_run(out, {"model": {"ngf": 99}})
+    assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, out), "--overwrite", "--synthmix_k=5"),
+                     "--synthmix_k=5")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == files
+
+
+def test_an_output_dir_that_is_a_file_is_one_error(capsys, tmp_path, tiny_phantom):
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, out)), str(out), "is a file")
+    assert out.read_text() == "not a folder"
+
+
+def test_an_output_dir_that_is_not_writable_is_one_error(tmp_path, tiny_phantom):
+    """Run as an unprivileged user (a user namespace), for whom the folder's mode counts."""
+    if subprocess.run(["unshare", "-U", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("unshare -U is not available here")
+    parent = tmp_path / "read_only"
+    parent.mkdir()
+    parent.chmod(0o500)
+    out = parent / "run"
+    result = subprocess.run(["unshare", "-U", sys.executable, "main.py", *tiny_args(tiny_phantom, out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert_one_error(result.returncode, result.stderr, str(parent), "not writable")
+    assert not out.exists()
+
+
+def test_a_run_folder_in_use_by_another_trainer_is_refused(capsys, tmp_path, tiny_phantom):
+    out = tmp_path / "run"
+    out.mkdir()
+    with subprocess.Popen(["sleep", "60"]) as other:
+        lock = json.dumps({"pid": other.pid, "host": os.uname().nodename})
+        (out / "train.lock").write_text(lock)
+        code, err = run_main(capsys, *tiny_args(tiny_phantom, out))
+        other.kill()
+    assert_one_error(code, err, str(out), f"process {other.pid}", "train.lock")
+    assert sorted(p.name for p in out.iterdir()) == ["train.lock"]
+    assert (out / "train.lock").read_text() == lock
+
+
+def test_phantom_into_a_non_empty_folder_is_one_error(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = subprocess.run([sys.executable, "-m", "data_prep.phantom", f"--output_dir={tmp_path}",
+                             "--image_size=32"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert_one_error(result.returncode, result.stderr, str(tmp_path), "not empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_a_missing_compare_folder_is_named_as_missing(capsys, tmp_path):
+    absent = tmp_path / "absent_run"
+    code, err = run_main(capsys, "--mode=compare", f"--compare_runs={absent}", f"--output_dir={tmp_path / 'out'}")
+    assert_one_error(code, err, str(absent), "does not exist")
+    assert "evaluate the run first" not in err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_phantom):
+    """One tiny run trained through main.py with relative paths (2 steps, a checkpoint after
+    each), in ROOT/run, next to the copy of the data it was trained on, ROOT/data."""
+    root = tmp_path_factory.mktemp("trained")
+    shutil.copytree(tiny_phantom, root / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        code = invoke(TINY_FLAGS, "--data_dir=data", "--output_dir=run", "--max_steps=2", "--save_every=1",
+                      "--image_every=1000")
+    assert code == 0
+    return root
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A private copy of the trained run and its data, the run's config.json pointed at the copy."""
+    root = shutil.copytree(trained_run, tmp_path / "copy")
+    config_path = root / "run" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["data"]["data_dir"] = str(root / "data")
+    config_path.write_text(json.dumps(config))
+    return root
+
+
+def test_a_run_stores_absolute_paths_and_releases_its_lock(trained_run):
+    config = json.loads((trained_run / "run" / "config.json").read_text(encoding="utf-8"))
+    assert config["data"]["data_dir"] == str((trained_run / "data").resolve())
+    assert config["output_dir"] == str((trained_run / "run").resolve())
+    assert not (trained_run / "run" / "train.lock").exists()
+
+
+def evaluate(capsys, run, *extra):
+    code = invoke("--mode=evaluate", f"--output_dir={run}", *extra)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_evaluate_from_another_folder_scores_the_runs_own_data(capsys, run_copy, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)  # a "data" folder here must not be read
+    monkeypatch.chdir(elsewhere)
+    code, _, err = evaluate(capsys, run_copy / "run")
+    assert code == 0, err
+    metrics = json.loads((run_copy / "run" / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert [pathlib.Path(v["path"]).parent for v in metrics["volumes"]] == [run_copy / "data" / "ct" / "test"] * 2
+
+
+def test_evaluate_records_the_checkpoint_writes_images_and_feeds_tensorboard(capsys, run_copy):
+    run = run_copy / "run"
+    code, out, err = evaluate(capsys, run, "--write_images")
+    assert code == 0, err
+    metrics = json.loads((run / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["checkpoint"] == str(run / "checkpoints" / "ckpt-2") and metrics["step"] == 2
+    assert f"evaluating {run / 'checkpoints' / 'ckpt-2'} (step 2) on 2 ct test volumes" in out
+    names = sorted(pathlib.Path(v["prediction"]).name for v in metrics["volumes"])
+    for folder in ("predictions", "images", "ground_truth"):
+        assert sorted(p.name for p in (run / "eval" / folder).iterdir()) == names
+    assert {"label_colours_itksnap.txt", "label_colours_slicer.ctbl"} <= {p.name for p in (run / "eval").iterdir()}
+    values, _ = read_events(run)
+    assert float(values["eval/dice_mean"][2]) == pytest.approx(metrics["summary"]["Avg"]["dice_mean"])
+    assert float(values["eval/dice_MYO"][2]) == pytest.approx(metrics["summary"]["MYO"]["dice_mean"])
+    experiment = hparams_records(run)["_hparams_/experiment"]  # written by the trainer
+    assert {"eval/dice_mean", "eval/assd_mean"} <= {info.name.tag for info in experiment.metric_infos}
+
+
+def test_evaluate_falls_back_from_a_damaged_checkpoint_naming_it(capsys, run_copy):
+    damaged = run_copy / "run" / "checkpoints" / "ckpt-2.data-00000-of-00001"
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    code, out, err = evaluate(capsys, run_copy / "run")
+    assert code == 0, err
+    warning = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and str(damaged) in warning[0] and "ckpt-1" in warning[0], out
+    assert f"evaluating {run_copy / 'run' / 'checkpoints' / 'ckpt-1'} " in out
+
+
+def test_a_damaged_checkpoint_given_is_named_damaged(capsys, run_copy):
+    damaged = run_copy / "run" / "checkpoints" / "ckpt-1.data-00000-of-00001"
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    code, _, err = evaluate(capsys, run_copy / "run", f"--checkpoint={damaged.parent / 'ckpt-1'}")
+    assert_one_error(code, err, str(damaged), "damaged")
+    assert not (run_copy / "run" / "eval").exists()
+
+
+def test_a_missing_checkpoint_given_is_named_missing(capsys, run_copy):
+    absent = run_copy / "run" / "checkpoints" / "ckpt-7"
+    code, _, err = evaluate(capsys, run_copy / "run", f"--checkpoint={absent}")
+    assert_one_error(code, err, str(absent), "does not exist")
+    assert "damaged" not in err
+
+
+@pytest.mark.parametrize("change, parts", [
+    (lambda d: (d / "stats.json").write_text(json.dumps({"mr": {"min": -1, "max": 3}, "ct": {"min": -2, "max": 5}})),
+     ("ct range (target)", "[-2.0, 5.0] now")),
+    (lambda d: (d / "dataset.json").write_text(json.dumps(
+        {**json.loads((d / "dataset.json").read_text()), "class_names": ["bg", "a", "b", "c", "d"]})),
+     ("class_names",)),
+], ids=["stats", "class names"])
+def test_evaluate_refuses_data_that_differ_from_trainings(capsys, run_copy, change, parts):
+    change(run_copy / "data")
+    code, _, err = evaluate(capsys, run_copy / "run")
+    assert_one_error(code, err, str(run_copy / "data"), "not the data", "refusing to evaluate", *parts)
+    assert not (run_copy / "run" / "eval").exists()
+
+
+def write_npz_truncated(path):
+    path.write_bytes(path.read_bytes()[:-50])
+
+
+def write_npz_with_nonfinite_voxels(path):
+    with np.load(path) as arrays:
+        image, labels = arrays["arr_0"].copy(), arrays["arr_1"]
+    image.flat[[0, 5, 9]] = np.nan
+    image.flat[11] = np.inf
+    np.savez_compressed(path, arr_0=image, arr_1=labels)
+
+
+@pytest.mark.parametrize("damage, parts", [
+    (write_npz_truncated, ("not a readable test volume",)),
+    (write_npz_with_nonfinite_voxels, ("4 NaN or infinite voxels",)),
+], ids=["truncated npz", "nan voxels"])
+def test_a_bad_test_volume_is_named_and_an_earlier_evaluation_kept(capsys, run_copy, damage, parts):
+    run = run_copy / "run"
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text("{}")  # stands for an earlier evaluation
+    bad = sorted((run_copy / "data" / "ct" / "test").glob("*.npz"))[-1]
+    damage(bad)
+    code, _, err = evaluate(capsys, run)
+    assert_one_error(code, err, str(bad), *parts)
+    assert sorted(p.name for p in (run / "eval").iterdir()) == ["metrics.json"]

@@ -53,8 +53,9 @@ def test_each_update_changes_only_its_own_variables(monkeypatch):
     monkeypatch.setattr(test_train_step, "SIFANetworks", CycleGANNetworks)
     monkeypatch.setattr(test_train_step, "UPDATE_SCOPES", cyclegan_task.UPDATE_SCOPES)
     assert task.update_order == ("g_A", "d_B", "seg", "de_B", "d_A")
-    moved_statistics = test_train_step.check_each_update_changes_only_its_own_variables(task)
+    moved_statistics, metrics = test_train_step.check_each_update_changes_only_its_own_variables(task)
     assert "seg" in moved_statistics and moved_statistics <= {"g_A", "seg", "de_B"}
+    assert int(metrics["skipped_updates"]) == 0
 
 
 def test_a_full_step_runs_four_gan_updates_and_one_seg_update():

@@ -35,35 +35,39 @@ def test_mirrored_update_equals_one_device_update():
     assert result["difference"] / result["moved"] < 1e-5
 
 
-# Step 1's first two losses come before any update; later ones after updates whose inputs differ
-# by float rounding (batch norm statistics summed over replicas, convs on half batches). At
-# tiny widths (2-channel batch norm) the step's gradients are chaotic at that level (an input
-# change of 1e-6 moved g_A's gradient by 1%), so these runs use widths 8 (1e-4), and Adam,
-# whose first steps move each weight by about +-lr whatever the gradient's size, turns the rest
-# into loss differences of up to 2% over three steps (measured).
-EQUALITY_WIDTHS = ("--encoder_base=8", "--ngf=8")
-FIRST_LOSSES = ("g_loss_A", "d_loss_B")
+# One device against two replicas from the same weights and global batch, SIFA+SynthMix (its
+# updates are SIFA's seven plus the Inspector's). Each update's loss and global gradient, with no
+# update applied (tests/step_reference.py says why), agree within float rounding: losses to 1e-6,
+# gradients to 2% (measured: 1e-3 or less for every update but seg and de_B, whose inputs pass
+# through e_B's synchronised batch norm; Keras computes its variance as E[x^2] - E[x]^2, the one-device
+# fused kernel as E[(x - E[x])^2]). A bug of the kind this guards against (gradients not divided by
+# the replica count, statistics of one replica's batch) moves an update by 100% or 1% (measured with
+# SGD in the test above). The optimizer steps themselves run under two replicas in the two-worker
+# test below.
+UPDATE_LOSS_RTOL = 1e-5
+GRADIENT_RTOL = 5e-2
 
 
-def test_mirrored_steps_equal_one_device_steps():
-    processes = {protocol: _equality_process("step", f"--mix_protocol={protocol}", *EQUALITY_WIDTHS)
-                 for protocol in ("none", "synthmix")}  # in parallel: tracing is single-threaded
-    for protocol, process in processes.items():
-        result = _result(process)
-        assert result["replicas"] == [1, 2]
-        single, mirrored = result["metrics"]
-        assert len(single) == len(mirrored) == 3
-        assert ("inspector_cls" in single[0]) == (protocol == "synthmix")
-        for name in FIRST_LOSSES:
-            np.testing.assert_allclose(mirrored[0][name], single[0][name], rtol=1e-5, err_msg=f"{protocol} {name}")
-        for step, (one, two) in enumerate(zip(single, mirrored)):
-            assert one.keys() == two.keys()
-            for name, value in one.items():
-                if name.startswith(("dice_", "inspector_accuracy_")):  # argmax counts: a share of pixels
-                    assert abs(two[name] - value) < 0.05, f"{protocol} step {step}: {name}"
-                else:
-                    np.testing.assert_allclose(two[name], value, rtol=3e-2, atol=1e-4,
-                                               err_msg=f"{protocol} step {step}: {name}")
+def gradient_difference(single, mirrored, update):
+    """||difference of the per-variable projections|| / ||gradient|| of one update's records."""
+    paths = [key.split("/", 2)[2] for key in single if key.startswith(f"{update}/norm/")]
+    total = np.sqrt(sum(single[f"{update}/norm/{p}"] ** 2 for p in paths))
+    difference = np.sqrt(sum((single[f"{update}/projection/{p}"] - mirrored[f"{update}/projection/{p}"]) ** 2
+                             for p in paths))
+    return difference / total
+
+
+def test_mirrored_updates_equal_one_device_updates():
+    result = _result(_equality_process("step", "--mix_protocol=synthmix"))
+    assert result["replicas"] == [1, 2]
+    single, mirrored = result["updates"]
+    assert single.keys() == mirrored.keys()
+    updates = sorted({key.split("/")[0] for key in single if key.endswith("/loss")})
+    assert set(updates) == {"g_A", "d_B", "seg", "de_B", "d_A", "d_P", "d_P_ll", "inspector"}
+    for update in updates:
+        np.testing.assert_allclose(mirrored[f"{update}/loss"], single[f"{update}/loss"], rtol=UPDATE_LOSS_RTOL,
+                                   err_msg=update)
+        assert gradient_difference(single, mirrored, update) < GRADIENT_RTOL, update
 
 
 def _free_ports(count):

@@ -8,6 +8,7 @@ import pytest
 from medpy.metric import binary
 from scipy import stats
 
+from sifa_synthmix import visualize
 from sifa_synthmix.data.layout import CARDIAC_CLASSES
 from sifa_synthmix.evaluation import label_files, metrics, result_files
 from sifa_synthmix.evaluation.compare import compare_runs
@@ -202,6 +203,19 @@ def test_predictions_round_trip_as_nifti(evaluated):
         np.testing.assert_array_equal(np.asarray(image.dataobj), evaluated["answers"][v])
         np.testing.assert_allclose(np.diag(image.affine), [*evaluated["spacing"][f"case{v}"], 1.0])
     assert not list(evaluated["out_dir"].rglob("*.tmp"))
+
+
+def test_colour_tables_for_itk_snap_and_slicer_use_the_overlay_colours(evaluated):
+    colours = np.round(255 * visualize.class_colours(NUM_CLASSES)).astype(int)
+    itk_snap = [line.split() for line in (evaluated["out_dir"] / label_files.ITK_SNAP_TABLE).read_text(
+        encoding="utf-8").splitlines() if not line.startswith("#")]
+    assert [int(row[0]) for row in itk_snap] == list(range(NUM_CLASSES))
+    assert [[int(v) for v in row[1:4]] for row in itk_snap] == colours.tolist()
+    assert [row[7] for row in itk_snap] == [f'"{name}"' for name in CARDIAC_CLASSES]
+    assert itk_snap[0][4:7] == ["0", "0", "0"] and itk_snap[1][4:7] == ["1", "1", "1"]  # background clear
+    slicer = [line for line in (evaluated["out_dir"] / label_files.SLICER_TABLE).read_text(
+        encoding="utf-8").splitlines() if not line.startswith("#")]
+    assert slicer[1] == f"1 MYO {' '.join(map(str, colours[1]))} 255" and slicer[0].endswith(" 0")
 
 
 def test_label_volume_without_spacing_has_an_identity_affine(tmp_path):

@@ -13,8 +13,8 @@ import pytest
 from sifa_synthmix import experiment
 from sifa_synthmix.config import TrainConfig
 from sifa_synthmix.evaluation.report import read_metrics
-from sifa_synthmix.experiment import ExperimentInterrupted, run_experiment
-from sifa_synthmix.trainer import load_run_config, write_run_config
+from sifa_synthmix.experiment import run_experiment
+from sifa_synthmix.trainer import TrainingStopped, load_run_config, write_run_config
 from test_evaluation import FAKE_DICE, write_fake_evaluation
 
 MAX_STEPS = 4
@@ -22,7 +22,8 @@ MAX_STEPS = 4
 
 class FakeTrainer:
     """Stands in for trainer.Trainer: writes the run's config.json and a checkpoint at max_steps,
-    or, for a run folder in `interrupt`, at half of them with stop_signal set."""
+    or, for a run folder in `interrupt` (folder -> signal), at half of them and raises
+    TrainingStopped as the Trainer does."""
 
     root = None  # the experiment's OUTPUT_DIR; `trained` holds run folders relative to it
     trained = []
@@ -31,16 +32,17 @@ class FakeTrainer:
     def __init__(self, cfg, overwrite=False, log=print):
         del overwrite, log
         self.cfg = cfg
-        self.stop_signal, self.step = None, 0
 
     def run(self):
         out = pathlib.Path(self.cfg.output_dir)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_run_config(self.cfg, out)
-        self.stop_signal = self.interrupt.pop(str(out), None)
-        self.step = self.cfg.max_steps // 2 if self.stop_signal else self.cfg.max_steps
-        (out / "checkpoints" / f"ckpt-{self.step}.index").touch()
+        stop_signal = self.interrupt.pop(str(out), None)
+        step = self.cfg.max_steps // 2 if stop_signal else self.cfg.max_steps
+        (out / "checkpoints" / f"ckpt-{step}.index").touch()
         self.trained.append(str(out.relative_to(self.root)))
+        if stop_signal:
+            raise TrainingStopped(stop_signal, f"{stop_signal.name}: stopped at step {step}")
         return {}
 
 
@@ -108,11 +110,12 @@ def test_without_seeds_each_variant_trains_once_in_its_folder(stubbed):
 def test_a_signal_stops_the_experiment_and_the_same_call_resumes_it(stubbed):
     cfg, evaluated = stubbed
     root = pathlib.Path(cfg.output_dir)
-    FakeTrainer.interrupt = {str(root / "sifa" / "seed2"): "SIGTERM"}
-    with pytest.raises(ExperimentInterrupted) as stopped:
+    FakeTrainer.interrupt = {str(root / "sifa" / "seed2"): signal.SIGTERM}
+    with pytest.raises(TrainingStopped) as stopped:
         run_experiment(cfg, ["sifa", "synthmix"], seeds=[1, 2])
-    assert stopped.value.signal_name == "SIGTERM"
-    assert f"sifa (seed 2) at step {MAX_STEPS // 2} of {MAX_STEPS}" in str(stopped.value)
+    assert stopped.value.exit_code == 143
+    assert str(stopped.value).startswith(f"SIGTERM: stopped at step {MAX_STEPS // 2}; the experiment stopped in "
+                                         f"sifa (seed 2) (of {MAX_STEPS} steps)")
     assert evaluated == [root / "sifa" / "seed1"]  # the stopped run is not evaluated, nothing after it runs
     assert not (root / "comparison").exists()
 
@@ -131,10 +134,11 @@ def test_a_real_tiny_run_stopped_by_sigint_stops_the_experiment_and_resumes(tiny
         if line.startswith("step 1/2"):
             signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, during the first step's logging
 
-    with pytest.raises(ExperimentInterrupted) as stopped:
+    with pytest.raises(TrainingStopped) as stopped:
         run_experiment(cfg, ["source_only"], seeds=[5], log=log_and_interrupt)
     run_dir = pathlib.Path(cfg.output_dir) / "source_only" / "seed5"
-    assert stopped.value.signal_name == "SIGINT" and "at step 1 of 2" in str(stopped.value)
+    assert stopped.value.exit_code == 130 and "stopped at step 1" in str(stopped.value)
+    assert "the experiment stopped in source_only (seed 5) (of 2 steps)" in str(stopped.value)
     assert (run_dir / "checkpoints" / "ckpt-1.index").is_file() and not (run_dir / "eval").exists()
 
     text = run_experiment(cfg, ["source_only"], seeds=[5], log=logs.append)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from sifa_synthmix.config import ModelConfig
-from sifa_synthmix.layers import BilinearResize, ChannelZeroPad, InstanceNorm, UnaddedBiasConv2D
+from sifa_synthmix.layers import AlwaysOnDropout, BilinearResize, ChannelZeroPad, InstanceNorm, UnaddedBiasConv2D
 from sifa_synthmix.networks import SIFANetworks, build_de_B, build_e_B, build_g_A
 
 # Trainable parameters of the official TF1 graph at its defaults (docs/sifa_reference.md).
@@ -237,3 +237,31 @@ def test_channel_zero_pad_pads_both_sides_of_the_channel_axis():
     padded = ChannelZeroPad(3)(x).numpy()
     assert padded.shape == (1, 2, 2, 8)
     np.testing.assert_array_equal(padded[0, 0, 0], [0, 0, 0, 1, 1, 0, 0, 0])
+
+
+def test_de_B_drops_after_each_residual_conv_by_default_as_the_official_graph(default_networks):
+    """The official build_decoder leaves build_resnet_block's keep_rate=0.75: dropout (rate 0.25)
+    after each of the 8 convs of de_B's residual blocks, before their instance norm."""
+    de_B = default_networks.de_B
+    dropouts = [layer for layer in de_B.layers if isinstance(layer, AlwaysOnDropout)]
+    assert [layer.name for layer in dropouts] == [f"r{b}_c{c}_dropout" for b in range(1, 5) for c in (1, 2)]
+    assert all(layer.rate == 0.25 for layer in dropouts)
+    names = [layer.name for layer in de_B.layers]
+    for layer in dropouts:
+        conv = layer.name.removesuffix("_dropout")
+        assert names.index(conv) + 1 == names.index(layer.name) == names.index(f"{conv}_instance_norm") - 1
+    assert not any(isinstance(layer, AlwaysOnDropout) for scope in SIFANetworks.SCOPES if scope != "de_B"
+                   for layer in getattr(default_networks, scope).layers)
+
+
+def test_always_on_dropout_keeps_three_quarters_in_both_modes_and_its_stream_is_checkpointed(tmp_path):
+    layer = AlwaysOnDropout(0.25)
+    ones = tf.ones([64, 64, 8])
+    first = layer(ones, training=False).numpy()
+    assert set(np.unique(first)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((first > 0).mean() - 0.75) < 0.01
+    saved = tf.train.Checkpoint(layer=layer).write(str(tmp_path / "ckpt"))
+    second = layer(ones, training=True).numpy()
+    assert abs((second > 0).mean() - 0.75) < 0.01 and not np.array_equal(first, second)
+    tf.train.Checkpoint(layer=layer).read(saved).assert_consumed()
+    np.testing.assert_array_equal(layer(ones).numpy(), second)  # the restored stream repeats itself

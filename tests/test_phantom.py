@@ -62,6 +62,21 @@ def test_dataset_json(dataset):
                                   "depth": DEPTH}
 
 
+def test_test_volumes_have_an_axial_geometry_that_matches_the_drawing(dataset):
+    """Rows toward the back, columns toward the patient's left, slices toward the head, in the
+    phantom's own millimetres: voxel (i, j, k) sits at (-column, -row, slice) x BODY_UNIT_MM."""
+    info = layout.PreparedLayout(dataset).read_info()
+    geometry = info["test_geometry"]["ct/ct_test_00"]
+    assert geometry["orientation"] == "PLS"
+    affine = np.asarray(geometry["affine"])
+    assert np.allclose(np.linalg.norm(affine[:3, :3], axis=0), info["test_spacing"]["ct/ct_test_00"])
+    rows, columns, slices = phantom.voxel_grid(IMAGE_SIZE, DEPTH)
+    for i, j, k in ((0, 0, 0), (3, 20, 9), (31, 31, 15)):
+        world = affine @ [i, j, k, 1]
+        body = np.array([-columns[0, j, 0], -rows[i, 0, 0], slices[0, 0, k]]) * phantom.BODY_UNIT_MM
+        np.testing.assert_allclose(world[:3], body, atol=1e-3)
+
+
 @pytest.mark.parametrize("modality", layout.MODALITIES)
 def test_records_hold_three_slices_and_every_class(dataset, modality):
     prepared = layout.PreparedLayout(dataset)

@@ -5,6 +5,8 @@ composition against a hand computation (docs: ../shared/docs/sifa_reference.md).
 The step is run eagerly (the task's methods called directly): tracing it in tf.function
 costs far more than running it at this size.
 """
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -24,10 +26,12 @@ EXPECTED_METRICS = ("g_loss_A", "d_loss_B", "seg_loss", "g_loss_B", "d_loss_A", 
 E_B_TRAINING_UPDATES = {"g_A", "seg", "de_B"}
 
 
-def tiny_config(**synthmix):
-    """TrainConfig at the tiny size; keyword arguments set SynthMixConfig fields."""
+def tiny_config(decoder_dropout=TINY_MODEL.decoder_dropout, **synthmix):
+    """TrainConfig at the tiny size; keyword arguments set SynthMixConfig fields. Tests that
+    recompute an update's values by hand switch de_B's (random) dropout off."""
     mix = SynthMixConfig(k=4, inspector_ndf=4, **synthmix)
-    return TrainConfig(model=TINY_MODEL, synthmix=mix, batch_size=BATCH, pool_size=3, seed=SEED)
+    return TrainConfig(model=dataclasses.replace(TINY_MODEL, decoder_dropout=decoder_dropout), synthmix=mix,
+                       batch_size=BATCH, pool_size=3, seed=SEED)
 
 
 def build_seeded(cfg):
@@ -82,7 +86,7 @@ def batch_norm_statistics(task):
 def check_each_update_changes_only_its_own_variables(task):
     """Runs the updates of one step in order; after each, the variables of its scopes have
     moved and every other trainable variable is bit-for-bit unchanged. Returns the names of
-    the updates that moved e_B's batch-norm moving statistics (non-trainable)."""
+    the updates that moved e_B's batch-norm moving statistics (non-trainable), and the step's metrics."""
     networks = scoped_networks(task)
     ctx = task.new_context(*random_batch())
     moved_statistics = set()
@@ -102,17 +106,17 @@ def check_each_update_changes_only_its_own_variables(task):
         assert len(changed) >= 0.9 * len(own_keys), f"update_{name} left {still}"
         if not all(np.array_equal(b, a) for b, a in zip(statistics_before, batch_norm_statistics(task))):
             moved_statistics.add(name)
-    return moved_statistics
+    return moved_statistics, ctx["metrics"]
 
 
 @pytest.fixture(scope="module")
 def sifa_task():
-    return build_seeded(tiny_config())
+    return build_seeded(tiny_config(decoder_dropout=0.0))
 
 
 def test_each_update_changes_exactly_its_own_variables(sifa_task):
     assert sifa_task.update_order == ("g_A", "d_B", "seg", "de_B", "d_A", "d_P", "d_P_ll")
-    moved_statistics = check_each_update_changes_only_its_own_variables(sifa_task)
+    moved_statistics, _ = check_each_update_changes_only_its_own_variables(sifa_task)
     assert "seg" in moved_statistics
     assert moved_statistics <= E_B_TRAINING_UPDATES
 
@@ -214,10 +218,14 @@ def test_a_nan_batch_skips_every_update_and_leaves_the_weights_alone():
     source, labels, target = random_batch(seed=5)
     poisoned = tf.tensor_scatter_nd_update(source, [[0, 0, 0, 0]], [float("nan")])
     before = [v.numpy().copy() for v in task.scope_variables(task.networks.SCOPES)]
+    statistics = batch_norm_statistics(task)
     metrics, _ = task.train_step(poisoned, labels, target)
     assert int(metrics["skipped_updates"]) == len(task.update_order)
     after = [v.numpy() for v in task.scope_variables(task.networks.SCOPES)]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    # e_B's forward passes (on B, finite, and on the NaN fake_B) moved its batch-norm statistics;
+    # every update that ran them was skipped, so they are back where they were.
+    assert all(np.array_equal(a, b) for a, b in zip(statistics, batch_norm_statistics(task)))
     assert int(task.pool_B.count) == 0  # the NaN fake_B is not pooled
     assert int(task.pool_A.count) == 1  # fake_A comes from the finite B: pooled
     metrics, _ = task.train_step(source, labels, target)

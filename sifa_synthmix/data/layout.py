@@ -4,17 +4,21 @@
     DIR/{mr,ct}/test/*.npz                 arr_0 float32 image, arr_1 integer labels, slice axis 2
     DIR/datalists/{mr,ct}_{train,val}.txt  record paths, relative to the list
     DIR/stats.json                         {"mr": {"min": .., "max": ..}, "ct": {..}}
-    DIR/dataset.json                       class names, modalities, image size, flip, provenance
+    DIR/dataset.json                       class names, modalities, image size, flip, provenance,
+                                           and per test volume its spacing and geometry
 """
 import contextlib
 import json
 import os
 import pathlib
 import shutil
+import zipfile
+import zlib
 
 import numpy as np
 
 from sifa_synthmix.data import records
+from sifa_synthmix.data.reader import DataError
 
 MODALITIES = ("mr", "ct")
 RECORD_SPLITS = ("train", "val")
@@ -83,6 +87,22 @@ class PreparedLayout:
         return json.loads(self.info_path.read_text(encoding="utf-8"))
 
 
+def read_test_volume(path):
+    """(image, labels) of a test volume file, H x W x D each; a DataError names the file when it
+    cannot be read, its arrays do not match, or the image holds NaN or infinite voxels."""
+    try:
+        with np.load(path) as arrays:
+            image, labels = arrays["arr_0"], arrays["arr_1"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"{path}: not a readable test volume ({type(error).__name__}: {error})") from None
+    if image.ndim != 3 or image.shape != labels.shape:
+        raise DataError(f"{path}: image {image.shape} and labels {labels.shape} must be equal 3D shapes")
+    nonfinite = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if nonfinite:
+        raise DataError(f"{path}: {nonfinite} NaN or infinite voxels in the image")
+    return image, labels
+
+
 class PreparedDatasetWriter:
     """Writes volumes into the layout and, in `finish`, the datalists, stats.json and dataset.json.
 
@@ -100,6 +120,7 @@ class PreparedDatasetWriter:
         self._records = {(m, s): [] for m in MODALITIES for s in RECORD_SPLITS}
         self._ranges = {}
         self._test_spacing = {}
+        self._test_geometry = {}
         self.slices_written = {(m, s): 0 for m in MODALITIES for s in RECORD_SPLITS}
 
     def _check(self, modality, image, label):
@@ -134,8 +155,11 @@ class PreparedDatasetWriter:
             self._ranges[modality] = (min(low, float(image.min())), max(high, float(image.max())))
         return path
 
-    def add_test_volume(self, modality, name, image, label, spacing=None):
-        """Writes MOD/test/NAME.npz with arr_0 (float32 image) and arr_1 (int16 labels)."""
+    def add_test_volume(self, modality, name, image, label, spacing=None, geometry=None):
+        """Writes MOD/test/NAME.npz with arr_0 (float32 image) and arr_1 (int16 labels).
+
+        geometry: {"affine": voxel -> world (RAS+, mm) 4 x 4 of the array, ...}, kept in
+        dataset.json's test_geometry so that predictions are written to overlay the raw scan."""
         self._check(modality, image, label)
         out_dir = self.layout.test_dir(modality)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +169,8 @@ class PreparedDatasetWriter:
         os.replace(tmp, path)
         if spacing is not None:
             self._test_spacing[f"{modality}/{name}"] = [float(s) for s in spacing]
+        if geometry is not None:
+            self._test_geometry[f"{modality}/{name}"] = geometry
         return path
 
     def stats(self):
@@ -168,6 +194,7 @@ class PreparedDatasetWriter:
             "image_size": self.image_size,
             "flip_test_volumes": self.flip_test_volumes,
             "test_spacing": self._test_spacing,
+            "test_geometry": self._test_geometry,
             "slices_written": {f"{m}_{s}": n for (m, s), n in self.slices_written.items() if n},
             "provenance": self.provenance,
         }

@@ -2,9 +2,9 @@
 
 metrics      Dice / ASSD per class of one volume, the empty-case rule, means over volumes
 inference    label volume of one image volume, slice by slice
-label_files  predicted label volumes as NIfTI
+label_files  label and image volumes as NIfTI, label colour tables for ITK-SNAP and 3D Slicer
 table        the paper's table layout (column order, mean(std) cells)
-report       evaluate a run on test volumes -> eval/metrics.json, metrics.csv, table.md, NIfTI
+report       evaluate a run on test volumes -> eval/metrics.json, metrics.csv, table.md, NIfTI in world geometry
 methods      method names of runs from their config.json
 significance paired t-test and Wilcoxon test of Dice against a reference method, over (seed, volume)
              pairs and over seeds

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
 from sifa_synthmix.data.reader import to_unit_range
 from sifa_synthmix.evaluation import figures, label_files, result_files, table
 from sifa_synthmix.evaluation.methods import method_names
@@ -41,6 +41,17 @@ def checkpoint_step(path):
     """The step in a checkpoint path ".../ckpt-N", or None."""
     match = re.search(r"-(\d+)$", str(path))
     return int(match.group(1)) if match else None
+
+
+def evaluated_step(record, run_dir):
+    """The step of the checkpoint a metrics.json record evaluated (recorded by evaluation; for
+    older evaluations, the run's latest checkpoint), or None."""
+    if record.get("step") is not None:
+        return int(record["step"])
+    if record.get("checkpoint"):
+        return checkpoint_step(record["checkpoint"])
+    steps = [checkpoint_step(p.name[:-len(".index")]) for p in (pathlib.Path(run_dir) / "checkpoints").glob("ckpt-*.index")]
+    return max((s for s in steps if s is not None), default=None)
 
 
 def seed_folder(variant_dir, seed):
@@ -65,6 +76,8 @@ def method_folders(path):
     method, one run), a folder of seed<N> runs (one method, one run per seed) or an experiment
     folder with experiment.json (its variants)."""
     path = pathlib.Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: the run folder does not exist")
     if (path / CONFIG_FILE).is_file() or (path / EVAL_DIR).is_dir():
         return [[path]]
     if (path / EXPERIMENT_FILE).is_file():
@@ -93,12 +106,7 @@ class EvaluatedRun:
         return self.config.get("seed") if self.config else None
 
     def evaluated_step(self):
-        """The step of the evaluated checkpoint (recorded by evaluation; for older evaluations, the
-        run's latest checkpoint), or None."""
-        if self.record.get("checkpoint"):
-            return checkpoint_step(self.record["checkpoint"])
-        steps = [checkpoint_step(p.name[:-len(".index")]) for p in (self.folder / "checkpoints").glob("ckpt-*.index")]
-        return max((s for s in steps if s is not None), default=None)
+        return evaluated_step(self.record, self.folder)
 
 
 @dataclasses.dataclass
@@ -151,6 +159,8 @@ def _load_methods(groups, names=None):
     if not groups or not all(groups):
         raise ValueError("no runs to compare")
     for folder in (f for group in groups for f in group):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: the run folder does not exist")
         if not (folder / EVAL_DIR / "metrics.json").is_file():
             raise FileNotFoundError(f"{folder}: no {EVAL_DIR}/metrics.json; train and evaluate the run first "
                                     "(--mode=evaluate, or rerun the experiment)")
@@ -349,8 +359,7 @@ def _csv_rows(methods, summaries, columns, differences, tests):
 
 def _class_presence(path, num_classes):
     """(classes x slices presence, foreground pixels per slice) of a test volume's labels."""
-    with np.load(path) as arrays:
-        truth = arrays["arr_1"]
+    _, truth = read_test_volume(path)
     presence = np.stack([(truth == c).any(axis=(0, 1)) for c in range(1, num_classes)])
     return presence, (truth > 0).sum(axis=(0, 1))
 
@@ -390,8 +399,7 @@ def _qualitative_figure(methods, class_names, min_rows):
     images, label_sets, titles = [], [], []
     for volume_index, index in slices_showing_every_class([v["path"] for v in shared], len(class_names), min_rows):
         volume = shared[volume_index]
-        with np.load(volume["path"]) as arrays:
-            image, truth = arrays["arr_0"], arrays["arr_1"]
+        image, truth = read_test_volume(volume["path"])
         predictions = [label_files.read_label_volume(r.folder / EVAL_DIR / r.volumes[volume["name"]]["prediction"])
                        for r in runs]
         images.append(_as_network_saw(to_unit_range(image[:, :, index], first["intensity_range"]), first["flip"]))

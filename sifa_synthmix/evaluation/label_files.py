@@ -1,23 +1,59 @@
-"""Predicted label volumes as NIfTI (int16), readable by 3D Slicer and ITK-SNAP."""
+"""Volumes as NIfTI for 3D Slicer and ITK-SNAP (labels int16, images float32), and the label
+colour tables both read, in the colours of the TensorBoard and figure overlays."""
 import gzip
 
 import nibabel as nib
 import numpy as np
 
-from sifa_synthmix.data.layout import atomic_write_bytes
+from sifa_synthmix.data.layout import atomic_write_bytes, atomic_write_text
+from sifa_synthmix.visualize import class_colours
 
 SUFFIX = ".nii.gz"
+ITK_SNAP_TABLE = "label_colours_itksnap.txt"
+SLICER_TABLE = "label_colours_slicer.ctbl"
 
 
-def write_label_volume(path, labels, spacing=None):
-    """Writes an H x W x D label volume atomically; the affine scales by `spacing` (mm) when known,
-    else it is the identity (voxel units)."""
-    affine = np.diag([*(float(s) for s in spacing), 1.0]) if spacing is not None else np.eye(4)
-    image = nib.Nifti1Image(np.asarray(labels, np.int16), affine)
-    image.header.set_xyzt_units("mm" if spacing is not None else "unknown")
+def volume_affine(affine=None, spacing=None):
+    """Voxel -> world (RAS+, mm) affine of a written volume: the prepared volume's own (kept by
+    the converters, so the file overlays the raw scan), else a scaling by its spacing, else the
+    identity (voxel units)."""
+    if affine is not None:
+        return np.asarray(affine, dtype=float)
+    return np.diag([*(float(s) for s in spacing), 1.0]) if spacing is not None else np.eye(4)
+
+
+def _write(path, array, affine, spacing):
+    image = nib.Nifti1Image(array, volume_affine(affine, spacing))
+    image.header.set_xyzt_units("mm" if affine is not None or spacing is not None else "unknown")
     atomic_write_bytes(path, gzip.compress(image.to_bytes(), mtime=0))
+
+
+def write_label_volume(path, labels, affine=None, spacing=None):
+    """Writes an H x W x D label volume (int16) atomically, with `volume_affine(affine, spacing)`."""
+    _write(path, np.asarray(labels, np.int16), affine, spacing)
+
+
+def write_image_volume(path, image, affine=None, spacing=None):
+    """Writes an H x W x D image volume (float32) atomically, as `write_label_volume`."""
+    _write(path, np.asarray(image, np.float32), affine, spacing)
 
 
 def read_label_volume(path):
     """The integer label volume stored at `path`."""
     return np.asarray(nib.load(str(path)).dataobj).astype(np.int64)
+
+
+def write_colour_tables(folder, class_names):
+    """FOLDER/label_colours_itksnap.txt (ITK-SNAP: Segmentation > Import Label Descriptions) and
+    FOLDER/label_colours_slicer.ctbl (3D Slicer colour table); background is clear."""
+    colours = (255 * class_colours(len(class_names))).round().astype(int)
+    itk_snap = ["# ITK-SnAP Label Description File",
+                "# IDX  -R-  -G-  -B-  -A-  VIS MSH  LABEL"]
+    slicer = ["# Color table file " + SLICER_TABLE, f"# {len(class_names)} values"]
+    for index, (name, (red, green, blue)) in enumerate(zip(class_names, colours)):
+        visible = int(index > 0)
+        itk_snap.append(f"{index:5d} {red:4d} {green:4d} {blue:4d} {visible:4d} {visible:3d} {visible:3d}"
+                        f"    \"{name}\"")
+        slicer.append(f"{index} {name.replace(' ', '_')} {red} {green} {blue} {255 * visible}")
+    atomic_write_text(folder / ITK_SNAP_TABLE, "\n".join(itk_snap) + "\n")
+    atomic_write_text(folder / SLICER_TABLE, "\n".join(slicer) + "\n")

@@ -2,29 +2,43 @@
 
     metrics.json           per volume per class {dice, assd, status}, summary mean/std per class
                            and Avg, units, the empty-case rule and its counts, the volume paths,
-                           the evaluated checkpoint
+                           the checkpoint and step evaluated
     metrics.csv            one row per volume per class
     table.md               the paper's table layout for this run
     predictions/NAME.nii.gz  each predicted label volume (int16)
+    images/NAME.nii.gz, ground_truth/NAME.nii.gz  (write_images) the test image and its labels
+    label_colours_itksnap.txt, label_colours_slicer.ctbl  the class colours for both viewers
+
+Every NIfTI file has the test volume's voxel -> world affine when dataset.json holds it (the
+converters keep it), so it overlays the raw scan in 3D Slicer or ITK-SNAP; else the spacing.
 """
 import pathlib
 
-import numpy as np
-
-from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
 from sifa_synthmix.evaluation import label_files, metrics, result_files, table
 from sifa_synthmix.evaluation.inference import predict_volume
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_DIR = "predictions"
+IMAGES_DIR = "images"
+GROUND_TRUTH_DIR = "ground_truth"
 SPACING_UNITS = ("voxel", "mm")
+
+
+def _by_volume(entries, modality):
+    prefix = f"{modality}/"
+    return {key[len(prefix):]: value for key, value in entries.items() if key.startswith(prefix)}
 
 
 def spacing_by_volume(dataset_info, modality):
     """Volume name -> voxel spacing from dataset.json's test_spacing ({"MOD/NAME": [sx, sy, sz]})."""
-    prefix = f"{modality}/"
-    return {key[len(prefix):]: value for key, value in dataset_info.get("test_spacing", {}).items()
-            if key.startswith(prefix)}
+    return _by_volume(dataset_info.get("test_spacing", {}), modality)
+
+
+def affine_by_volume(dataset_info, modality):
+    """Volume name -> voxel -> world (RAS+, mm) affine from dataset.json's test_geometry."""
+    return {name: geometry["affine"] for name, geometry in
+            _by_volume(dataset_info.get("test_geometry", {}), modality).items()}
 
 
 def _volume_names(volume_paths):
@@ -39,13 +53,14 @@ def _volume_names(volume_paths):
 
 def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names, out_dir,
                      batch_size=16, flip=False, spacing=None, spacing_unit="voxel", method="This run",
-                     checkpoint=None):
+                     affines=None, write_images=False, checkpoint=None, step=None):
     """Predicts and scores every test volume (npz: arr_0 image, arr_1 labels, slice axis 2).
 
-    spacing: volume name (file name without .npz) -> voxel spacing, or None. It sets the NIfTI
-    affine whenever known; ASSD uses it only with spacing_unit="mm" (then every volume needs one).
-    checkpoint: the path of the evaluated checkpoint, recorded (its step tells a comparison
-    whether the run was finished). Returns the record written to metrics.json.
+    spacing: volume name (file name without .npz) -> voxel spacing, or None. ASSD uses it only
+    with spacing_unit="mm" (then every volume needs one). affines: volume name -> voxel -> world
+    affine (`affine_by_volume`), or None; the NIfTI files take it, else the spacing. write_images:
+    also write each test image and ground truth. checkpoint, step: what was evaluated, recorded.
+    Returns the record written to metrics.json.
     """
     class_names = list(class_names)
     if len(set(class_names)) != len(class_names):
@@ -53,17 +68,24 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
     if spacing_unit not in SPACING_UNITS:
         raise ValueError(f"spacing_unit must be one of {SPACING_UNITS}, got {spacing_unit!r}")
     names = _volume_names(volume_paths)
-    spacing = dict(spacing or {})
+    spacing, affines = dict(spacing or {}), dict(affines or {})
     if spacing_unit == "mm" and set(names) - set(spacing):
         raise ValueError(f"ASSD in mm needs the spacing of every volume; none for {sorted(set(names) - set(spacing))}")
+    for path in volume_paths:  # a bad volume stops before an earlier evaluation's files change
+        read_test_volume(path)
     out_dir = pathlib.Path(out_dir)
-    (out_dir / PREDICTIONS_DIR).mkdir(parents=True, exist_ok=True)
+    folders = (PREDICTIONS_DIR, IMAGES_DIR, GROUND_TRUTH_DIR) if write_images else (PREDICTIONS_DIR,)
+    for folder in folders:
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
     volumes = [_evaluate_volume(predict_logits, pathlib.Path(path), name, intensity_range, class_names,
-                                out_dir, batch_size, flip, spacing.get(name), spacing_unit)
+                                out_dir, batch_size, flip, spacing.get(name), spacing_unit, affines.get(name),
+                                write_images)
                for path, name in zip(volume_paths, names)]
+    label_files.write_colour_tables(out_dir, class_names)
     record = {
         "method": method,
         "checkpoint": None if checkpoint is None else str(checkpoint),
+        "step": None if step is None else int(step),
         "class_names": class_names,
         "dice_unit": "fraction (tables show %)",
         "assd_unit": spacing_unit,
@@ -85,15 +107,19 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
 
 
 def _evaluate_volume(predict_logits, path, name, intensity_range, class_names, out_dir, batch_size, flip,
-                     spacing, spacing_unit):
-    with np.load(path) as arrays:
-        image, truth = arrays["arr_0"], arrays["arr_1"]
+                     spacing, spacing_unit, affine, write_images):
+    image, truth = read_test_volume(path)
     prediction = predict_volume(predict_logits, image, intensity_range, batch_size, flip)
     per_class = metrics.volume_metrics(prediction, truth, len(class_names),
                                        spacing if spacing_unit == "mm" else None)
     prediction_path = f"{PREDICTIONS_DIR}/{name}{label_files.SUFFIX}"
-    label_files.write_label_volume(out_dir / prediction_path, prediction, spacing)
+    label_files.write_label_volume(out_dir / prediction_path, prediction, affine, spacing)
+    if write_images:
+        label_files.write_image_volume(out_dir / IMAGES_DIR / f"{name}{label_files.SUFFIX}", image, affine, spacing)
+        label_files.write_label_volume(out_dir / GROUND_TRUTH_DIR / f"{name}{label_files.SUFFIX}", truth, affine,
+                                       spacing)
     return {"name": name, "path": str(path.resolve()), "prediction": prediction_path,
+            "affine": label_files.volume_affine(affine, spacing).tolist(),
             "spacing": None if spacing is None else [float(s) for s in spacing],
             "classes": {class_names[c]: m for c, m in per_class.items()},
             "avg": metrics.volume_average(per_class)}

@@ -1,0 +1,82 @@
+"""An exclusive lock on a run folder, so that two trainers never write the same run.
+
+The lock is a file in the run folder holding the trainer's PID and host, created atomically
+(O_CREAT | O_EXCL) and removed when the trainer ends. A trainer killed hard leaves it behind: a
+lock whose process no longer runs on this host is stale and replaced.
+"""
+import json
+import os
+import pathlib
+import socket
+
+LOCK_FILE = "train.lock"
+
+
+class RunLockError(Exception):
+    """Another trainer holds the run folder."""
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class RunLock:
+    """`with RunLock(folder):` holds the folder's lock for the block (creating the folder)."""
+
+    def __init__(self, folder, log=print):
+        self.path = pathlib.Path(folder) / LOCK_FILE
+        self.log = log
+        self.owner = {"pid": os.getpid(), "host": socket.gethostname()}
+
+    def _holder(self):
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+            return {"pid": int(holder["pid"]), "host": str(holder["host"])}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}  # being written by its owner, or not ours to judge
+
+    def _is_stale(self, holder):
+        return holder.get("host") == self.owner["host"] and not _running(holder["pid"])
+
+    def acquire(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:  # released meanwhile
+                    continue
+                if not holder:
+                    raise RunLockError(f"{self.path}: another trainer is taking this run folder's lock, or "
+                                       "the lock file is unreadable (remove it if no trainer runs)") from None
+                if not self._is_stale(holder):
+                    raise RunLockError(
+                        f"{self.path.parent} is being trained by process {holder['pid']} on {holder['host']} "
+                        f"(lock file {self.path}; remove it only if that process is gone)") from None
+                self.log(f"removed the stale lock {self.path} of process {holder['pid']}, which no longer runs")
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(self.owner, handle)
+            return self
+        raise RunLockError(f"{self.path}: could not take the run folder's lock (other trainers keep taking it)")
+
+    def release(self):
+        """Removes the lock file if it is still this process's."""
+        if self._holder() == self.owner:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()

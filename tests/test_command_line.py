@@ -1,0 +1,66 @@
+"""main.py's command line: flags typed there win over a flagfile's, --help lists the project's
+flags by group, and a command starts without TensorFlow's start-up noise."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import main
+from conftest import REPO
+from sifa_synthmix import flags as flags_lib
+
+
+def parsed(*argv):
+    main.FLAGS.unparse_flags()
+    main.parse_flags(["main.py", *argv])
+    return main.FLAGS
+
+
+@pytest.mark.parametrize("argv", [
+    ("--mode=evaluate", "--flagfile=configs/demo.flags", "--max_steps", "7"),
+    ("--flagfile=configs/demo.flags", "--mode=evaluate", "--max_steps=7"),
+    ("--mode=evaluate", "--flagfile", "configs/demo.flags", "--max_steps=7"),
+], ids=["typed first", "typed last", "two-token flagfile"])
+def test_typed_flags_win_over_a_flagfiles_whatever_the_order(monkeypatch, argv):
+    monkeypatch.chdir(REPO)
+    values = parsed(*argv)
+    assert (values.mode, values.max_steps) == ("evaluate", 7)  # demo.flags: experiment, 500
+    assert values.output_dir == "runs/demo" and values.image_size == 64  # the rest still from demo.flags
+
+
+def test_a_later_flagfile_wins_over_an_earlier_one_and_arguments_after_double_dash_stay(tmp_path):
+    first, second = tmp_path / "first.flags", tmp_path / "second.flags"
+    first.write_text("--max_steps=5\n--ngf=8\n")
+    second.write_text("--max_steps=9\n")
+    assert main.flagfiles_first(["main.py", "--ngf=4", f"--flagfile={first}", f"--flagfile={second}", "--",
+                                 "--ngf=2"]) == ["main.py", f"--flagfile={first}", f"--flagfile={second}",
+                                                 "--ngf=4", "--", "--ngf=2"]
+    values = parsed(f"--flagfile={first}", "--ngf=4", f"--flagfile={second}")
+    assert (values.max_steps, values.ngf) == (9, 4)
+
+
+def test_help_lists_the_projects_flags_by_group(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main.parse_flags(["main.py", "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    headings = [line[:-1] for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert headings == list(flags_lib.GROUPS)
+    starts = [out.index(f"\n{heading}:\n") for heading in headings] + [len(out)]
+    sections = {heading: out[start:end] for heading, start, end in zip(headings, starts, starts[1:])}
+    for group, flag in (("command", "--mode:"), ("data", "--data_dir:"), ("model", "--ngf:"),
+                        ("training", "--max_steps:"), ("SynthMix", "--synthmix_k:"),
+                        ("evaluation", "--[no]write_images:"), ("distribution", "--[no]sync_batch_norm:")):
+        assert flag in sections[group], group
+    assert "--helpfull" in out
+
+
+def test_a_command_shows_no_tensorflow_start_up_noise():
+    """Without TF_CPP_MIN_LOG_LEVEL, stderr holds nothing: no oneDNN notice, no CUDA probe."""
+    result = subprocess.run([sys.executable, "main.py", "--mode=summary", "--flagfile=configs/tiny_cpu.flags"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert (result.returncode, result.stderr) == (0, "")
+    assert json.loads(result.stdout)["total"] == 555423
