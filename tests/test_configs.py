@@ -15,7 +15,7 @@ import pathlib
 import pytest
 
 import main
-from conftest import REPO, config_from_argv
+from conftest import REPO, config_from_argv, main_exit_code
 from sifa_synthmix.experiment import variant_config
 from sifa_synthmix.task_factory import build_task
 
@@ -88,16 +88,10 @@ def test_flagfile_parses_and_builds_its_task(flagfile, phantoms, tmp_path, monke
     assert task.parameter_counts()["total"] > 0
 
 
-def run_main(*argv):
-    """main.py in-process; fails the test on any exit."""
-    main.FLAGS.unparse_flags()
-    main.main(main.parse_flags(["main.py", *argv]))
-
-
 def test_the_demo_runs_its_experiment(phantoms, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     out = tmp_path / "demo"
-    run_main(*flagfile_argv(DEMO, phantoms, out))
+    assert main_exit_code(*flagfile_argv(DEMO, phantoms, out)) == 0
     printed = capsys.readouterr().out
     for variant in demo_variants():
         assert (out / variant / "eval" / "metrics.json").is_file(), variant
@@ -113,8 +107,8 @@ def test_each_training_configuration_trains_two_steps_and_evaluates(stem, phanto
     monkeypatch.chdir(REPO)
     out = tmp_path / stem
     argv = flagfile_argv(REPO / "configs" / f"{stem}.flags", phantoms, out)
-    run_main(*argv, "--mode=train", *(["--jit_compile=true"] if stem == JIT_GROUP else []))
+    assert main_exit_code(*argv, "--mode=train", *(["--jit_compile=true"] if stem == JIT_GROUP else [])) == 0
     assert "step 2/2" in capsys.readouterr().out
-    run_main(*argv, "--mode=evaluate")
+    assert main_exit_code(*argv, "--mode=evaluate") == 0
     record = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert record["volumes"] and record["step"] == 2
