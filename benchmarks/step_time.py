@@ -14,6 +14,7 @@ import time
 import tensorflow as tf
 
 from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.traced_model import compiled_step
 
 
 def random_batch(cfg):
@@ -32,7 +33,7 @@ def with_protocol(cfg, protocol):
 def trace_step(cfg, protocol, batch):
     """The protocol's tf.function train step, called once on `batch`, and the seconds of that call."""
     task = build_task(with_protocol(cfg, protocol))
-    step = tf.function(task.train_step, jit_compile=cfg.jit_compile, autograph=False)
+    step = compiled_step(task.train_step, cfg.jit_compile)
     start = time.perf_counter()
     float(step(*batch)[0]["g_loss_A"])
     return step, time.perf_counter() - start

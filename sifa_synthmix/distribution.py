@@ -177,7 +177,9 @@ def distributed_step(strategy, replica_step, jit_compile):
     Metrics are the global batch's (every replica computes the same value, or a local mean
     of an equal share); images are the first local replica's."""
     if not is_distributed(strategy):
-        return tf.function(replica_step, jit_compile=jit_compile, autograph=False)
+        from sifa_synthmix.traced_model import compiled_step  # pylint: disable=import-outside-toplevel
+
+        return compiled_step(replica_step, jit_compile)
 
     def float_metrics_step(*batches):
         metrics, images = replica_step(*batches)

@@ -37,6 +37,21 @@ def inline_calls():
         _INLINED.pop()
 
 
+def compiled_step(step, jit_compile=False):
+    """The tf.function of a train step. Under XLA the networks are traced inline: XLA compiles
+    one flat graph, and compiled a network function called inside it again at every call
+    (measured: 50 s per step at 32 px, against 0.4 s inlined)."""
+    if not jit_compile:
+        return tf.function(step, autograph=False)
+
+    @functools.wraps(step)
+    def flat_step(*args):
+        with inline_calls():
+            return step(*args)
+
+    return tf.function(flat_step, jit_compile=True, autograph=False)
+
+
 def _batch_free_spec(tensor):
     return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
 

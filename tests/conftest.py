@@ -52,3 +52,15 @@ def tiny_config(tiny_phantom, tmp_path, monkeypatch):
                                 f"--output_dir={out}", *extra)
 
     return make
+
+
+def main_exit_code(*argv):
+    """Runs main.py in-process with `argv`; returns its exit code (0 when it returns)."""
+    import main  # pylint: disable=import-outside-toplevel
+
+    main.FLAGS.unparse_flags()
+    try:
+        main.main(main.parse_flags(["main.py", *argv]))
+    except SystemExit as stop:
+        return stop.code
+    return 0

@@ -11,26 +11,16 @@ import numpy as np
 import pytest
 
 import main
-from conftest import REPO
+from conftest import REPO, main_exit_code
 from sifa_synthmix.data import records
 from tensorboard_events import hparams_records, read_events
 
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
 
 
-def invoke(*argv):
-    """Runs main.py in-process; returns its exit code (0 when it returns)."""
-    main.FLAGS.unparse_flags()
-    try:
-        main.main(main.parse_flags(["main.py", *argv]))
-    except SystemExit as stop:
-        return stop.code
-    return 0
-
-
 def run_main(capsys, *argv):
     """Runs main.py in-process; returns (exit code, stderr)."""
-    code = invoke(*argv)
+    code = main_exit_code(*argv)
     return code, capsys.readouterr().err
 
 
@@ -235,7 +225,7 @@ def trained_run(tmp_path_factory, tiny_phantom):
     shutil.copytree(tiny_phantom, root / "data")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        code = invoke(TINY_FLAGS, "--data_dir=data", "--output_dir=run", "--max_steps=2", "--save_every=1",
+        code = main_exit_code(TINY_FLAGS, "--data_dir=data", "--output_dir=run", "--max_steps=2", "--save_every=1",
                       "--image_every=1000")
     assert code == 0
     return root
@@ -260,7 +250,7 @@ def test_a_run_stores_absolute_paths_and_releases_its_lock(trained_run):
 
 
 def evaluate(capsys, run, *extra):
-    code = invoke("--mode=evaluate", f"--output_dir={run}", *extra)
+    code = main_exit_code("--mode=evaluate", f"--output_dir={run}", *extra)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

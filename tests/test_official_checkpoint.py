@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import main
+from conftest import main_exit_code
 from sifa_synthmix import official_checkpoint as official
 from sifa_synthmix.config import ModelConfig
 from sifa_synthmix.networks import SIFANetworks
@@ -105,23 +105,13 @@ def import_args(checkpoint, out, *extra):
     return ("--mode=import_official", f"--official_checkpoint={checkpoint}", f"--output_dir={out}", *SIZE_FLAGS, *extra)
 
 
-def run_main(*argv):
-    """main.py in-process; returns its exit code (0 when it returns)."""
-    main.FLAGS.unparse_flags()
-    try:
-        main.main(main.parse_flags(["main.py", *argv]))
-    except SystemExit as caught:
-        return caught.code
-    return 0
-
-
 @pytest.fixture(scope="module")
 def imported_run(fixture_dir, tmp_path_factory):
     """The fixture imported with main.py: (run folder, import record, printed lines)."""
     out = tmp_path_factory.mktemp("imported") / "run"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert run_main(*import_args(fixture_dir / "sifa-1", out)) == 0
+        assert main_exit_code(*import_args(fixture_dir / "sifa-1", out)) == 0
     return out, official.read_import_record(out), printed.getvalue().strip().splitlines()
 
 
@@ -163,7 +153,7 @@ def test_the_trainer_restores_weights_and_tf1_adam_state(imported_run, fixture_d
 def test_summary_names_the_tf1_global_step(imported_run, capsys):
     out, _, _ = imported_run
     capsys.readouterr()
-    assert run_main("--mode=summary", f"--output_dir={out}", *SIZE_FLAGS) == 0
+    assert main_exit_code("--mode=summary", f"--output_dir={out}", *SIZE_FLAGS) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["tf1_global_step"] == 1 and summary["official_checkpoint"].endswith("sifa-1")
     assert summary["total"] == sum(v for k, v in summary.items() if k in SIFANetworks.SCOPES)
@@ -186,7 +176,7 @@ def fixture_tensors(fixture_dir, model_only=True):
 def test_a_checkpoint_without_adam_state_imports_with_a_one_line_notice(fixture_dir, tmp_path, capsys):
     prefix = write_tf1_checkpoint(tmp_path / "model" / "sifa-7", fixture_tensors(fixture_dir))
     out = tmp_path / "run"
-    assert run_main(*import_args(prefix, out)) == 0
+    assert main_exit_code(*import_args(prefix, out)) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and "the optimizer state starts fresh" in printed[0], printed
     task, step = restored_task(out)
@@ -205,7 +195,7 @@ def assert_one_error_and_nothing_written(code, err, out, *parts):
 
 def test_a_width_mismatch_names_the_variable_both_shapes_and_the_flag(fixture_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code = run_main(*import_args(fixture_dir, out, "--ngf=32"))
+    code = main_exit_code(*import_args(fixture_dir, out, "--ngf=32"))
     assert_one_error_and_nothing_written(code, capsys.readouterr().err, out, "sifa-1", "Model/g_A/c1/Conv/weights",
                                          "[7, 7, 1, 4] in the checkpoint but [7, 7, 1, 32]",
                                          "--ngf=4 expected from Model/g_A/c1/Conv/weights [7, 7, 1, 4]")
@@ -217,7 +207,7 @@ def test_missing_and_unknown_variables_are_listed(fixture_dir, tmp_path, capsys)
     del tensors["Model/e_B/r3/c2/batch_norm/BatchNorm/moving_variance"]
     prefix = write_tf1_checkpoint(tmp_path / "sifa-3", tensors)
     out = tmp_path / "run"
-    code = run_main(*import_args(prefix, out))
+    code = main_exit_code(*import_args(prefix, out))
     assert_one_error_and_nothing_written(
         code, capsys.readouterr().err, out, str(prefix),
         "2 missing from the checkpoint (Keras variables left unfilled): Model/e_B/r3/c2/batch_norm/BatchNorm/"
@@ -230,7 +220,7 @@ def test_partial_optimizer_state_is_listed(fixture_dir, tmp_path, capsys):
     del tensors["beta2_power_1"], tensors["Model/s_B/c8/Conv/weights/Adam_1"]
     prefix = write_tf1_checkpoint(tmp_path / "sifa-1", tensors)
     out = tmp_path / "run"
-    assert_one_error_and_nothing_written(run_main(*import_args(prefix, out)), capsys.readouterr().err, out,
+    assert_one_error_and_nothing_written(main_exit_code(*import_args(prefix, out)), capsys.readouterr().err, out,
                                          "incomplete optimizer state, 2 missing",
                                          "Model/s_B/c8/Conv/weights/Adam_1", "beta2_power_1")
 
@@ -240,7 +230,7 @@ def test_a_nonzero_dilated_conv_bias_cannot_be_imported(fixture_dir, tmp_path, c
     tensors["Model/e_B/d2/c1/biases"] = np.full_like(tensors["Model/e_B/d2/c1/biases"], 0.5)
     prefix = write_tf1_checkpoint(tmp_path / "sifa-1", tensors)
     out = tmp_path / "run"
-    assert_one_error_and_nothing_written(run_main(*import_args(prefix, out)), capsys.readouterr().err, out,
+    assert_one_error_and_nothing_written(main_exit_code(*import_args(prefix, out)), capsys.readouterr().err, out,
                                          "Model/e_B/d2/c1/biases is not zero", "never adds")
 
 
@@ -254,7 +244,7 @@ def test_paths_that_are_not_tf1_checkpoints(tmp_path, capsys):
     for path, part in ((folder, "no `checkpoint` file"), (text, "not a TF1 checkpoint"),
                        (tf2, "a TF2 object-based checkpoint"), (foreign, "without official SIFA variables")):
         out = tmp_path / "run"
-        assert_one_error_and_nothing_written(run_main(*import_args(path, out)), capsys.readouterr().err, out,
+        assert_one_error_and_nothing_written(main_exit_code(*import_args(path, out)), capsys.readouterr().err, out,
                                              str(path), part)
 
 
