@@ -15,6 +15,9 @@ from conftest import REPO, main_exit_code
 from sifa_synthmix.data import records
 from tensorboard_events import hparams_records, read_events
 
+# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
+pytestmark = pytest.mark.xdist_group("test_cli_errors")
+
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
 
 

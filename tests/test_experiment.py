@@ -80,7 +80,7 @@ def test_seeds_train_each_variant_per_seed_and_a_second_call_reuses_them(stubbed
     assert load_run_config(root / "sifa" / "seed2").seed == 2
     assert text.splitlines()[3].startswith("| SIFA |")  # the reference comes first
     assert "SIFA: 2 seeds x 3 volumes" in text and "test over seeds" in text
-    assert (root / "experiment.json").is_file() and (root / "comparison" / "experiment.md").read_text() == text
+    assert (root / "experiment.json").is_file() and (root / "comparison" / "experiment.md").read_text(encoding="utf-8") == text
 
     FakeTrainer.trained.clear()
     text = run_experiment(cfg, ["synthmix", "sifa"], seeds=[1, 2, 3], log=logs.append)

@@ -11,6 +11,9 @@ import step_reference as reference
 from sifa_synthmix.task_factory import build_task
 from test_train_step import check_each_update_changes_only_its_own_variables
 
+# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
+pytestmark = pytest.mark.xdist_group("test_precision")
+
 PROTOCOLS = ("none", "synthmix")
 MIXED_PRECISIONS = ("mixed_float16", "mixed_bfloat16")
 # Of the float32 run from the same weights and data, measured: the loss before any update
@@ -21,7 +24,7 @@ STEP_LOSS_RTOL = 0.25
 # A float16 loss scale that does not overflow these tiny networks in their first step, so that
 # every update of it applies; the default 2^15 overflows in the GAN updates (tested below).
 MODERATE_SCALE = 2.0 ** 10
-HUGE_SCALE = 2.0 ** 24
+HUGE_SCALE = 2.0 ** 24  # 512 times Keras' initial 2^15 (at 2^20 the Inspector's gradients do not overflow)
 STEPS = 3
 
 
