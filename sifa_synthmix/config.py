@@ -169,6 +169,9 @@ class TrainConfig:
             raise ValueError(f"seg_loss_batch must be global or replica, got {self.seg_loss_batch!r}")
         if self.graph_optimizer not in ("on", "off"):
             raise ValueError(f"--graph_optimizer must be on or off here, got {self.graph_optimizer!r}")
+        if self.deterministic and self.jit_compile:
+            raise ValueError("--deterministic cannot be combined with --jit_compile: XLA has no deterministic "
+                             "gradient of e_B's max pooling")
         _require_at_least(self, 1, "max_steps", "batch_size", "pool_size", "save_every", "keep_checkpoints",
                           "log_every", "image_every", "max_nonfinite")
         _require_at_least(self, 0.0, "lambda_cycle")

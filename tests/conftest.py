@@ -6,6 +6,40 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Modules whose tests share a costly module fixture (a traced step, a trained run): pytest-xdist
+# sends each of them whole to one worker, and shares the other tests out one by one. (xdist's own
+# `xdist_group` marks do nothing under pytest 9, whose node ids xdist can no longer suffix.)
+MODULES_ON_ONE_WORKER = frozenset(f"tests/{name}.py" for name in (
+    "test_cli_errors", "test_cyclegan_task", "test_official_checkpoint", "test_precision", "test_synthmix_step",
+    "test_train_step", "test_trainer"))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest.ini's `--dist loadgroup`, with MODULES_ON_ONE_WORKER as the groups."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return module if module in MODULES_ON_ONE_WORKER else nodeid
+
+    return ModuleGroups(config, log)
+
+
+@pytest.fixture(autouse=True)
+def op_determinism_off_after_each_test():
+    """A --deterministic run turns TensorFlow's op determinism on for its whole process; a later
+    test in the same worker (XLA, say) must not inherit it."""
+    yield
+    from tensorflow.python.framework import config  # pylint: disable=import-outside-toplevel
+
+    if config.is_op_determinism_enabled():
+        config.disable_op_determinism()
+
+
 SIFA_SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sifa_samples"
 
 

@@ -15,8 +15,6 @@ from conftest import REPO, main_exit_code
 from sifa_synthmix.data import records
 from tensorboard_events import hparams_records, read_events
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
-pytestmark = pytest.mark.xdist_group("test_cli_errors")
 
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
 
@@ -144,11 +142,12 @@ def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, t
     ("--synthmix_lambda=abc", ("--synthmix_lambda", "'abc'")),
     ("--source_range=1,a", ("--source_range=1,a", "numbers")),
     ("--flagfile=absent.flags", ("absent.flags",)),
+    ("--deterministic --jit_compile", ("--deterministic cannot be combined with --jit_compile",)),
 ])
 def test_a_bad_flag_value_is_one_line_naming_the_flag_and_writes_nothing(capsys, tmp_path, tiny_phantom, flag,
                                                                           parts):
     out = tmp_path / "run"
-    code, err = run_main(capsys, *tiny_args(tiny_phantom, out), flag)
+    code, err = run_main(capsys, *tiny_args(tiny_phantom, out), *flag.split())
     assert_one_error(code, err, *parts)
     assert "ERROR::" not in err and "could not convert" not in err
     assert not out.exists()

@@ -15,8 +15,6 @@ from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import SEG_L2_WEIGHT
 from test_train_step import assert_all_finite, build_seeded, random_batch
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
-pytestmark = pytest.mark.xdist_group("test_cyclegan_task")
 
 NUM_CLASSES = test_train_step.TINY_MODEL.num_classes
 

@@ -20,8 +20,6 @@ from sifa_synthmix.task import UPDATE_ORDER, UPDATE_SCOPES
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.trainer import CHECKPOINT_DIR, load_run_config, run_checkpoint, step_variable
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
-pytestmark = pytest.mark.xdist_group("test_official_checkpoint")
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_sifa_tf1"
 SIZE_FLAGS = ("--image_size=64", "--ngf=4", "--ndf=8", "--encoder_base=2", "--num_classes=5", "--skip=true")

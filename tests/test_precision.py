@@ -11,8 +11,6 @@ import step_reference as reference
 from sifa_synthmix.task_factory import build_task
 from test_train_step import check_each_update_changes_only_its_own_variables
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
-pytestmark = pytest.mark.xdist_group("test_precision")
 
 PROTOCOLS = ("none", "synthmix")
 MIXED_PRECISIONS = ("mixed_float16", "mixed_bfloat16")

@@ -15,8 +15,6 @@ from test_train_step import (EXPECTED_METRICS, assert_all_finite, build_seeded,
                              check_each_update_changes_only_its_own_variables, random_batch,
                              tiny_config)
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
-pytestmark = pytest.mark.xdist_group("test_synthmix_step")
 
 LAMBDA_INSPECTOR = 0.1
 

@@ -17,8 +17,6 @@ from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import UPDATE_SCOPES, SIFATask
 from sifa_synthmix.task_factory import build_task
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
-pytestmark = pytest.mark.xdist_group("test_train_step")
 
 TINY_MODEL = ModelConfig(image_size=32, ngf=4, ndf=4, encoder_base=2)
 BATCH = 2

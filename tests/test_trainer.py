@@ -21,8 +21,6 @@ from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.trainer import RunFolderError, Trainer, check_run_folder, load_run_config, prepare_run_folder
 from tensorboard_events import event_values, hparams_records, read_events
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all (pytest.ini).
-pytestmark = pytest.mark.xdist_group("test_trainer")
 
 SCALAR_TAGS = {
     "loss/g_loss_A", "loss/d_loss_B", "loss/seg_loss", "loss/g_loss_B", "loss/d_loss_A", "loss/d_loss_P",
