@@ -182,6 +182,7 @@ def run_command(argv):
     from sifa_synthmix.checkpoint_files import CheckpointError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.distribution import DistributionError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.evaluation.compare import ComparisonError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.official_checkpoint import OfficialCheckpointError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.run_lock import RunLockError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.trainer import (  # pylint: disable=import-outside-toplevel
@@ -190,7 +191,7 @@ def run_command(argv):
     try:
         MODES[FLAGS.mode](cfg)
     except (DataError, DistributionError, OfficialCheckpointError, RunFolderError, RunLockError, CheckpointError,
-            OSError) as error:
+            ComparisonError, OSError) as error:
         fail(error)
     except NonFiniteError as error:
         fail(error, code=3)

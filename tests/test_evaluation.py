@@ -8,6 +8,7 @@ import pytest
 from medpy.metric import binary
 from scipy import stats
 
+from conftest import main_exit_code
 from sifa_synthmix import visualize
 from sifa_synthmix.data.layout import CARDIAC_CLASSES
 from sifa_synthmix.evaluation import label_files, metrics, result_files
@@ -361,14 +362,17 @@ def test_comparison_files(comparison):
     assert saved["columns"] == ["AA", "LAC", "LVC", "MYO", "Avg"]
 
 
-def test_compare_refuses_runs_with_different_classes(comparison, tmp_path):
+def test_compare_refuses_runs_with_different_classes_in_one_line(comparison, tmp_path, capsys):
     other = tmp_path / "other"
     write_fake_run(other, "none", FAKE_DICE["sifa"], tmp_path)
     record = read_metrics(other / "eval")
     record["class_names"] = ["background", "a", "b", "c", "d"]
     result_files.write_json(other / "eval" / "metrics.json", record)
-    with pytest.raises(ValueError, match="class_names"):
-        compare_runs([comparison["out_dir"].parent / "sifa", other], tmp_path / "out")
+    runs = f"{comparison['out_dir'].parent / 'sifa'},{other}"
+    assert main_exit_code("--mode=compare", f"--compare_runs={runs}", f"--output_dir={tmp_path / 'out'}") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the runs differ in class_names"), lines
+    assert not (tmp_path / "out").exists()
 
 
 def test_cropping_to_the_union_keeps_dice_and_assd_exact():

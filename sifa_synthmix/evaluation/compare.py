@@ -91,6 +91,10 @@ def method_folders(path):
                             f"experiment folder ({EXPERIMENT_FILE})")
 
 
+class ComparisonError(ValueError):
+    """Runs that cannot share one comparison table."""
+
+
 @dataclasses.dataclass
 class EvaluatedRun:
     folder: pathlib.Path
@@ -157,7 +161,7 @@ def _load_methods(groups, names=None):
     share the classes and the ASSD unit."""
     groups = [[pathlib.Path(f) for f in group] for group in groups]
     if not groups or not all(groups):
-        raise ValueError("no runs to compare")
+        raise ComparisonError("no runs to compare")
     for folder in (f for group in groups for f in group):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: the run folder does not exist")
@@ -168,12 +172,12 @@ def _load_methods(groups, names=None):
     if names is None:
         names = method_names([group[0].config for group in runs], [_group_label(g) for g in groups])
     if len(names) != len(groups) or len(set(names)) != len(names):
-        raise ValueError(f"need one distinct name per method, got {list(names)} for {len(groups)} methods")
+        raise ComparisonError(f"need one distinct name per method, got {list(names)} for {len(groups)} methods")
     flat = [run for group in runs for run in group]
     for key in ("class_names", "assd_unit"):
         values = {json.dumps(r.record[key]) for r in flat}
         if len(values) > 1:
-            raise ValueError(f"the runs differ in {key} ({', '.join(sorted(values))}); they cannot share a table")
+            raise ComparisonError(f"the runs differ in {key} ({', '.join(sorted(values))}); they cannot share a table")
     return [Method(name, group) for name, group in zip(names, runs)]
 
 
