@@ -51,6 +51,12 @@ def verify(prefix):
     return prefix
 
 
+def step_of(prefix):
+    """The N of a numbered checkpoint prefix (".../ckpt-N"), or None."""
+    match = re.search(r"-(\d+)$", str(prefix))
+    return int(match.group(1)) if match else None
+
+
 def newest_first(directory):
     """Prefixes of the numbered checkpoints (ckpt-N) in `directory`, highest N first."""
     numbered = []

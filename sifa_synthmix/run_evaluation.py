@@ -62,7 +62,7 @@ def checkpoint_step(path):
     reader = tf.train.load_checkpoint(str(path))
     if reader.has_tensor(STEP_KEY):
         return int(reader.get_tensor(STEP_KEY))
-    return int(str(path).rsplit("-", 1)[1])
+    return checkpoint_files.step_of(path)
 
 
 def check_data_fingerprint(run_dir, cfg, resolved, log=print):

@@ -213,7 +213,7 @@ class Trainer:
         latest = checkpoint_files.newest_intact(checkpoint_dir, self.log)
         self.saved_step = None
         if latest:
-            self.saved_step = int(latest.rsplit("-", 1)[1])
+            self.saved_step = checkpoint_files.step_of(latest)
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             self.log(f"resumed {latest} at step {int(self.step)}")
         self.train_step = distribution.distributed_step(strategy, self.task.train_step, cfg.jit_compile)

@@ -19,6 +19,7 @@ import re
 
 import numpy as np
 
+from sifa_synthmix import checkpoint_files
 from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
 from sifa_synthmix.data.reader import to_unit_range
 from sifa_synthmix.evaluation import figures, label_files, result_files, table
@@ -37,21 +38,15 @@ _DEPENDENCE_NOTE = ("(seed, volume) pairs are not independent (a seed's volumes 
                     "treats each training run as one observation.")
 
 
-def checkpoint_step(path):
-    """The step in a checkpoint path ".../ckpt-N", or None."""
-    match = re.search(r"-(\d+)$", str(path))
-    return int(match.group(1)) if match else None
-
-
 def evaluated_step(record, run_dir):
     """The step of the checkpoint a metrics.json record evaluated (recorded by evaluation; for
     older evaluations, the run's latest checkpoint), or None."""
     if record.get("step") is not None:
         return int(record["step"])
     if record.get("checkpoint"):
-        return checkpoint_step(record["checkpoint"])
-    steps = [checkpoint_step(p.name[:-len(".index")]) for p in (pathlib.Path(run_dir) / "checkpoints").glob("ckpt-*.index")]
-    return max((s for s in steps if s is not None), default=None)
+        return checkpoint_files.step_of(record["checkpoint"])
+    newest = checkpoint_files.newest_first(pathlib.Path(run_dir) / "checkpoints")
+    return checkpoint_files.step_of(newest[0]) if newest else None
 
 
 def seed_folder(variant_dir, seed):
