@@ -81,8 +81,9 @@ def define_flags():
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.", **group)
     flags.DEFINE_enum("graph_optimizer", "auto", GRAPH_OPTIMIZER_SETTINGS,
                       "TensorFlow's graph optimizer (grappler) on the train step. auto: on with a GPU (its "
-                      "layout and fusion passes suit cuDNN), off on a CPU, where it costs 10-40 s more "
-                      "before the first step and no step time (docs/benchmarks.md).", **group)
+                      "layout and fusion passes suit cuDNN), off on a CPU, where it saves no step time and "
+                      "lengthens the first call (18.4 s instead of 10.8 s at the demo's size; README, Flags).",
+                      **group)
     flags.DEFINE_bool("deterministic", False,
                       "Seeded, op-deterministic run whose input pipeline position is checkpointed too, "
                       "so a resumed run continues exactly (the shuffle buffer goes into checkpoints).", **group)
