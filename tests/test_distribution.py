@@ -36,8 +36,9 @@ def test_mirrored_update_equals_one_device_update():
 
 
 # One device against two replicas from the same weights and global batch, SIFA+SynthMix (its
-# updates are SIFA's seven plus the Inspector's). Each update's loss and global gradient, with no
-# update applied (tests/step_reference.py says why), agree within float rounding: losses to 1e-6,
+# updates are SIFA's seven plus the Inspector's), the step run eagerly (tests/mirrored_equality.py
+# says why). Each update's loss and global gradient, with no update applied
+# (tests/step_reference.py says why), agree within float rounding: losses to 1e-6,
 # gradients to 2% (measured: 1e-3 or less for every update but seg and de_B, whose inputs pass
 # through e_B's synchronised batch norm; Keras computes its variance as E[x^2] - E[x]^2, the one-device
 # fused kernel as E[(x - E[x])^2]). A bug of the kind this guards against (gradients not divided by
