@@ -203,11 +203,6 @@ def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     options = tf.data.Options()
     options.deterministic = deterministic
-    # No autotuning thread: on an endless training iterator its sleep grows to 60 s, and deleting
-    # the iterator (a finished Trainer, a worker's exit) waited for that sleep to end. The AUTOTUNE
-    # values above then mean TensorFlow's defaults (parallel calls = CPU cores; prefetch buffer
-    # still tuned, by the prefetch op itself); the input pipeline is a small part of a step.
-    options.autotune.enabled = False
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
