@@ -1,10 +1,27 @@
-"""Shared test settings: quiet TensorFlow logs, and the official sample slices when present."""
+"""Shared test settings: quiet TensorFlow logs, jemalloc when installed, and the official sample
+slices when present."""
+import ctypes.util
 import os
 import pathlib
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def preload_jemalloc():
+    """Makes the pytest-xdist workers, and every process a test starts, run on jemalloc when it is
+    installed (Debian/Ubuntu: libjemalloc2) and LD_PRELOAD is not set already (set it, even empty,
+    to opt out). Tracing a step and setting up its graph allocate and free millions of small
+    objects, and glibc's malloc spends about a tenth of that CPU time (issue 15, docs/benchmarks.md).
+    It changes no result. Called in the process pytest starts: workers start after it."""
+    library = ctypes.util.find_library("jemalloc")
+    if library and "LD_PRELOAD" not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ:
+        os.environ["LD_PRELOAD"] = library
+    return library
+
+
+JEMALLOC = preload_jemalloc()
 
 # Modules whose tests share a costly module fixture (a traced step, a trained run): pytest-xdist
 # sends each of them whole to one worker, and shares the other tests out one by one. (xdist's own

@@ -1,8 +1,15 @@
-"""The benchmark suite's FLOP counter against hand counts, and its matmul timer."""
+"""The benchmark suite's FLOP counter against hand counts, its matmul timer, and the test suite's CPU log."""
+import json
+import os
+import subprocess
+import sys
+
 import tensorflow as tf
 
 from benchmarks.flops import function_flops, graph_flops, network_name, profiler_flops
 from benchmarks.peak import matmul_flops_per_second
+from benchmarks.suite_cpu import summary
+from conftest import REPO
 
 
 def test_conv_flops_forward_and_backward_match_hand_count():
@@ -54,3 +61,21 @@ def test_strided_transposed_conv_and_matmul_flops():
 def test_matmul_timer_returns_positive_rates():
     rate = matmul_flops_per_second(size=64, repeats=3)
     assert rate["best"] >= rate["median"] > 0
+
+
+def test_the_suite_cpu_plugin_logs_each_test_with_its_children(tmp_path):
+    (tmp_path / "test_two.py").write_text(
+        "import subprocess, sys\n"
+        "def test_spins():\n    sum(range(3_000_000))\n"
+        "def test_starts_a_process():\n"
+        "    subprocess.run([sys.executable, '-c', 'sum(range(3_000_000))'], check=True)\n")
+    log = tmp_path / "cpu.jsonl"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "-p", "no:cacheprovider", "-p", "no:xdist",
+                    "-p", "benchmarks.suite_cpu", f"--cpu-log={log}", str(tmp_path / "test_two.py")],
+                   cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), check=True, capture_output=True)
+    records = {r["test"].split("::")[1]: r for r in map(json.loads, log.read_text().splitlines())}
+    assert set(records) == {"test_spins", "test_starts_a_process"}
+    assert records["test_spins"]["cpu"] > 0.01 and records["test_spins"]["children"] == 0
+    assert records["test_starts_a_process"]["children"] > 0.01
+    lines = summary(list(records.values()))
+    assert lines[0].startswith("2 tests, ") and any(line.endswith("test_two.py") for line in lines)
