@@ -246,3 +246,12 @@ def test_seeded_shuffle_is_reproducible(tmp_path):
     assert first != shuffled_values(paths, 8)
     unshuffled = [tuple(image[:, 0, 0, 0].round(3)) for image, _ in read_all(paths, batch_size=2)]
     assert first != unshuffled
+
+
+def test_endless_datasets_run_without_tf_datas_autotuning_thread(tmp_path):
+    """Deleting an endless iterator with that thread could block for up to 60 s (reader.py says why)."""
+    path = tmp_path / "slices.tfrecord"
+    write_small(path, [0.0, 1.0])
+    settings = dict(image_size=SMALL, num_classes=5, intensity_range=(0, 1), batch_size=1)
+    assert reader.make_dataset([str(path)], **settings).options().autotune.enabled is False
+    assert reader.make_dataset([str(path)], repeat=False, **settings).options().autotune.enabled is True

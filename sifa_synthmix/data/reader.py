@@ -203,6 +203,11 @@ def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     options = tf.data.Options()
     options.deterministic = deterministic
+    # No autotuning thread for an endless dataset: deleting its iterator could block for up to 60 s
+    # (at a run's end, or whenever Python frees it). TensorFlow wakes that thread's sleep before it
+    # marks the iterator cancelled, and a thread woken in between sleeps on (a lost wake-up;
+    # docs/benchmarks.md). AUTOTUNE parallelism and prefetching then use TensorFlow's defaults.
+    options.autotune.enabled = not repeat
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
