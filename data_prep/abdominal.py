@@ -17,10 +17,9 @@ import argparse
 import pathlib
 
 import numpy as np
-import SimpleITK as sitk
 from PIL import Image
 
-from data_prep import conversion, converter_cli, raw_files, volumes
+from data_prep import conversion, converter_cli, errors, raw_files, scans, volumes
 from sifa_synthmix.data import layout
 
 GENERATOR = "data_prep.abdominal"
@@ -76,24 +75,14 @@ def read_mask(png_path, dicom_path, shape):
 def load_chaos_volume(dicom_dir, ground_dir):
     """The T2-SPIR series in `dicom_dir` with the masks in `ground_dir` (PNG rows and columns
     are the DICOM pixel rows and columns)."""
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(dicom_dir))
-    if len(series) != 1:
-        raise volumes.RawDataError(f"{dicom_dir}: expected one DICOM series, found {len(series)}")
-    files = [pathlib.Path(f) for f in reader.GetGDCMSeriesFileNames(str(dicom_dir), series[0])]
-    reader.SetFileNames([str(f) for f in files])
-    try:
-        image = reader.Execute()
-    except RuntimeError as error:
-        raise volumes.RawDataError(f"{dicom_dir}: cannot read the DICOM series ({error})") from None
-    array = sitk.GetArrayFromImage(image)  # slice, row, column
-    label = np.stack([read_mask(ground_dir / f"{f.stem}.png", f, array.shape[1:]) for f in files])
-    return volumes.checked_volume(array.transpose(2, 1, 0), label.transpose(2, 1, 0),
-                                  volumes.sitk_affine(image), dicom_dir, ground_dir)
+    files = [pathlib.Path(f) for f in scans.dicom_series_files(dicom_dir)]
+    array, affine = scans.read_scan(dicom_dir)  # x (column), y (row), slice
+    label = np.stack([read_mask(ground_dir / f"{f.stem}.png", f, (array.shape[1], array.shape[0])) for f in files])
+    return volumes.checked_volume(array, label.transpose(2, 1, 0), affine, dicom_dir, ground_dir)
 
 
 def raw_volumes(btcv_dir, chaos_dir, test_ids, val_counts):
-    sources = {"ct": (btcv_pairs(btcv_dir), volumes.load_nifti_pair, BTCV_LABELS, btcv_dir),
+    sources = {"ct": (btcv_pairs(btcv_dir), volumes.load_pair, BTCV_LABELS, btcv_dir),
                "mr": (chaos_subjects(chaos_dir), load_chaos_volume, CHAOS_LABELS, chaos_dir)}
     return [raw for m in layout.MODALITIES
             for raw in conversion.split_raw_volumes(m, *sources[m][:3], test_ids[m], val_counts[m],
@@ -113,4 +102,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    converter_cli.exit_on_bad_input(main)
+    errors.exit_on_bad_input(main)

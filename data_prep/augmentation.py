@@ -5,15 +5,25 @@ anisotropic voxels rotate correctly), about a given centre voxel: the crop centr
 structure of interest stays in the crop. Copies are seeded by (seed, volume name, copy number),
 so they do not depend on the order or the process volumes are prepared in.
 """
+import math
 import zlib
 
 import numpy as np
 from scipy import ndimage
 
-from data_prep.phantom import rotation_matrix
-
 MAX_ROTATION_DEGREES = 10.0
 SCALE_RANGE = (0.9, 1.1)
+
+
+def rotation_matrix(about_slice_axis, about_row_axis, about_column_axis):
+    """Rotation (local -> grid coordinates) composed of rotations about the three axes, radians."""
+    def plane_rotation(angle, i, j):
+        matrix = np.eye(3)
+        matrix[[i, i, j, j], [i, j, i, j]] = (math.cos(angle), -math.sin(angle),
+                                              math.sin(angle), math.cos(angle))
+        return matrix
+    return (plane_rotation(about_slice_axis, 0, 1) @ plane_rotation(about_row_axis, 1, 2)
+            @ plane_rotation(about_column_axis, 0, 2))
 
 
 def copy_rng(seed, name, copy):

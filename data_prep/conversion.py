@@ -5,7 +5,7 @@ find their files and choose the label mapping and slice orientation.
 Per volume: load and check, orient (slices on axis 2), optionally resample in-plane, map the
 labels, add augmented copies (training volumes), crop image_size x image_size around the
 centroid of the structure of interest (padding with the volume's minimum), clip the top 2% and
-z-score (`clip_and_standardise`), then keep the record slices (`phantom.record_crop`: the
+z-score (`clip_and_standardise`), then keep the record slices (`preprocessing.record_crop`: the
 labelled slices plus a margin) for train/val or every slice for test. A test volume keeps its
 geometry: the voxel -> world (RAS+, mm) affine of the prepared array, so that a prediction
 written with it overlays the raw scan, and the raw file's shape and affine.
@@ -20,8 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from data_prep import augmentation, volumes
-from data_prep.phantom import record_crop
-from data_prep.preprocessing import clip_and_standardise
+from data_prep.preprocessing import clip_and_standardise, record_crop
 from sifa_synthmix.data import layout
 
 REPORT_NAME = "prep_report.json"

@@ -1,16 +1,7 @@
-"""Command-line options, run and error handling the raw-data converters share.
-
-Bad input (a raw-data problem, a bad option value, a non-empty output folder) ends the
-command with one line "error: ..." on stderr and exit code 2, without a traceback.
-"""
-import sys
-
-from data_prep import conversion, volumes
+"""Command-line options and the run the raw-data converters share (errors: data_prep/errors.py)."""
+from data_prep import conversion
+from data_prep.errors import UsageError
 from sifa_synthmix.data import layout
-
-
-class UsageError(ValueError):
-    """An option value the converters cannot use."""
 
 
 def add_common_arguments(parser, default_test_ids, default_val_counts):
@@ -68,12 +59,3 @@ def run(args, raw_volumes, axcodes, class_names, generator, inputs):
                                 workers=args.workers)
     print(conversion.summary_text(report, args.output_dir))
     return report
-
-
-def exit_on_bad_input(main, argv=None):
-    """Runs `main(argv)`; bad input becomes "error: ..." on stderr and exit code 2."""
-    try:
-        main(argv)
-    except (volumes.RawDataError, UsageError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)

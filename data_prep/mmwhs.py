@@ -14,7 +14,7 @@ the highest-numbered go to validation (CT 2, MR 4) and the rest to training.
 import argparse
 import pathlib
 
-from data_prep import conversion, converter_cli, raw_files, volumes
+from data_prep import conversion, converter_cli, errors, raw_files, volumes
 from sifa_synthmix.data import layout
 
 GENERATOR = "data_prep.mmwhs"
@@ -39,7 +39,7 @@ def find_pairs(raw_dir, modality):
 
 def raw_volumes(raw_dir, test_ids, val_counts):
     return [raw for m in layout.MODALITIES
-            for raw in conversion.split_raw_volumes(m, find_pairs(raw_dir, m), volumes.load_nifti_pair,
+            for raw in conversion.split_raw_volumes(m, find_pairs(raw_dir, m), volumes.load_pair,
                                                     HEART_LABELS, test_ids[m], val_counts[m],
                                                     pathlib.Path(raw_dir) / f"{m}_train")]
 
@@ -55,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    converter_cli.exit_on_bad_input(main)
+    errors.exit_on_bad_input(main)

@@ -27,7 +27,9 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from data_prep.preprocessing import clip_and_standardise
+from data_prep.augmentation import rotation_matrix
+from data_prep.errors import exit_on_bad_input
+from data_prep.preprocessing import clip_and_standardise, record_crop
 from data_prep.volumes import geometry_record
 from sifa_synthmix.data import layout
 
@@ -52,9 +54,6 @@ BODY_UNIT_MM = 200.0
 VIEW_CENTRE = (-0.05, 0.04)  # row, column of the image centre, body units
 VIEW_HALF_WIDTH = 0.65  # body units
 SLICE_THICKNESS = 2.0  # pixel widths
-# Records hold the slices with foreground labels plus this many slices either side, so the
-# segmenter also sees a few slices just past the heart's ends with no labels in the middle.
-RECORD_SLICE_MARGIN = 1
 LABEL_COLOURS = ("#e41a1c", "#4daf4a", "#377eb8", "#ffd92f")  # MYO, LAC, LVC, AA
 
 
@@ -88,17 +87,6 @@ def voxel_grid(image_size, depth):
     slices = (np.arange(depth, dtype=np.float32) + 0.5 - depth / 2) * pixel * SLICE_THICKNESS
     return (in_plane[:, None, None] + VIEW_CENTRE[0], in_plane[None, :, None] + VIEW_CENTRE[1],
             slices[None, None, :])
-
-
-def rotation_matrix(about_slice_axis, about_row_axis, about_column_axis):
-    """Rotation (local -> grid coordinates) composed of rotations about the three axes, radians."""
-    def plane_rotation(angle, i, j):
-        matrix = np.eye(3)
-        matrix[[i, i, j, j], [i, j, i, j]] = (math.cos(angle), -math.sin(angle),
-                                              math.sin(angle), math.cos(angle))
-        return matrix
-    return (plane_rotation(about_slice_axis, 0, 1) @ plane_rotation(about_row_axis, 1, 2)
-            @ plane_rotation(about_column_axis, 0, 2))
 
 
 def ellipsoid(grid, centre, semi_axes, rotation=None):
@@ -285,23 +273,6 @@ def prepared_subject(rng, grid, modality):
     return clip_and_standardise(RENDERERS[modality](rng, tissue)), label
 
 
-def record_crop(label):
-    """(slices of the volume to hand the writer, record slice indices within them).
-
-    Records are the slices from the first to the last one with foreground labels, widened by
-    RECORD_SLICE_MARGIN; the crop keeps one more slice either side as their outer neighbours.
-    The writer computes stats.json over the whole volume handed in, so cropping makes it the
-    range of exactly the data in the records.
-    """
-    labelled = np.flatnonzero(label.any(axis=(0, 1)))
-    if not labelled.size:
-        raise ValueError("a subject has no labelled slice; the volume is too thin")
-    first = max(int(labelled[0]) - RECORD_SLICE_MARGIN, 0)
-    last = min(int(labelled[-1]) + RECORD_SLICE_MARGIN, label.shape[2] - 1)
-    start, stop = max(first - 1, 0), min(last + 2, label.shape[2])
-    return slice(start, stop), list(range(first - start, last - start + 1))
-
-
 def subject_counts(counts):
     unknown = set(counts or {}) - set(DEFAULT_COUNTS)
     if unknown:
@@ -420,6 +391,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from data_prep.converter_cli import exit_on_bad_input  # here: conversion imports this module
-
     exit_on_bad_input(main)

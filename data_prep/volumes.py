@@ -10,16 +10,17 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from data_prep import scans
+from data_prep.errors import RawDataError
+
 AFFINE_TOLERANCE_MM = 1e-3
 # Voxel axis directions (nibabel axis codes: the way each index increases), with slices on axis 2
 # and the slices in radiological view: top of the image anterior or superior, patient's right on
 # the image's left.
 AXIAL = ("P", "L", "S")  # rows anterior -> posterior, columns right -> left, slices feet -> head
 CORONAL = ("I", "L", "P")  # rows head -> feet, columns right -> left, slices front -> back
-
-
-class RawDataError(ValueError):
-    """Bad raw input; the message names the file and the problem."""
+SAGITTAL = ("I", "P", "L")  # rows head -> feet, columns front -> back, slices right -> left
+SLICE_AXES = {"axial": AXIAL, "coronal": CORONAL, "sagittal": SAGITTAL}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,40 +52,25 @@ def checked_volume(image, label, affine, source, label_source):
                   str(label_source))
 
 
-def read_nifti(path):
-    """(array, affine) of a NIfTI file; trailing axes of length 1 are dropped."""
-    try:
-        nifti = nib.load(str(path))
-        array = np.asanyarray(nifti.dataobj)
-    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as error:
-        raise RawDataError(f"{path}: cannot read the NIfTI file ({error})") from None
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
-        raise RawDataError(f"{path}: expected a 3D volume, got shape {array.shape}")
-    return array, nifti.affine
-
-
-def load_nifti_pair(image_path, label_path):
-    """The volume of an image file and its label file, which must share shape and affine."""
-    image, image_affine = read_nifti(image_path)
-    label, label_affine = read_nifti(label_path)
+def load_pair(image_path, label_path=None):
+    """The volume of an image scan and its label scan (`scans.read_scan`), which must share shape
+    and affine and hold whole numbers; without `label_path`, an all-zero label (an unlabelled scan)."""
+    image, image_affine = scans.read_scan(image_path)
+    if label_path is None:
+        return checked_volume(image, np.zeros(image.shape, dtype=np.uint8), image_affine, image_path, image_path)
+    label, label_affine = scans.read_scan(label_path)
     if image.shape != label.shape:
         raise RawDataError(f"{label_path}: label shape {label.shape} differs from the image's "
                            f"{image.shape} ({image_path})")
     if not np.allclose(image_affine, label_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
         raise RawDataError(f"{label_path}: label affine {label_affine.round(4).tolist()} differs from "
                            f"the image's {image_affine.round(4).tolist()} ({image_path})")
+    if not np.issubdtype(label.dtype, np.integer):
+        fractional = label.size - int(np.count_nonzero(np.mod(label, 1) == 0))
+        if fractional:
+            raise RawDataError(f"{label_path}: not a label file: {fractional} voxel(s) hold non-integer values "
+                               f"(e.g. {float(label[np.mod(label, 1) != 0].flat[0])})")
     return checked_volume(image, label, image_affine, image_path, label_path)
-
-
-def sitk_affine(image):
-    """Voxel (x, y, z index) -> RAS+ mm affine of a SimpleITK image (which is LPS)."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)
-    affine[:3, 3] = image.GetOrigin()
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
 def oriented(volume, axcodes):
