@@ -98,7 +98,8 @@ def main(argv=None):
     found = raw_volumes(args.btcv_dir, args.chaos_dir, *converter_cli.split_choices(args))
     inputs = {"btcv_dir": str(pathlib.Path(args.btcv_dir).resolve()),
               "chaos_dir": str(pathlib.Path(args.chaos_dir).resolve())}
-    return converter_cli.run(args, found, volumes.AXIAL, layout.ABDOMINAL_CLASSES, GENERATOR, inputs)
+    settings = converter_cli.settings_from_args(args, volumes.AXIAL)
+    return converter_cli.run(args, found, settings, layout.ABDOMINAL_CLASSES, GENERATOR, inputs)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ find their files and choose the label mapping and slice orientation.
 
 Per volume: load and check, orient (slices on axis 2), optionally resample in-plane, map the
 labels, add augmented copies (training volumes), crop image_size x image_size around the
-centroid of the structure of interest (padding with the volume's minimum), clip the top 2% and
-z-score (`clip_and_standardise`), then keep the record slices (`preprocessing.record_crop`: the
-labelled slices plus a margin) for train/val or every slice for test. A test volume keeps its
+centre `Settings.crop` picks (`preprocessing.crop_centre`: the labelled structure, the body, or
+the array's centre; padding with the volume's minimum), clip the top 2% and z-score
+(`clip_and_standardise`), then keep the record slices (`preprocessing.record_crop`: the
+labelled slices, or an unlabelled scan's body slices, plus a margin) for train/val or every
+slice for test. An unlabelled scan keeps an all-zero label and is listed as unlabelled in
+dataset.json, so that nothing scores against it. A test volume keeps its
 geometry: the voxel -> world (RAS+, mm) affine of the prepared array, so that a prediction
 written with it overlays the raw scan, and the raw file's shape and affine.
 """
@@ -19,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from data_prep import augmentation, volumes
+from data_prep import augmentation, preprocessing, volumes
 from data_prep.preprocessing import clip_and_standardise, record_crop
 from sifa_synthmix.data import layout
 
@@ -35,6 +38,7 @@ class RawVolume:
     name: str
     load: Callable
     label_mapping: volumes.LabelMapping
+    labelled: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,20 @@ class Settings:
     augment: int = 0
     seed: int = 0
     ignore_unknown_labels: bool = False
+    crop: str = "labels"  # one of preprocessing.CROP_CHOICES
+
+    def crop_mode(self, labelled):
+        """The crop centre of one volume: "auto" is "labels" for a labelled volume, else "body"."""
+        if self.crop != "auto":
+            return self.crop
+        return "labels" if labelled else "body"
+
+    def recipe(self):
+        """What a prediction must repeat on a new scan (dataset.json's "preprocessing")."""
+        axis = next((name for name, codes in volumes.SLICE_AXES.items() if codes == tuple(self.axcodes)), None)
+        return {"orientation": "".join(self.axcodes), "slice_axis": axis, "spacing_mm": self.spacing_mm,
+                "image_size": self.image_size, "crop": self.crop, "clip_percent": preprocessing.CLIP_PERCENT,
+                "normalisation": "zscore"}
 
 
 @dataclasses.dataclass
@@ -62,6 +80,7 @@ class PreparedVolume:
     voxels_outside_crop: int
     unknown_labels: dict
     augmented: bool
+    labelled: bool = True
 
     @property
     def written_labels(self):
@@ -96,16 +115,19 @@ def _finished_copy(raw, volume, name, image, labels, window_start, unknown, size
     cropped_labels = volumes.cropped_in_plane(labels, window_start, size, 0)
     outside = int(np.count_nonzero(labels) - np.count_nonzero(cropped_labels))
     try:
-        image = clip_and_standardise(volumes.cropped_in_plane(image, window_start, size, image.min()))
+        cropped = volumes.cropped_in_plane(image, window_start, size, image.min())
+        image = clip_and_standardise(cropped)
         record_slices = None
         if raw.split != "test":
-            kept, record_slices = record_crop(cropped_labels)
+            kept, record_slices = (record_crop(cropped_labels) if raw.labelled
+                                   else record_crop(preprocessing.body_mask(cropped), "body"))
             image, cropped_labels = image[:, :, kept], cropped_labels[:, :, kept]
-    except ValueError as error:  # a constant volume, or no labelled slice left in the crop
+    except ValueError as error:  # a constant volume, or no labelled (body) slice left in the crop
         raise volumes.RawDataError(f"{volume.source}: {error}") from None
     geometry = volumes.geometry_record(volumes.cropped_affine(volume.affine, window_start), source_geometry)
     return PreparedVolume(raw.modality, raw.split, name, volume.source, image, cropped_labels,
-                          record_slices, volume.spacing, geometry, outside, unknown, augmented=name != raw.name)
+                          record_slices, volume.spacing, geometry, outside, unknown, augmented=name != raw.name,
+                          labelled=raw.labelled)
 
 
 def prepare_volume(raw, settings):
@@ -116,12 +138,17 @@ def prepare_volume(raw, settings):
     if settings.spacing_mm:
         volume = volumes.resampled_in_plane(volume, settings.spacing_mm)
     mapping = raw.label_mapping
-    centre_mask = mapping.centre_mask(volume.label)
-    if not centre_mask.any():
+    labels, unknown = (mapping.apply(volume.label, volume.label_source, settings.ignore_unknown_labels)
+                       if raw.labelled else (volume.label.astype(np.uint8), {}))
+    mode = settings.crop_mode(raw.labelled)
+    centre_mask = mapping.centre_mask(volume.label) if mode == "labels" else None
+    if centre_mask is not None and not centre_mask.any():
         raise volumes.RawDataError(f"{volume.label_source}: no voxel holds any of the label values "
                                    f"{list(mapping.centre_values)} to centre the crop on")
-    labels, unknown = mapping.apply(volume.label, volume.label_source, settings.ignore_unknown_labels)
-    centre = volumes.centroid(centre_mask)
+    try:
+        centre = preprocessing.crop_centre(mode, volume.image, centre_mask)
+    except ValueError as error:
+        raise volumes.RawDataError(f"{volume.source}: {error}") from None
     finish = functools.partial(_finished_copy, raw, volume,
                                window_start=volumes.crop_window(centre[:2], settings.image_size),
                                unknown=unknown, size=settings.image_size,
@@ -154,16 +181,17 @@ class PrepReport:
 
     def add(self, item, slices):
         entry = self.splits.setdefault(f"{item.modality}_{item.split}", {
-            "volumes": 0, "augmented_copies": 0, "slices": 0,
+            "volumes": 0, "augmented_copies": 0, "unlabelled_volumes": 0, "slices": 0,
             "label_voxels": dict.fromkeys(self.class_names, 0)})
         entry["augmented_copies" if item.augmented else "volumes"] += 1
+        entry["unlabelled_volumes"] += int(not item.labelled and not item.augmented)
         entry["slices"] += slices
         counts = np.bincount(item.written_labels.ravel(), minlength=len(self.class_names))
         for name, count in zip(self.class_names, counts):
             entry["label_voxels"][name] += int(count)
         self.volumes.append({
             "name": item.name, "modality": item.modality, "split": item.split, "source": item.source,
-            "shape": list(item.image.shape), "spacing_mm": list(item.spacing),
+            "labelled": item.labelled, "shape": list(item.image.shape), "spacing_mm": list(item.spacing),
             "slices": slices, "voxels_outside_crop": item.voxels_outside_crop,
             "unknown_labels_ignored": {str(v): c for v, c in item.unknown_labels.items()}})
 
@@ -176,11 +204,11 @@ def write(writer, item):
     """Hands one prepared volume to the writer; returns the slices written."""
     if item.record_slices is None:
         writer.add_test_volume(item.modality, item.name, item.image, item.labels, spacing=item.spacing,
-                               geometry=item.geometry)
+                               geometry=item.geometry, labelled=item.labelled)
         return item.image.shape[2]
     before = writer.slices_written[(item.modality, item.split)]
     writer.add_record_volume(item.modality, item.split, item.name, item.image, item.labels,
-                             item.record_slices)
+                             item.record_slices, labelled=item.labelled)
     return writer.slices_written[(item.modality, item.split)] - before
 
 
@@ -201,7 +229,8 @@ def convert(raw_volumes, output_dir, settings, class_names, provenance, workers=
     """
     with layout.staged_folder(output_dir) as staging:
         writer = layout.PreparedDatasetWriter(staging, class_names, settings.image_size,
-                                              flip_test_volumes=False, provenance=provenance)
+                                              flip_test_volumes=False, provenance=provenance,
+                                              preprocessing=settings.recipe())
         report = PrepReport(class_names)
         for number, items in enumerate(prepared_volumes(raw_volumes, settings, workers), start=1):
             slices = 0
@@ -220,6 +249,8 @@ def summary_text(report, output_dir):
     lines = [f"wrote {output_dir} ({REPORT_NAME} has the details)"]
     for split, entry in report["splits"].items():
         copies = f" + {entry['augmented_copies']} augmented" if entry["augmented_copies"] else ""
+        if entry["unlabelled_volumes"]:
+            copies += f" ({entry['unlabelled_volumes']} without labels)"
         voxels = ", ".join(f"{name} {count}" for name, count in entry["label_voxels"].items())
         lines.append(f"  {split}: {entry['volumes']} volumes{copies}, {entry['slices']} slices; "
                      f"label voxels: {voxels}")

@@ -4,18 +4,37 @@ from data_prep.errors import UsageError
 from sifa_synthmix.data import layout
 
 
-def add_common_arguments(parser, default_test_ids, default_val_counts):
-    """Output, crop, resampling, augmentation, processes, label and split options."""
+def spacing_option(text):
+    """--spacing: a positive number of mm, "native" (None: keep each scan's), or "median"."""
+    if text in ("native", "median"):
+        return None if text == "native" else text
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--spacing must be a number of mm, 'native' or 'median', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"--spacing must be positive and finite, got {text}")
+    return value
+
+
+def add_output_arguments(parser, default_spacing="native"):
+    """Output, crop, resampling, augmentation, process and label options."""
     parser.add_argument("--output_dir", required=True, help="absent or empty folder to write")
     parser.add_argument("--image_size", type=int, default=256, help="crop width and height, pixels")
-    parser.add_argument("--spacing", type=float, default=None,
-                        help="resample slices to this in-plane spacing in mm first (default: keep)")
+    parser.add_argument("--spacing", default=default_spacing,
+                        help="in-plane spacing in mm to resample slices to first, or 'native' to keep "
+                             "each scan's (default: %(default)s)")
     parser.add_argument("--augment", type=int, default=0,
                         help="extra randomly affine-transformed copies of each training volume")
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation")
     parser.add_argument("--workers", type=int, default=1, help="processes preparing volumes")
     parser.add_argument("--ignore_unknown_labels", action="store_true",
                         help="map unknown label values to background instead of stopping")
+
+
+def add_common_arguments(parser, default_test_ids, default_val_counts):
+    """`add_output_arguments` and the split by volume id of the named converters."""
+    add_output_arguments(parser)
     for modality in layout.MODALITIES:
         parser.add_argument(f"--{modality}_test_ids", type=int, nargs="+",
                             default=list(default_test_ids[modality]),
@@ -31,29 +50,31 @@ def split_choices(args):
             {m: getattr(args, f"{m}_val_count") for m in layout.MODALITIES})
 
 
-def settings_from_args(args, axcodes):
+def settings_from_args(args, axcodes, crop="labels", spacing_mm=None):
+    """The conversion settings of the parsed options; `spacing_mm`, when given, stands for a
+    --spacing the caller resolved ("median")."""
     if args.image_size < 1:
         raise UsageError(f"--image_size must be positive, got {args.image_size}")
-    if args.spacing is not None and not args.spacing > 0:
-        raise UsageError(f"--spacing must be positive, got {args.spacing}")
     if args.augment < 0:
         raise UsageError(f"--augment must not be negative, got {args.augment}")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    spacing = spacing_mm if spacing_mm is not None else spacing_option(args.spacing)
+    if spacing == "median":
+        raise UsageError("--spacing median is only known to data_prep.folder")
     return conversion.Settings(axcodes=tuple(axcodes), image_size=args.image_size,
-                               spacing_mm=args.spacing, augment=args.augment, seed=args.seed,
-                               ignore_unknown_labels=args.ignore_unknown_labels)
+                               spacing_mm=spacing, augment=args.augment, seed=args.seed,
+                               ignore_unknown_labels=args.ignore_unknown_labels, crop=crop)
 
 
-def run(args, raw_volumes, axcodes, class_names, generator, inputs):
-    """Converts `raw_volumes` as the options say, prints the summary; returns the report."""
-    settings = settings_from_args(args, axcodes)
+def run(args, raw_volumes, settings, class_names, generator, inputs):
+    """Converts `raw_volumes` with `settings`, prints the summary; returns the report."""
     splits = {}
     for raw in raw_volumes:
         splits.setdefault(raw.modality, {}).setdefault(raw.split, []).append(raw.name)
-    provenance = {"generator": generator, **inputs, "orientation": "".join(axcodes),
+    provenance = {"generator": generator, **inputs, "orientation": "".join(settings.axcodes),
                   "image_size": settings.image_size, "spacing_mm": settings.spacing_mm,
-                  "augment": settings.augment, "seed": settings.seed,
+                  "crop": settings.crop, "augment": settings.augment, "seed": settings.seed,
                   "ignore_unknown_labels": settings.ignore_unknown_labels, "splits": splits}
     report = conversion.convert(raw_volumes, args.output_dir, settings, class_names, provenance,
                                 workers=args.workers)

@@ -50,7 +50,8 @@ def main(argv=None):
     converter_cli.add_common_arguments(parser, DEFAULT_TEST_IDS, DEFAULT_VAL_COUNTS)
     args = parser.parse_args(argv)
     found = raw_volumes(args.raw_dir, *converter_cli.split_choices(args))
-    return converter_cli.run(args, found, volumes.CORONAL, layout.CARDIAC_CLASSES, GENERATOR,
+    settings = converter_cli.settings_from_args(args, volumes.CORONAL)
+    return converter_cli.run(args, found, settings, layout.CARDIAC_CLASSES, GENERATOR,
                              {"raw_dir": str(pathlib.Path(args.raw_dir).resolve())})
 
 

@@ -17,6 +17,7 @@ SLICE_THICKNESS pixel widths thick, so the default depth D = image_size // 2 spa
 length as the slice width, enough for the heart from apex to aortic arch.
 
     python -m data_prep.phantom --output_dir data/phantom [--image_size 64] [--seed 0]
+    python -m data_prep.phantom --as_raw raw/phantom [--image_size 64]   (raw NIfTI scans instead)
 """
 import argparse
 import functools
@@ -24,6 +25,7 @@ import json
 import math
 import time
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
@@ -55,6 +57,9 @@ VIEW_CENTRE = (-0.05, 0.04)  # row, column of the image centre, body units
 VIEW_HALF_WIDTH = 0.65  # body units
 SLICE_THICKNESS = 2.0  # pixel widths
 LABEL_COLOURS = ("#e41a1c", "#4daf4a", "#377eb8", "#ffd92f")  # MYO, LAC, LVC, AA
+# --as_raw: label values as MMWHS stores them (background, MYO, LAC, LVC, AA), MR's stored scale.
+RAW_LABEL_VALUES = np.array([0, 205, 420, 500, 820], dtype=np.int16)
+MR_STORED_SCALE = 1000.0
 
 
 def default_depth(image_size):
@@ -267,10 +272,16 @@ def subject_rng(seed, modality, split, index):
     return np.random.default_rng([seed, layout.MODALITIES.index(modality), SPLITS.index(split), index])
 
 
+def raw_subject(rng, grid, modality):
+    """(rendered float image: CT in HU, MR in signal relative to blood; uint8 labels)."""
+    tissue, label = draw_anatomy(rng, grid)
+    return RENDERERS[modality](rng, tissue), label
+
+
 def prepared_subject(rng, grid, modality):
     """(preprocessed float32 image, uint8 labels) of one new subject in `modality`."""
-    tissue, label = draw_anatomy(rng, grid)
-    return clip_and_standardise(RENDERERS[modality](rng, tissue)), label
+    image, label = raw_subject(rng, grid, modality)
+    return clip_and_standardise(image), label
 
 
 def subject_counts(counts):
@@ -356,6 +367,49 @@ def generate_phantom(output_dir, image_size=64, depth=None, seed=0, counts=None)
     return stats
 
 
+def raw_scan_arrays(image, label, modality):
+    """A raw subject as a scanner would store it: CT as int16 HU, MR as uint16 in arbitrary units
+    (1000 per blood signal); labels with MMWHS's values."""
+    stored = np.round(image if modality == "ct" else image * MR_STORED_SCALE)
+    kind = np.int16 if modality == "ct" else np.uint16
+    info = np.iinfo(kind)
+    return np.clip(stored, info.min, info.max).astype(kind), RAW_LABEL_VALUES[label]
+
+
+def write_raw(output_dir, image_size=64, depth=None, seed=0, counts=None):
+    """Writes the phantom as a folder of raw scans, one nnU-Net v2 style folder per modality
+    (DIR/{mr,ct}/dataset.json, imagesTr/, labelsTr/, imagesTs/, labelsTs/), NIfTI with the
+    phantom's world affine, for `python -m data_prep.folder`. CT training scans have no labels
+    (no ct/labelsTr/): the unlabelled target of domain adaptation. Returns the scans written."""
+    depth = default_depth(image_size) if depth is None else int(depth)
+    counts = subject_counts(counts)
+    grid, affine = voxel_grid(image_size, depth), volume_affine(image_size, depth)
+    written = 0
+    with layout.staged_folder(output_dir) as staging:
+        for modality in layout.MODALITIES:
+            root = staging / modality
+            for split in SPLITS:
+                images = root / ("imagesTs" if split == "test" else "imagesTr")
+                labels = root / ("labelsTs" if split == "test" else "labelsTr")
+                for index in range(counts[f"{modality}_{split}"]):
+                    image, label = raw_scan_arrays(*raw_subject(subject_rng(seed, modality, split, index), grid,
+                                                                modality), modality)
+                    case = f"{modality}_{split}_{index:02d}"
+                    images.mkdir(parents=True, exist_ok=True)
+                    nib.save(nib.Nifti1Image(image, affine), str(images / f"{case}_0000.nii.gz"))
+                    if split == "test" or modality == "mr":
+                        labels.mkdir(parents=True, exist_ok=True)
+                        nib.save(nib.Nifti1Image(label, affine), str(labels / f"{case}.nii.gz"))
+                    written += 1
+            info = {"name": f"SIFA phantom {modality.upper()}", "channel_names": {"0": modality.upper()},
+                    "labels": {"background": 0, **{name: int(RAW_LABEL_VALUES[index]) for index, name
+                                                   in enumerate(layout.CARDIAC_CLASSES) if index}},
+                    "numTraining": counts[f"{modality}_train"] + counts[f"{modality}_val"], "file_ending": ".nii.gz",
+                    "provenance": {"generator": GENERATOR, "seed": seed, "image_size": image_size, "depth": depth}}
+            layout.atomic_write_text(root / "dataset.json", json.dumps(info, indent=2) + "\n")
+    return written
+
+
 def ensure_phantom(output_dir, image_size=64, seed=0):
     """Generates the default phantom unless `output_dir` already holds one (has dataset.json);
     returns the stats. An existing data set made with other settings is an error, not reused."""
@@ -373,7 +427,11 @@ def ensure_phantom(output_dir, image_size=64, seed=0):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m data_prep.phantom", description=__doc__.split("\n")[0])
-    parser.add_argument("--output_dir", required=True, help="absent or empty folder to write")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--output_dir", help="absent or empty folder to write the prepared data set to")
+    target.add_argument("--as_raw", metavar="DIR",
+                        help="write raw NIfTI scans instead, one nnU-Net style folder per modality (DIR/mr, "
+                             "DIR/ct; CT training scans without labels), for python -m data_prep.folder")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--depth", type=int, default=None, help="slices per volume (image_size // 2)")
     parser.add_argument("--seed", type=int, default=0)
@@ -385,8 +443,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
-    stats = generate_phantom(args.output_dir, args.image_size, args.depth, args.seed,
-                             {name: getattr(args, name) for name in DEFAULT_COUNTS})
+    counts = {name: getattr(args, name) for name in DEFAULT_COUNTS}
+    if args.as_raw:
+        written = write_raw(args.as_raw, args.image_size, args.depth, args.seed, counts)
+        print(f"wrote {written} raw scans to {args.as_raw} in {time.perf_counter() - started:.1f} s; "
+              f"prepare them with: python -m data_prep.folder --mr_dir {args.as_raw}/mr --ct_dir {args.as_raw}/ct "
+              "--output_dir DIR")
+        return
+    stats = generate_phantom(args.output_dir, args.image_size, args.depth, args.seed, counts)
     print(f"wrote {args.output_dir} in {time.perf_counter() - started:.1f} s; stats {json.dumps(stats)}")
 
 

@@ -57,7 +57,13 @@ def dicom_series_files(folder):
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if len(series) != 1:
         raise RawDataError(f"{folder}: expected one DICOM series, found {len(series)}")
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    others = sorted({p.name for p in pathlib.Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")}
+                    - {pathlib.Path(f).name for f in files})
+    if others:  # a damaged slice drops out of the series: a thinner volume must not pass silently
+        raise RawDataError(f"{folder}: {len(others)} file(s) are not readable slices of its DICOM series "
+                           f"(e.g. {others[0]}; damaged, or another series)")
+    return files
 
 
 def _read_sitk(path, files):

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from sifa_synthmix import inputs
 from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.evaluation.compare import (compare_methods, evaluated_step, experiment_run_folders,
                                               write_experiment_file)
@@ -75,6 +76,15 @@ def finished_record(cfg, eval_options):
     return record
 
 
+def check_experiment_labels(cfg, variants, log):
+    """Refuses, before anything trains, what the data's labels cannot give: every variant is
+    scored on labelled target test volumes, and the oracle trains on target labels."""
+    resolved = inputs.resolve_data(cfg.data)
+    inputs.labelled_test_volumes(cfg.data.data_dir, resolved.info, cfg.data.target_modality, log)
+    for variant in variants:
+        inputs.check_labels(variant_config(cfg, variant), resolved)
+
+
 def _run_label(variant, seed):
     return variant if seed is None else f"{variant} (seed {seed})"
 
@@ -106,7 +116,8 @@ def run_experiment(cfg, variants, overwrite=False, eval_options=None, log=print,
     seeds = list(dict.fromkeys(seeds or []))
     eval_options = eval_options or {}
     for variant in variants:
-        variant_config(cfg, variant)  # fail on a bad name before any training
+        variant_config(cfg, variant)  # fail on a bad name or missing labels before any training
+    check_experiment_labels(cfg, variants, log)
     runs = [(variant, seed) for variant in variants for seed in (seeds or [None])]
     records = {}
     for variant, seed in runs:

@@ -19,6 +19,8 @@ class ResolvedData:
     source_range: tuple
     target_range: tuple
     info: dict
+    source_unlabelled: int = 0  # training record files dataset.json lists as unlabelled
+    target_unlabelled: int = 0
 
 
 def _range_for(explicit, stats_path, modality):
@@ -52,14 +54,53 @@ def resolve_data(cfg):
         return reader.resolve_record_paths(str(path))
 
     stats_path = pathlib.Path(cfg.stats_file) if cfg.stats_file else layout.stats_path
+    source_train = pick(cfg.source_train_list, cfg.source_modality, "train")
+    target_train = pick(cfg.target_train_list, cfg.target_modality, "train")
+    target_val, _ = split_unlabelled(pick(cfg.target_val_list, cfg.target_modality, "val", required=False),
+                                     info, cfg.target_modality, "val")
     return ResolvedData(
-        source_train=pick(cfg.source_train_list, cfg.source_modality, "train"),
-        target_train=pick(cfg.target_train_list, cfg.target_modality, "train"),
-        target_val=pick(cfg.target_val_list, cfg.target_modality, "val", required=False),
+        source_train=source_train, target_train=target_train, target_val=target_val,
         source_range=_range_for(cfg.source_range, stats_path, cfg.source_modality),
         target_range=_range_for(cfg.target_range, stats_path, cfg.target_modality),
         info=info,
+        source_unlabelled=len(split_unlabelled(source_train, info, cfg.source_modality, "train")[1]),
+        target_unlabelled=len(split_unlabelled(target_train, info, cfg.target_modality, "train")[1]),
     )
+
+
+def split_unlabelled(paths, info, modality, split):
+    """(labelled, unlabelled) of record files or test volumes, by dataset.json's "unlabelled"."""
+    names = layout_lib.unlabelled_names(info, modality, split)
+    unlabelled = [p for p in paths if layout_lib.volume_name(p) in names]
+    return [p for p in paths if layout_lib.volume_name(p) not in names], unlabelled
+
+
+def labelled_test_volumes(data_dir, info, modality, log=print):
+    """The test volumes of `modality` that have labels to score against; a DataError says so when
+    none has, and a note counts those left out."""
+    prepared = layout_lib.PreparedLayout(data_dir)
+    labelled, unlabelled = split_unlabelled(prepared.test_volumes(modality), info, modality, "test")
+    if unlabelled and not labelled:
+        raise DataError(f"{prepared.test_dir(modality)}: the {modality.upper()} test volumes have no labels "
+                        "(dataset.json lists them as unlabelled), so there is nothing to score them against")
+    if unlabelled:
+        log(f"note: {len(unlabelled)} {modality.upper()} test volume(s) without labels are not scored")
+    return labelled
+
+
+def check_labels(cfg, resolved):
+    """Refuses training whose labels are missing: source training volumes without labels, or the
+    oracle (a segmenter on the target) on target volumes without labels."""
+    data = cfg.data
+    if resolved.source_unlabelled:
+        raise DataError(f"{data.data_dir}: {resolved.source_unlabelled} of {len(resolved.source_train)} source "
+                        f"{data.source_modality.upper()} training volumes have no labels (dataset.json lists them "
+                        "as unlabelled); the segmenter learns from source labels: make the labelled modality "
+                        "--source_modality, or leave those scans out")
+    if cfg.kind == "segmenter" and cfg.train_domain == "target" and resolved.target_unlabelled:
+        raise DataError(f"{data.data_dir}: the target {data.target_modality.upper()} training data have no labels "
+                        f"({resolved.target_unlabelled} of {len(resolved.target_train)} volumes unlabelled), and "
+                        "the oracle (--train_domain=target) trains on target labels")
 
 
 def class_names(info, num_classes):
@@ -85,6 +126,7 @@ def build_training_datasets(cfg, resolved):
     """(source, target, target_val or None) datasets for a TrainConfig; source/target batches
     are (image, one-hot label), shuffled and repeated forever."""
     model = cfg.model
+    check_labels(cfg, resolved)
     info_size = resolved.info.get("image_size")
     if info_size is not None and int(info_size) != model.image_size:
         raise DataError(f"{cfg.data.data_dir}: the data has {info_size} x {info_size} slices but "

@@ -92,10 +92,10 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     cfg = load_run_config(run_dir)
     data = layout_lib.PreparedLayout(cfg.data.data_dir)
     modality = cfg.data.target_modality
-    volumes = data.test_volumes(modality)
-    if not volumes:
+    if not data.test_volumes(modality):
         raise DataError(f"{data.test_dir(modality)}: no test volumes (*.npz) to evaluate")
     info = data.read_info() if data.info_path.is_file() else {}
+    volumes = inputs.labelled_test_volumes(data.root, info, modality, log)
     resolved = inputs.resolve_data(cfg.data)
     check_data_fingerprint(run_dir, cfg, resolved, log)
     class_names = inputs.class_names(info, cfg.model.num_classes)

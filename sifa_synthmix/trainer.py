@@ -190,6 +190,7 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         source, target, val = inputs.build_training_datasets(cfg, resolved)
         self.record_paths = resolved.source_train + resolved.target_train + resolved.target_val
+        self.target_labelled = not resolved.target_unlabelled
         with strategy.scope():
             self.task = build_task(cfg)
         self.out = pathlib.Path(cfg.output_dir)
@@ -230,6 +231,10 @@ class Trainer:
             counts.append(f"target validation {inputs.count_slices(resolved.target_val)}")
         self.log(f"run folder: {self.out}")
         self.log(f"data: {data.data_dir}; training slices: {', '.join(counts)}")
+        if resolved.target_unlabelled:
+            self.log(f"target {data.target_modality.upper()} training data: {resolved.target_unlabelled} of "
+                     f"{len(resolved.target_train)} volumes have no labels (as domain adaptation expects); "
+                     "no Dice on target training batches")
         parameters = self.task.parameter_counts()["total"]
         self.log(f"model: {method_name(cfg.to_dict())}, {parameters:,} trainable parameters, "
                  f"{cfg.model.image_size} x {cfg.model.image_size} slices, batch {cfg.batch_size}; "
@@ -258,7 +263,8 @@ class Trainer:
         for name, scale in self.task.loss_scale_values().items():
             scalars[summaries.loss_scale(name)] = float(scale.numpy())
         images_B, labels_B = target_batch
-        scalars[summaries.batch_dice("train")] = float(foreground_dice(self.predict(images_B), labels_B))
+        if self.target_labelled:
+            scalars[summaries.batch_dice("train")] = float(foreground_dice(self.predict(images_B), labels_B))
         if self.val_it is not None:
             val_images, val_labels = next(self.val_it)
             scalars[summaries.batch_dice("val")] = float(foreground_dice(self.predict(val_images), val_labels))

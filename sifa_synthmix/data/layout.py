@@ -5,7 +5,13 @@
     DIR/datalists/{mr,ct}_{train,val}.txt  record paths, relative to the list
     DIR/stats.json                         {"mr": {"min": .., "max": ..}, "ct": {..}}
     DIR/dataset.json                       class names, modalities, image size, flip, provenance,
-                                           and per test volume its spacing and geometry
+                                           per test volume its spacing and geometry, the volumes
+                                           without labels ("unlabelled") and, from the converters,
+                                           the preprocessing recipe ("preprocessing")
+
+A volume without labels (an unlabelled target scan, as unsupervised domain adaptation has) is
+written with an all-zero label and listed in dataset.json's "unlabelled" under "MOD_SPLIT" by
+name (its record file's or npz file's name without the ending): `unlabelled_names` reads it.
 """
 import contextlib
 import json
@@ -87,6 +93,17 @@ class PreparedLayout:
         return json.loads(self.info_path.read_text(encoding="utf-8"))
 
 
+def unlabelled_names(info, modality, split):
+    """The names of the volumes of MOD/SPLIT that dataset.json's `info` lists as unlabelled."""
+    return set(info.get("unlabelled", {}).get(f"{modality}_{split}", []))
+
+
+def volume_name(path):
+    """A record file's or test volume's name: its file name without the ending."""
+    name = pathlib.Path(path).name
+    return name.removesuffix(".tfrecords").removesuffix(".npz")
+
+
 def read_test_volume(path):
     """(image, labels) of a test volume file, H x W x D each; a DataError names the file when it
     cannot be read, its arrays do not match, or the image holds NaN or infinite voxels."""
@@ -111,8 +128,11 @@ class PreparedDatasetWriter:
     reader uses to map images to [-1, 1].
     """
 
-    def __init__(self, root, class_names, image_size, flip_test_volumes=False, provenance=None):
+    def __init__(self, root, class_names, image_size, flip_test_volumes=False, provenance=None,
+                 preprocessing=None):
         self.layout = PreparedLayout(root)
+        self.preprocessing = preprocessing
+        self._unlabelled = {}
         self.class_names = list(class_names)
         self.image_size = int(image_size)
         self.flip_test_volumes = bool(flip_test_volumes)
@@ -133,11 +153,19 @@ class PreparedDatasetWriter:
         if not np.all(np.isfinite(image)):
             raise ValueError("image volume holds NaN or infinite voxels")
 
-    def add_record_volume(self, modality, split, name, image, label, slice_indices=None):
-        """Writes one record per slice (the slice and its two neighbours) to MOD/SPLIT/NAME.tfrecords."""
+    def _note_labels(self, modality, split, name, label, labelled):
+        if not labelled:
+            if np.any(label):
+                raise ValueError(f"{modality}/{split}/{name}: an unlabelled volume must have an all-zero label")
+            self._unlabelled.setdefault(f"{modality}_{split}", []).append(name)
+
+    def add_record_volume(self, modality, split, name, image, label, slice_indices=None, labelled=True):
+        """Writes one record per slice (the slice and its two neighbours) to MOD/SPLIT/NAME.tfrecords;
+        `labelled=False` lists it as unlabelled (its label must be all zero)."""
         if split not in RECORD_SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {RECORD_SPLITS}")
         self._check(modality, image, label)
+        self._note_labels(modality, split, name, label, labelled)
         if slice_indices is None:
             slice_indices = range(image.shape[2])
         out_dir = self.layout.records_dir(modality, split)
@@ -155,12 +183,13 @@ class PreparedDatasetWriter:
             self._ranges[modality] = (min(low, float(image.min())), max(high, float(image.max())))
         return path
 
-    def add_test_volume(self, modality, name, image, label, spacing=None, geometry=None):
+    def add_test_volume(self, modality, name, image, label, spacing=None, geometry=None, labelled=True):
         """Writes MOD/test/NAME.npz with arr_0 (float32 image) and arr_1 (int16 labels).
 
         geometry: {"affine": voxel -> world (RAS+, mm) 4 x 4 of the array, ...}, kept in
         dataset.json's test_geometry so that predictions are written to overlay the raw scan."""
         self._check(modality, image, label)
+        self._note_labels(modality, "test", name, label, labelled)
         out_dir = self.layout.test_dir(modality)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{name}.npz"
@@ -196,7 +225,10 @@ class PreparedDatasetWriter:
             "test_spacing": self._test_spacing,
             "test_geometry": self._test_geometry,
             "slices_written": {f"{m}_{s}": n for (m, s), n in self.slices_written.items() if n},
+            "unlabelled": {key: sorted(names) for key, names in sorted(self._unlabelled.items())},
             "provenance": self.provenance,
         }
+        if self.preprocessing is not None:
+            info["preprocessing"] = self.preprocessing
         atomic_write_text(self.layout.info_path, json.dumps(info, indent=2) + "\n")
         return stats
