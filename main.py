@@ -31,9 +31,13 @@ def run_summary(cfg):
 
 def prepare_data(cfg):
     from data_prep import phantom  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
 
     if FLAGS.prepare_phantom:
-        phantom.ensure_phantom(cfg.data.data_dir, image_size=cfg.model.image_size, seed=FLAGS.phantom_seed)
+        try:
+            phantom.ensure_phantom(cfg.data.data_dir, image_size=cfg.model.image_size, seed=FLAGS.phantom_seed)
+        except ValueError as error:
+            raise DataError(f"{error}; --noprepare_phantom trains on it as it is") from None
 
 
 def run_train(cfg):

@@ -278,3 +278,12 @@ def test_phantom_as_raw_round_trip(tmp_path):
     report = convert(tmp_path / "raw", tmp_path / "out")
     assert report["splits"]["ct_train"]["unlabelled_volumes"] == 2
     assert report["splits"]["mr_train"]["label_voxels"]["LVC"] > 0
+
+
+def test_prepare_phantom_on_a_converted_data_set_is_one_error_line(prepared, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    code = main_exit_code("--flagfile=configs/demo.flags", f"--data_dir={prepared[0] / 'out'}",
+                          f"--output_dir={tmp_path / 'runs'}", "--max_steps=1")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "--noprepare_phantom" in errors[0], errors
+    assert not (tmp_path / "runs").exists()
