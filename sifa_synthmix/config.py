@@ -149,6 +149,7 @@ class TrainConfig:
     keep_checkpoints: int = 40
     log_every: int = 10
     image_every: int = 300
+    eval_every: int = 0  # whole-volume target Dice every N steps and at the end (0: off)
     precision: str = "float32"
     jit_compile: bool = False
     graph_optimizer: str = "off"  # on | off: TensorFlow's grappler on the train step (flag: auto by device)
@@ -175,6 +176,7 @@ class TrainConfig:
         _require_at_least(self, 1, "max_steps", "batch_size", "pool_size", "save_every", "keep_checkpoints",
                           "log_every", "image_every", "max_nonfinite")
         _require_at_least(self, 0.0, "lambda_cycle")
+        _require_at_least(self, 0, "eval_every")
         if not self.base_lr > 0:
             raise ValueError(f"--base_lr must be positive, got {self.base_lr}")
         require_power_of_two_cells(self.model.image_size, self.synthmix.k)

@@ -97,6 +97,10 @@ def define_flags():
     flags.DEFINE_enum("assd_unit", "voxel", ["voxel", "mm"],
                       "ASSD in voxels (as the paper) or in mm (needs the spacing in dataset.json).", **group)
     flags.DEFINE_integer("eval_batch_size", 16, "Slices per inference batch.", lower_bound=1, **group)
+    flags.DEFINE_integer("eval_every", 0,
+                         "During training, every N steps and at the end: Dice and ASSD of e_B + s_B on whole "
+                         "target validation volumes (else the labelled test volumes) into TensorBoard's eval/ "
+                         "and RUN/eval_curve.csv; 0: off.", lower_bound=0, **group)
     flags.DEFINE_bool("write_images", False,
                       "--mode=evaluate: also write each test image and its ground truth as NIfTI "
                       "(eval/images/, eval/ground_truth/), in the predictions' geometry.", **group)
@@ -196,7 +200,7 @@ def config_from_flags(values=FLAGS):
         max_steps=values.max_steps, batch_size=values.batch_size,
         base_lr=values.base_lr, lambda_cycle=values.lambda_cycle, pool_size=values.pool_size,
         seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
-        log_every=values.log_every, image_every=values.image_every,
+        log_every=values.log_every, image_every=values.image_every, eval_every=values.eval_every,
         precision=resolve_precision(values.precision), jit_compile=values.jit_compile,
         graph_optimizer=resolve_graph_optimizer(values.graph_optimizer),
         deterministic=values.deterministic, max_nonfinite=values.max_nonfinite,

@@ -23,7 +23,7 @@ from sifa_synthmix.evaluation.metrics import AVERAGE
 # Settings that do not change what is trained: not hyperparameters.
 BOOKKEEPING_SETTINGS = ("output_dir", "data.data_dir", "data.source_train_list", "data.target_train_list",
                         "data.target_val_list", "data.stats_file", "save_every", "keep_checkpoints",
-                        "log_every", "image_every", "max_nonfinite")
+                        "log_every", "image_every", "max_nonfinite", "eval_every")
 # A run stopped by a signal can be resumed: HParams has no status for that, so "unknown".
 SESSION_STATUS = {"success": api_pb2.STATUS_SUCCESS, "stopped": api_pb2.STATUS_UNKNOWN,
                   "failed": api_pb2.STATUS_FAILURE}

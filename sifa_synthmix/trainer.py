@@ -15,6 +15,7 @@ from sifa_synthmix import checkpoint_files, distribution, inputs, visualize
 from sifa_synthmix.config import DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings
 from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
+from sifa_synthmix.evaluation.learning_curve import LearningCurve, curve_volumes
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.run_log import RunLog
@@ -28,7 +29,7 @@ CHECKPOINT_DIR = "checkpoints"
 DATA_FINGERPRINT_FILE = "data_fingerprint.json"
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
-                      "distribution", "graph_optimizer")
+                      "distribution", "graph_optimizer", "eval_every")
 PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
                    ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
 IMAGES_SHOWN = 4
@@ -191,6 +192,11 @@ class Trainer:
         source, target, val = inputs.build_training_datasets(cfg, resolved)
         self.record_paths = resolved.source_train + resolved.target_train + resolved.target_val
         self.target_labelled = not resolved.target_unlabelled
+        class_names = inputs.class_names(resolved.info, cfg.model.num_classes)
+        self.curve = None
+        if cfg.eval_every and self.chief:
+            self.curve = LearningCurve(cfg.output_dir, *curve_volumes(cfg, resolved, self.log), resolved.target_range,
+                                       class_names, cfg.batch_size)
         with strategy.scope():
             self.task = build_task(cfg)
         self.out = pathlib.Path(cfg.output_dir)
@@ -217,9 +223,11 @@ class Trainer:
             self.saved_step = checkpoint_files.step_of(latest)
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             self.log(f"resumed {latest} at step {int(self.step)}")
+        if self.curve is not None:
+            self.curve.keep_until(int(self.step))
         self.train_step = distribution.distributed_step(strategy, self.task.train_step, cfg.jit_compile)
         self.predict = tf.function(self.task.predict_logits, autograph=False)
-        self.summaries = RunSummaries(cfg, inputs.class_names(resolved.info, cfg.model.num_classes))
+        self.summaries = RunSummaries(cfg, class_names)
 
     def _announce(self, resolved):
         """The run's first lines: folder, data, model, precision and devices."""
@@ -391,6 +399,10 @@ class Trainer:
                     interval_start, interval_steps, overflows = time.perf_counter(), 0, 0
                 if self.chief and (step % cfg.image_every == 0 or step == cfg.max_steps):
                     self._write_images(step, images, target_batch)
+                if self.curve is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                    evaluation_start = time.perf_counter()
+                    self.curve.evaluate(self.predict, step, self.writer, self.log)
+                    interval_start += time.perf_counter() - evaluation_start  # not in the s/step
                 if step % cfg.save_every == 0:
                     self.save()
         except tf.errors.DataLossError:

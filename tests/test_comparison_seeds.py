@@ -161,3 +161,29 @@ def test_qualitative_slices_show_every_class_present(tmp_path):
         np.savez(paths[-1], arr_0=np.zeros(shape, np.float32), arr_1=label)
     assert slices_showing_every_class(paths, num_classes=5, min_rows=1) == [(0, 3), (1, 1)]
     assert slices_showing_every_class(paths, num_classes=5, min_rows=3) == [(0, 3), (1, 1), (2, 4)]
+
+
+def test_learning_curves_are_drawn_per_method_with_a_band_over_seeds(tmp_path, monkeypatch):
+    """Seed folders with eval_curve.csv: dice_curves.png has one line per method through the mean
+    over seeds at each step, and a band of +-1 sample std; a method without curves is left out."""
+    from sifa_synthmix.evaluation.learning_curve import write_curve  # pylint: disable=import-outside-toplevel
+
+    root = write_seeded_experiment(tmp_path)
+    curve_dice = {seed: [0.2 + 0.1 * i, 0.5 + 0.1 * i] for i, seed in enumerate(SEEDS)}
+    for seed in SEEDS:
+        write_curve(root / "synthmix" / f"seed{seed}",
+                    [{"step": step, "volumes": "val", "class": name, "dice": value, "assd": 3.0}
+                     for step, value in zip((250, 500), curve_dice[seed]) for name in ("MYO", "Avg")])
+    drawn = {}
+    original = figures.dice_curves
+    monkeypatch.setattr(figures, "dice_curves", lambda curves, ylabel: drawn.update(curves=curves, ylabel=ylabel)
+                        or original(curves, ylabel))
+    markdown = compare_runs([root], root / "comparison")
+    assert (root / "comparison" / "dice_curves.png").is_file() and "dice_curves.png" in markdown
+    assert list(drawn["curves"]) == ["SIFA+SynthMix"] and "val" in drawn["ylabel"]
+    figure = original(drawn["curves"], drawn["ylabel"])
+    line = figure.axes[0].lines[0]
+    assert list(line.get_xdata()) == [250, 500]
+    assert line.get_ydata() == pytest.approx([100 * np.mean([0.2, 0.3, 0.4]), 100 * np.mean([0.5, 0.6, 0.7])])
+    band = figure.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    assert max(band) == pytest.approx(60 + 10, abs=1e-6)  # mean + sample std (10 points) at step 500

@@ -15,6 +15,7 @@ from tensorboard.plugins.hparams import api_pb2
 
 from sifa_synthmix import checkpoint_files
 from sifa_synthmix.data.layout import CARDIAC_CLASSES
+from sifa_synthmix.evaluation.learning_curve import read_curve
 from sifa_synthmix.run_lock import LOCK_FILE, RunLock, RunLockError
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.tensorboard_summaries import RunSummaries
@@ -39,11 +40,13 @@ def weights(trainer):
 
 @pytest.fixture(scope="module")
 def resume_runs(tmp_path_factory, tiny_phantom):
-    """Deterministic runs: 4 steps straight, and 2 steps then a restart up to 4."""
+    """Deterministic runs: 4 steps straight, and 2 steps then a restart up to 4; both with the
+    learning curve every 2 steps."""
     from conftest import config_from_argv  # pylint: disable=import-outside-toplevel
 
     root = tmp_path_factory.mktemp("runs")
-    argv = ("--flagfile=configs/tiny_cpu.flags", f"--data_dir={tiny_phantom}", "--deterministic", "--save_every=2")
+    argv = ("--flagfile=configs/tiny_cpu.flags", f"--data_dir={tiny_phantom}", "--deterministic", "--save_every=2",
+            "--eval_every=2")
     straight = Trainer(config_from_argv(*argv, f"--output_dir={root / 'straight'}"), log=lambda _: None)
     straight.run()
     logs = []
@@ -66,6 +69,24 @@ def test_events_hold_losses_dice_images_and_hparams(resume_runs):
     assert sorted(values["images/fake_B_MR_to_CT"]) == [2, 4]  # --image_every=2
     assert values["legend/classes"] == {0: 3}  # written once: width, height, one image
     assert int(straight.step) == 4
+
+
+def test_the_learning_curve_scores_whole_target_volumes_at_its_steps(resume_runs):
+    """--eval_every=2: Dice and ASSD on the phantom's CT validation volume at steps 2 and 4, in
+    TensorBoard's eval/ and eval_curve.csv; the resumed run's curve is the same as the straight run's."""
+    _, _, logs, root = resume_runs
+    values, _ = read_events(root / "straight")
+    for name in ("mean", *CARDIAC_CLASSES[1:]):
+        assert sorted(values[f"eval/val_dice_{name}"]) == [2, 4]
+        assert sorted(values[f"eval/val_assd_{name}"]) == [2, 4]
+    straight, resumed = (read_curve(root / name) for name in ("straight", "resumed"))
+    assert [(row["step"], row["volumes"], row["class"]) for row in straight] == [
+        (step, "val", name) for step in (2, 4) for name in (*CARDIAC_CLASSES[1:], "Avg")]
+    assert all(0 <= row["dice"] <= 1 for row in straight)
+    average = {row["step"]: row["dice"] for row in straight if row["class"] == "Avg"}
+    assert float(values["eval/val_dice_mean"][4]) == pytest.approx(average[4])
+    assert [(r["step"], r["class"]) for r in resumed] == [(r["step"], r["class"]) for r in straight]
+    assert any(line.startswith("step 4: target val Dice") for line in logs)
 
 
 def test_every_tag_has_a_description_and_masks_show_prediction_beside_truth(resume_runs):
@@ -156,7 +177,7 @@ def test_float16_loss_scales_and_overflows_are_logged(tiny_config, tmp_path):
         trainer.task = build_task(trainer.cfg)
         trainer.summaries = RunSummaries(trainer.cfg, CARDIAC_CLASSES)
         trainer.writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
-        trainer.predict, trainer.val_it = trainer.task.predict_logits, None
+        trainer.predict, trainer.val_it, trainer.target_labelled = trainer.task.predict_logits, None, True
         batch = (tf.zeros([2, 32, 32, 1]), tf.one_hot(tf.zeros([2, 32, 32], tf.int32), 5))
         metrics = {"seg_loss": 1.5, "skipped_updates": 0, "loss_scale_overflows": 1}
         trainer._write_scalars(3, metrics, batch)

@@ -8,6 +8,8 @@ written by report.py), or several runs of it that differ only in their seed:
     qualitative.png               image, ground truth and each method's prediction (its first seed) on
                                   slices that together show every class present in the test set
     dice_bars.png                 mean Dice per class and Avg, one bar per method, one dot per seed
+    dice_curves.png               mean Dice against the training step per method (mean and band over
+                                  seeds), when the runs recorded learning curves (--eval_every)
 
 The markdown starts with a warning for each way the runs are unlike: a run evaluated before its
 max_steps (unfinished), and runs trained for other step counts, on other data or with other seeds.
@@ -23,6 +25,7 @@ from sifa_synthmix import checkpoint_files
 from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
 from sifa_synthmix.data.reader import to_unit_range
 from sifa_synthmix.evaluation import figures, label_files, result_files, table
+from sifa_synthmix.evaluation.learning_curve import read_curve
 from sifa_synthmix.evaluation.methods import method_names
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
@@ -456,7 +459,28 @@ def compare_methods(groups, out_dir, names=None, figure_rows=3):
     result_files.write_figure(out_dir / "dice_bars.png",
                               figures.dice_bars([(m.name, summaries[m.name]) for m in methods], columns,
                                                 _error_bar_caption(methods), dots=per_seed))
-    return markdown
+    return markdown + _write_curves(methods, out_dir)
+
+
+def _write_curves(methods, out_dir):
+    """dice_curves.png from the runs' eval_curve.csv (methods whose runs all have one); returns a
+    line for the markdown, or "" when no method has curves."""
+    curves, kinds = {}, set()
+    for method in methods:
+        runs = []
+        for run in method.runs:
+            rows = [row for row in read_curve(run.folder) if row["class"] == AVERAGE]
+            kinds.update(row["volumes"] for row in rows)
+            runs.append({row["step"]: row["dice"] for row in rows})
+        if all(runs):
+            curves[method.name] = runs
+    if not curves:
+        return ""
+    volumes = " and ".join(sorted(kinds))
+    result_files.write_figure(out_dir / "dice_curves.png",
+                              figures.dice_curves(curves, f"target {volumes} Dice, mean over classes (%)"))
+    return (f"\nLearning curves (target {volumes} volumes, --eval_every): {out_dir / 'dice_curves.png'}, for "
+            f"{', '.join(curves)}.\n")
 
 
 def compare_runs(paths, out_dir, names=None, figure_rows=3):

@@ -1,4 +1,5 @@
-"""Comparison figures: a qualitative grid like the paper's Fig. 2 and per-class Dice bars.
+"""Comparison figures: a qualitative grid like the paper's Fig. 2, per-class Dice bars and the
+methods' learning curves.
 
 Built on matplotlib's object API (Figure + Agg canvas), so no global backend is touched.
 """
@@ -76,4 +77,35 @@ def dice_bars(named_summaries, columns, error_bars, dots=None):
                 frameon=False)
     figure.text(0.5, 0.01, error_bars, ha="center", va="bottom", fontsize=7, wrap=True)
     figure.subplots_adjust(bottom=0.27, top=0.95)
+    return figure
+
+
+def dice_curves(curves, ylabel):
+    """Mean Dice (%) against the training step, one line per method: the mean over its runs at the
+    steps every run evaluated, with a band of +-1 std over the runs where there are several.
+
+    curves: {method name: [{step: Dice in [0, 1]} per run]}.
+    """
+    figure = Figure(figsize=(6.4, 3.9))
+    axis = figure.subplots()
+    bands = False
+    for name, runs in curves.items():
+        steps = sorted(set.intersection(*(set(run) for run in runs)))
+        values = 100 * np.array([[run[step] for step in steps] for run in runs], np.float64)
+        mean = values.mean(axis=0)
+        (line,) = axis.plot(steps, mean, marker="o", markersize=3, label=f"{name} ({len(runs)} run"
+                                                                             f"{'s' if len(runs) > 1 else ''})")
+        if len(runs) > 1:
+            spread = values.std(axis=0, ddof=1)
+            axis.fill_between(steps, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0)
+            bands = True
+    axis.set_xlabel("training step")
+    axis.set_ylabel(ylabel)
+    axis.set_ylim(0, 100)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    if bands:
+        figure.text(0.5, 0.01, "Lines: mean over runs (seeds); bands: +-1 sample std over them.", ha="center",
+                    va="bottom", fontsize=7)
+    figure.subplots_adjust(bottom=0.16 if bands else 0.13, top=0.95)
     return figure
