@@ -4,6 +4,8 @@ import platform
 
 import tensorflow as tf
 
+from sifa_synthmix import cpu_features
+
 
 def _first_value(path, key):
     try:
@@ -14,6 +16,10 @@ def _first_value(path, key):
     except OSError:
         pass
     return "unknown"
+
+
+def native_bfloat16():
+    return bool(cpu_features.native_bfloat16())
 
 
 def describe_machine():

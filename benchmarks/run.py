@@ -48,7 +48,7 @@ def throughput_row(measured, protocol="none"):
             "profiler_flops_per_step": measured["profiler_flops_per_step"][protocol]}
 
 
-def measure_training(full, log):
+def measure_training(full, log, native_bfloat16):
     """Overhead rows and throughput rows; the overhead runs' SIFA (traced first) joins the grid."""
     overhead, by_name = [], {}
     for spec in settings.overhead_specs(full):
@@ -61,12 +61,12 @@ def measure_training(full, log):
                          "round_ratios": ratios, "rounds": rounds, "op_seconds": measured.get("op_seconds"),
                          "passes": forward_passes(spec, measured["flops_by_network"]), "measured": measured})
         by_name[settings.spec_name(spec)] = throughput_row(measured)
-    for spec in settings.throughput_specs(full):
+    for spec in settings.throughput_specs(full, native_bfloat16):
         name = settings.spec_name(spec)
         if name not in by_name:
             log(f"throughput: {name}")
             by_name[name] = throughput_row(run_worker(spec, ["none"], GRID_ROUNDS, GRID_STEPS_PER_ROUND))
-    return overhead, [by_name[settings.spec_name(s)] for s in settings.throughput_specs(full)]
+    return overhead, [by_name[settings.spec_name(s)] for s in settings.throughput_specs(full, native_bfloat16)]
 
 
 def forward_passes(spec, by_network):
@@ -78,14 +78,16 @@ def forward_passes(spec, by_network):
             for protocol, networks in by_network.items()}
 
 
-def arithmetic(throughput, overhead, matmul):
-    """FLOP rate and fraction of the matmul peak of the float32 steps: SIFA's of the grid, and
-    SIFA+SynthMix's where the overhead measurement ran it."""
+def arithmetic(throughput, overhead, peaks):
+    """FLOP rate and fraction of the matmul peak in its precision of every step whose precision
+    has a measured peak: SIFA's of the grid, and SIFA+SynthMix's where the overhead measurement ran it."""
     steps = throughput + [throughput_row(row["measured"], "synthmix") for row in overhead]
     rows = [dict(row, achieved_flops=row["flops_per_step"] / row["seconds_per_step"],
-                 fraction_of_peak=row["flops_per_step"] / row["seconds_per_step"] / matmul["best"])
-            for row in steps if row["spec"]["precision"] == "float32"]
-    return {"matmul": matmul, "steps": rows, "official_forward": official_forward_flops(256)}
+                 fraction_of_peak=row["flops_per_step"] / row["seconds_per_step"]
+                 / peaks[row["spec"]["precision"]]["best"])
+            for row in steps if row["spec"]["precision"] in peaks]
+    return {"matmul": peaks["float32"], "matmul_peaks": peaks, "steps": rows,
+            "official_forward": official_forward_flops(256)}
 
 
 def first_calls(overhead, throughput):
@@ -129,11 +131,12 @@ def main(argv=None):
                "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
                "machine": machine.describe_machine(), "load_average_at_start": os.getloadavg()}
-    log("float32 matmul peak")
-    matmul = peak.matmul_flops_per_second()
-    results["overhead"], results["throughput"] = measure_training(full, log)
+    native = machine.native_bfloat16()
+    log("matmul peaks: float32" + (" and bfloat16" if native else " (this CPU has no native bfloat16)"))
+    peaks = peak.matmul_peaks(native)
+    results["overhead"], results["throughput"] = measure_training(full, log, native)
     log("arithmetic")
-    results["arithmetic"] = arithmetic(results["throughput"], results["overhead"], matmul)
+    results["arithmetic"] = arithmetic(results["throughput"], results["overhead"], peaks)
     results["first_call_seconds"] = first_calls(results["overhead"], results["throughput"])
     results["pipeline"] = measure_pipeline(full, results["throughput"], log)
     results["evaluation"] = []

@@ -38,8 +38,10 @@ def train_config(values, protocol="none"):
         output_dir="/nonexistent")
 
 
-# The paper's scale as a CPU can take it: 256 px, official widths, batch 2 (a step takes about 15 s).
+# The paper's scale as a CPU can take it: 256 px, official widths, batch 2 (a step takes about 15 s),
+# in float32 and, on CPUs with native bfloat16, in mixed_bfloat16.
 PAPER_SCALE = spec(256, 2, widths="official")
+PAPER_SCALE_BF16 = spec(256, 2, widths="official", precision="mixed_bfloat16")
 
 
 def overhead_specs(full):
@@ -54,15 +56,15 @@ def overhead_rounds(values):
     return (2, 1, 0) if values == PAPER_SCALE else (5, 2, 2)
 
 
-def throughput_specs(full):
-    """The training grid: SIFA at demo widths, and the paper scale. Quick mode takes the demo's
-    64 px, batch 4 in float32 and bfloat16, and the paper scale; the XLA rows (a compile of 1-2
-    minutes each) are left to the full run."""
+def throughput_specs(full, native_bfloat16=True):
+    """The training grid: SIFA at demo widths, and the paper scale (in bfloat16 too on CPUs with
+    native bfloat16). Quick mode takes the demo's 64 px, batch 4 in float32 and bfloat16, and the
+    paper scale; the XLA rows (a compile of 1-2 minutes each) are left to the full run."""
+    paper = [PAPER_SCALE] + ([PAPER_SCALE_BF16] if native_bfloat16 else [])
     if not full:
-        return [spec(64, 4), spec(64, 4, precision="mixed_bfloat16"), PAPER_SCALE]
+        return [spec(64, 4), spec(64, 4, precision="mixed_bfloat16")] + paper
     grid = itertools.product((64, 128, 256), (1, 2, 8), ("float32", "mixed_bfloat16"), (False, True))
-    return ([spec(size, batch, precision=precision, jit_compile=xla) for size, batch, precision, xla in grid]
-            + [PAPER_SCALE])
+    return [spec(size, batch, precision=precision, jit_compile=xla) for size, batch, precision, xla in grid] + paper
 
 
 def pipeline_specs(full):

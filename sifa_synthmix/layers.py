@@ -21,6 +21,12 @@ class InstanceNorm(keras.layers.Layer):
     Matches `tf.contrib.layers.instance_norm` (epsilon 1e-6, gamma ones, beta zeros). The
     statistics and the affine transform are computed in float32 even under a mixed
     precision policy; the result is cast back to the compute dtype.
+
+    Under bfloat16 on a CPU it runs as one fused batch-norm kernel instead (`_fused_call`):
+    the reference path's casts and a dozen element-wise ops forward and back took about a third
+    of a bfloat16 step at 256 x 256 (benchmarks.op_profile), and the kernel computes the same
+    statistics in float32, its output rounded to bfloat16. Not on a GPU: cuDNN's batch norm
+    takes no epsilon below 1e-5.
     """
 
     def __init__(self, epsilon=1e-6, **kwargs):
@@ -32,14 +38,29 @@ class InstanceNorm(keras.layers.Layer):
         # autocast=False: gamma and beta stay float32 inside the float32 arithmetic below.
         self.gamma = self.add_weight(shape=channels, initializer="ones", name="gamma", autocast=False)
         self.beta = self.add_weight(shape=channels, initializer="zeros", name="beta", autocast=False)
+        self.fused = self.compute_dtype == "bfloat16" and not tf.config.list_physical_devices("GPU")
 
     def call(self, inputs):
+        if self.fused:
+            return self._fused_call(inputs)
         x = ops.cast(inputs, "float32")
         mean = ops.mean(x, axis=(1, 2), keepdims=True)
         centred = x - mean
         variance = ops.mean(ops.square(centred), axis=(1, 2), keepdims=True)
         normalised = centred * ops.rsqrt(variance + self.epsilon)
         return ops.cast(normalised * self.gamma + self.beta, self.compute_dtype)
+
+    def _fused_call(self, inputs):
+        """Instance norm of [N, H, W, C] as the batch norm (training statistics) of one image
+        [1, H, W, N * C] whose channels are the (sample, channel) pairs; gamma and beta tiled
+        over the samples, so the kernel applies them too."""
+        shape = tf.shape(inputs)
+        n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+        stacked = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, h, w, n * c])
+        outputs = tf.raw_ops.FusedBatchNormV3(
+            x=stacked, scale=tf.tile(self.gamma, [n]), offset=tf.tile(self.beta, [n]), mean=tf.zeros([0]),
+            variance=tf.zeros([0]), epsilon=self.epsilon, data_format="NHWC", is_training=True)[0]
+        return tf.transpose(tf.reshape(outputs, [h, w, n, c]), [2, 0, 1, 3])
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

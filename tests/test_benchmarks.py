@@ -4,10 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from benchmarks.flops import function_flops, graph_flops, network_name, profiler_flops
-from benchmarks.peak import matmul_flops_per_second
+from benchmarks.peak import matmul_flops_per_second, matmul_peaks
+from benchmarks.run import arithmetic
+from benchmarks.settings import PAPER_SCALE, PAPER_SCALE_BF16, throughput_specs
+from sifa_synthmix import cpu_features
 from benchmarks.suite_cpu import summary
 from conftest import REPO
 
@@ -79,3 +83,22 @@ def test_the_suite_cpu_plugin_logs_each_test_with_its_children(tmp_path):
     assert records["test_starts_a_process"]["children"] > 0.01
     lines = summary(list(records.values()))
     assert lines[0].startswith("2 tests, ") and any(line.endswith("test_two.py") for line in lines)
+
+
+def test_bfloat16_peak_and_paper_scale_point_where_the_cpu_has_native_bfloat16(tmp_path):
+    """Both matmul peaks, the paper-scale point in both precisions, and each step's fraction of
+    the peak of its own precision; a CPU without bfloat16 instructions gets neither."""
+    peaks = matmul_peaks(True, size=64, repeats=2)
+    assert {p: v["dtype"] for p, v in peaks.items()} == {"float32": "float32", "mixed_bfloat16": "bfloat16"}
+    assert list(matmul_peaks(False, size=64, repeats=2)) == ["float32"]
+    quick = throughput_specs(False, native_bfloat16=True)
+    assert PAPER_SCALE in quick and PAPER_SCALE_BF16 in quick and PAPER_SCALE_BF16 not in throughput_specs(False, False)
+    rows = [{"spec": spec, "protocol": "none", "seconds_per_step": 2.0, "flops_per_step": 4e11} for spec in
+            (PAPER_SCALE, PAPER_SCALE_BF16)]
+    fake = {"float32": {"best": 2e11}, "mixed_bfloat16": {"best": 4e11}}
+    fractions = [row["fraction_of_peak"] for row in arithmetic(rows, [], fake)["steps"]]
+    assert fractions == [pytest.approx(1.0), pytest.approx(0.5)]
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n", encoding="utf-8")
+    assert cpu_features.native_bfloat16(cpu_features.cpu_flags(str(cpuinfo))) == ["avx512_bf16"]
+    assert cpu_features.native_bfloat16({"avx2", "fma"}) == []

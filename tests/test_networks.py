@@ -206,6 +206,33 @@ def test_instance_norm_keeps_float32_statistics_under_bfloat16():
     np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected, rtol=1e-2, atol=2e-2)
 
 
+def test_bfloat16_instance_norm_runs_fused_and_matches_float32_to_bfloat16_rounding():
+    """On a CPU the bfloat16 layer runs on the fused batch-norm kernel; per sample (a sample 100
+    times larger changes nothing of the others), values and gradients as the float32 layer's
+    up to bfloat16 rounding."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(3.0, 2.0, size=(3, 6, 7, 5)).astype(np.float32)
+    x[1] *= 100.0
+    gamma, beta = rng.normal(1.0, 0.3, size=5).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    results = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        layer = InstanceNorm(dtype=policy)
+        layer.build(x.shape)
+        layer.set_weights([gamma, beta])
+        inputs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = layer(tf.cast(inputs, layer.compute_dtype))
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+        results[policy] = [tf.cast(t, tf.float32).numpy()
+                           for t in (y, *tape.gradient(loss, [inputs, layer.gamma, layer.beta]))]
+        assert layer.fused == (policy == "mixed_bfloat16")
+    np.testing.assert_allclose(results["float32"][0], numpy_instance_norm(x, gamma, beta), rtol=1e-4, atol=1e-4)
+    for exact, rounded in zip(results["float32"], results["mixed_bfloat16"]):
+        assert np.linalg.norm(rounded - exact) <= 1e-2 * np.linalg.norm(exact)
+
+
 def test_bilinear_resize_uses_tf1_sampling_for_a_2x2_upsample():
     image = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32).reshape(1, 2, 2, 1)
     # TF1: output pixel i samples source i * 2 / 4, clamped at the last row / column.
