@@ -1,4 +1,5 @@
-"""Raw-data converters and the embedded phantom (python -m data_prep.mmwhs, .abdominal, .phantom).
+"""Raw-data converters and the embedded phantom (python -m data_prep.mmwhs, .abdominal, .folder,
+.phantom).
 
 TensorFlow is imported here, before any converter module imports it, so that its start-up
 noise is filtered out of stderr (sifa_synthmix/tensorflow_start.py).

@@ -198,6 +198,15 @@ def read_dataset_json(root):
     return info
 
 
+def note_channel_mismatch(info, modality, path):
+    """A note when dataset.json names the channel as the other modality (a swapped --mr_dir / --ct_dir)."""
+    channels = info.get("channel_names", info.get("modality", {}))
+    name = str(next(iter(channels.values()), "")) if isinstance(channels, dict) else ""
+    other = "MR" if modality == "ct" else "CT"
+    if name.upper() == other or (modality == "ct" and re.fullmatch(r"(?i)(mri?|t1\w*|t2\w*|flair|dwi)", name)):
+        print(f"note: {path} names its channel {name!r}, but it was given as --{modality}_dir")
+
+
 def mapping_from_option(text, option):
     """{raw value: class name} of NAME=VALUE,NAME=VALUE,..."""
     mapping = {}
@@ -306,7 +315,9 @@ def modality_cases(args, modality):
     if option:
         return cases, mapping_from_option(option, f"--{modality}_labels")
     info_path = pathlib.Path(folder or ".") / "dataset.json"
-    mapping = mapping_from_dataset_json(read_dataset_json(folder), info_path) if folder else None
+    info = read_dataset_json(folder) if folder else {}
+    note_channel_mismatch(info, modality, info_path)
+    mapping = mapping_from_dataset_json(info, info_path) if folder else None
     if mapping is None and any(case.label is not None for case in cases):
         raise UsageError(f"{modality.upper()} scans have labels but no mapping of their values to class names: "
                          f"give --{modality}_labels NAME=VALUE,... or a dataset.json with \"labels\"")

@@ -206,10 +206,10 @@ def test_instance_norm_keeps_float32_statistics_under_bfloat16():
     np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected, rtol=1e-2, atol=2e-2)
 
 
-def test_bfloat16_instance_norm_runs_fused_and_matches_float32_to_bfloat16_rounding():
-    """On a CPU the bfloat16 layer runs on the fused batch-norm kernel; per sample (a sample 100
-    times larger changes nothing of the others), values and gradients as the float32 layer's
-    up to bfloat16 rounding."""
+def test_fused_instance_norm_is_per_sample_and_bfloat16_matches_float32_to_its_rounding():
+    """On a CPU the float32 and bfloat16 layers run on the fused batch-norm kernel: per sample (a
+    sample 100 times larger changes nothing of the others), float32 as numpy, bfloat16 values and
+    gradients as float32's up to bfloat16 rounding."""
     rng = np.random.default_rng(2)
     x = rng.normal(3.0, 2.0, size=(3, 6, 7, 5)).astype(np.float32)
     x[1] *= 100.0
@@ -227,10 +227,16 @@ def test_bfloat16_instance_norm_runs_fused_and_matches_float32_to_bfloat16_round
             loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
         results[policy] = [tf.cast(t, tf.float32).numpy()
                            for t in (y, *tape.gradient(loss, [inputs, layer.gamma, layer.beta]))]
-        assert layer.fused == (policy == "mixed_bfloat16")
+        assert layer.fused
     np.testing.assert_allclose(results["float32"][0], numpy_instance_norm(x, gamma, beta), rtol=1e-4, atol=1e-4)
     for exact, rounded in zip(results["float32"], results["mixed_bfloat16"]):
         assert np.linalg.norm(rounded - exact) <= 1e-2 * np.linalg.norm(exact)
+    half = InstanceNorm(dtype="mixed_float16")  # float16 keeps the element-wise float32 path
+    half.build(x.shape)
+    half.set_weights([gamma, beta])
+    assert not half.fused
+    np.testing.assert_allclose(tf.cast(half(tf.cast(x, tf.float16)), tf.float32).numpy(),
+                               numpy_instance_norm(x, gamma, beta), rtol=1e-2, atol=2e-2)
 
 
 def test_bilinear_resize_uses_tf1_sampling_for_a_2x2_upsample():
