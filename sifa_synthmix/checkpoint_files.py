@@ -12,6 +12,8 @@ import re
 
 import tensorflow as tf
 
+from sifa_synthmix.tensorflow_paths import for_people, for_tensorflow
+
 _NUMBERED = re.compile(r"^ckpt-(\d+)\.index$")
 
 
@@ -37,14 +39,15 @@ def verify(prefix):
     index = f"{prefix}.index"
     if not os.path.isfile(index):
         raise CheckpointError(f"{index}: the checkpoint does not exist")
+    readable = for_tensorflow(prefix)
     try:
-        reader = tf.train.load_checkpoint(prefix)
+        reader = tf.train.load_checkpoint(readable)
     except (tf.errors.OpError, ValueError) as error:
         raise CheckpointError(f"{index}: damaged checkpoint index ({_reason(error)})") from None
     data = _data_files(prefix)
     try:
         for name, dtype in reader.get_variable_to_dtype_map().items():
-            tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[name], shape_and_slices=[""], dtypes=[dtype])
+            tf.raw_ops.RestoreV2(prefix=readable, tensor_names=[name], shape_and_slices=[""], dtypes=[dtype])
     except tf.errors.OpError as error:
         damaged = data[0] if len(data) == 1 else f"{prefix}.data-*"
         raise CheckpointError(f"{damaged}: damaged checkpoint data ({_reason(error)})") from None
@@ -99,8 +102,8 @@ def _fsync(path, flags=os.O_RDONLY):
 def save(manager, number):
     """manager.save(checkpoint_number=number), with the new files and their folder flushed to
     disk before it returns, so a later crash cannot truncate a checkpoint already reported saved."""
-    prefix = manager.save(checkpoint_number=number)
-    for path in (f"{prefix}.index", *_data_files(prefix), os.path.join(manager.directory, "checkpoint")):
+    prefix = for_people(manager.save(checkpoint_number=number))
+    for path in (f"{prefix}.index", *_data_files(prefix), os.path.join(for_people(manager.directory), "checkpoint")):
         _fsync(path)
-    _fsync(manager.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    _fsync(for_people(manager.directory), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     return prefix

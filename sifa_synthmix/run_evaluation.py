@@ -14,6 +14,7 @@ from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, 
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorboard_summaries import RunSummaries
+from sifa_synthmix.tensorflow_paths import for_tensorflow
 from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, load_run_config
 
 EVAL_DIR = "eval"
@@ -49,7 +50,7 @@ def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
     set_precision("float32")
     networks = SegmenterNetworks(cfg.model)
     try:
-        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(path)
+        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(for_tensorflow(path))
         status.expect_partial().assert_existing_objects_matched()
     except (ValueError, AssertionError, tf.errors.OpError) as error:
         raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
@@ -59,7 +60,7 @@ def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
 
 def checkpoint_step(path):
     """The training step a checkpoint holds (its saved step variable, else the N of ckpt-N)."""
-    reader = tf.train.load_checkpoint(str(path))
+    reader = tf.train.load_checkpoint(for_tensorflow(path))
     if reader.has_tensor(STEP_KEY):
         return int(reader.get_tensor(STEP_KEY))
     return checkpoint_files.step_of(path)

@@ -20,6 +20,7 @@ from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.run_log import RunLog
 from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.tensorflow_paths import for_people, for_tensorflow
 from sifa_synthmix.task import foreground_dice
 
 CONFIG_FILE = "config.json"
@@ -141,8 +142,11 @@ def run_checkpoint(task, step, **extra_items):
 
 
 def checkpoint_manager(checkpoint, directory, cfg):
-    """Keeps cfg.keep_checkpoints checkpoints in `directory`; save with checkpoint_number=step."""
-    return tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=cfg.keep_checkpoints)
+    """Keeps cfg.keep_checkpoints checkpoints in `directory` (created); save with checkpoint_number=step.
+    Its paths are `for_tensorflow` aliases: pass them through `for_people` to show them."""
+    pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+    return tf.train.CheckpointManager(checkpoint, for_tensorflow(directory, folder=True),
+                                      max_to_keep=cfg.keep_checkpoints)
 
 
 def _format_duration(seconds):
@@ -214,7 +218,7 @@ class Trainer:
         self.saved_step = None
         if latest:
             self.saved_step = checkpoint_files.step_of(latest)
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.checkpoint.restore(for_tensorflow(latest)).assert_existing_objects_matched()
             self.log(f"resumed {latest} at step {int(self.step)}")
         self.train_step = distribution.distributed_step(strategy, self.task.train_step, cfg.jit_compile)
         self.predict = tf.function(self.task.predict_logits, autograph=False)
@@ -320,7 +324,7 @@ class Trainer:
         if self.nonfinite_in_a_row >= self.cfg.max_nonfinite:
             raise NonFiniteError(
                 f"stopped at step {step}: {self.nonfinite_in_a_row} steps in a row with non-finite losses or "
-                f"gradients; the last good checkpoint is {self.manager.latest_checkpoint}")
+                f"gradients; the last good checkpoint is {for_people(self.manager.latest_checkpoint)}")
 
     def run(self):
         """Trains up to max_steps; returns the last step's metrics as floats ({} when the run
@@ -405,8 +409,9 @@ class Trainer:
             self.save()
         sys.stdout.flush()
         if self.stop_signal:
+            saved = for_people(self.manager.latest_checkpoint)
             raise TrainingStopped(self.stop_signal, f"{signal.Signals(self.stop_signal).name}: stopped at step "
-                                                    f"{int(self.step)}, saved in {self.manager.latest_checkpoint}")
+                                                    f"{int(self.step)}, saved in {saved}")
         self._end_session("success")
         self.log(f"finished: step {int(self.step)} of {cfg.max_steps} in "
                  f"{_format_duration(time.perf_counter() - started)}. Results in {self.out}: checkpoints/, "

@@ -280,3 +280,24 @@ def test_the_run_lock_is_exclusive_and_replaces_a_dead_trainers_lock(tmp_path):
     (run / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": "another-host"}))  # cannot be judged from here
     with pytest.raises(RunLockError, match=f"process {pid} on another-host"):
         RunLock(run).acquire()
+
+
+def test_a_run_folder_named_like_a_glob_pattern_resumes_evaluates_and_prunes_only_its_own(resume_runs, tmp_path):
+    """TensorFlow's checkpoint functions read a path as a pattern: `sifa [1]` would find no
+    checkpoint, and its clean-up of old checkpoints would match `sifa 1`'s."""
+    from sifa_synthmix.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
+
+    straight, _, _, root = resume_runs
+    neighbour = shutil.copytree(root / "straight", tmp_path / "sifa 1")
+    neighbour_files = sorted(neighbour.rglob("*"))
+    run = shutil.copytree(root / "straight", tmp_path / "sifa [1]")
+    logs = []
+    resumed = Trainer(dataclasses.replace(straight.cfg, output_dir=str(run), max_steps=5, keep_checkpoints=1),
+                      log=logs.append)
+    resumed.run()
+    assert any(line.startswith("resumed") and f"{run}/checkpoints/ckpt-4 at step 4" in line for line in logs), logs
+    assert f"saved {run}/checkpoints/ckpt-5" in logs
+    assert sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.index")) == ["ckpt-5.index"]
+    assert sorted(neighbour.rglob("*")) == neighbour_files
+    record = evaluate_run(run, log=logs.append)
+    assert record["checkpoint"] == str(run / "checkpoints" / "ckpt-5") and record["step"] == 5

@@ -40,6 +40,19 @@ def _read_datalist(list_path):
     return paths
 
 
+def _glob_below_existing_folder(pattern):
+    """Files matching `pattern`, its longest leading folder that exists taken as a name: in
+    `runs/data [1]/mr/*.tfrecords` the `[1]` is part of a folder's name, not a pattern."""
+    folder, rest = pattern, ""
+    while folder and not os.path.isdir(folder):
+        folder, tail = os.path.split(folder)
+        rest = os.path.join(tail, rest) if rest else tail
+        if not tail:
+            break
+    literal = os.path.join(glob.escape(folder), rest) if folder and os.path.isdir(folder) else pattern
+    return sorted(glob.glob(literal))
+
+
 def resolve_record_paths(spec):
     """Record paths from a datalist file, a glob, a .tfrecords file, or a list/comma-list of these.
 
@@ -52,7 +65,7 @@ def resolve_record_paths(spec):
     paths = []
     for item in specs:
         if _GLOB_CHARS & set(item) and not os.path.isfile(item):
-            matches = sorted(glob.glob(item))
+            matches = _glob_below_existing_folder(item)
             if not matches:
                 raise DataError(f"{item}: the pattern matches no file")
             paths.extend(matches)
