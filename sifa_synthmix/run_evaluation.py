@@ -15,9 +15,8 @@ from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, load_run_config
+from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, EVAL_DIR, load_run_config
 
-EVAL_DIR = "eval"
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step variable of trainer.run_checkpoint
 
 

@@ -27,6 +27,11 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 # What evaluation must find unchanged in the data (inputs.data_fingerprint), as at training.
 DATA_FINGERPRINT_FILE = "data_fingerprint.json"
+# Where --mode=evaluate writes (run_evaluation.py).
+EVAL_DIR = "eval"
+# Where --overwrite keeps the run it replaces until the new run saves a checkpoint, and what it moves there.
+REPLACED_DIR = "replaced_run"
+REPLACED_PARTS = (CONFIG_FILE, DATA_FINGERPRINT_FILE, CHECKPOINT_DIR, "tb", EVAL_DIR)
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
                       "distribution", "graph_optimizer")
@@ -104,16 +109,61 @@ def check_run_folder(cfg, overwrite=False):
                          "pass --overwrite to replace it or choose another --output_dir")
 
 
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def restore_replaced(out, log=print):
+    """Puts back the run that --overwrite moved to OUT/replaced_run, dropping what the new run
+    wrote in its place (it saved no checkpoint). Does nothing when there is none."""
+    aside = out / REPLACED_DIR
+    if not aside.is_dir():
+        return
+    for part in REPLACED_PARTS:
+        _remove(out / part)
+        if (aside / part).exists():
+            os.replace(aside / part, out / part)
+    aside.rmdir()
+    log(f"{out}: put back the run that --overwrite was replacing (the new run saved no checkpoint)")
+
+
+def discard_replaced(out):
+    """Deletes the run --overwrite replaced, once the new run has saved a checkpoint."""
+    shutil.rmtree(out / REPLACED_DIR, ignore_errors=True)
+
+
+def _finish_interrupted_replacement(out, log):
+    """A trainer killed while replacing a run: the new run is kept if it saved a checkpoint,
+    else the old one is put back."""
+    if not (out / REPLACED_DIR).is_dir():
+        return
+    if has_checkpoint(out):
+        discard_replaced(out)
+    else:
+        restore_replaced(out, log)
+
+
 def prepare_run_folder(cfg, overwrite=False, log=print):
     """Creates OUTPUT_DIR and saves the run's flags there (paths made absolute), as
-    check_run_folder decides; returns the folder."""
+    check_run_folder decides; returns the folder.
+
+    A replaced run (plan "replace") is moved to OUT/replaced_run, not deleted: the trainer
+    deletes it after the new run's first checkpoint and puts it back if the new run fails before.
+    """
     cfg = cfg.with_absolute_paths()
     out = pathlib.Path(cfg.output_dir)
+    _finish_interrupted_replacement(out, log)
     plan = check_run_folder(cfg, overwrite)
     if plan == "replace":
-        log(f"--overwrite: deleting the checkpoints and events of the run with other flags in {out}")
-        for sub in (CHECKPOINT_DIR, "tb"):
-            shutil.rmtree(out / sub, ignore_errors=True)
+        log(f"--overwrite: the run with other flags in {out} (its checkpoints, events and evaluation) is moved "
+            f"to {out / REPLACED_DIR}, deleted once this run saves a checkpoint, put back if it fails before")
+        (out / REPLACED_DIR).mkdir()
+        for part in REPLACED_PARTS:
+            if (out / part).exists():
+                os.replace(out / part, out / REPLACED_DIR / part)
     elif plan == "retry":
         log(f"{out} held a run with other flags that never saved a checkpoint; starting afresh")
     out.mkdir(parents=True, exist_ok=True)
@@ -174,6 +224,7 @@ class Trainer:
         self.log = RunLog(log)
         self.lock = None
         self.writer = None
+        self.replacing = False  # an old run waits in OUT/replaced_run for this one's first checkpoint
 
     def _build(self):
         """Everything that can fail on bad flags or data (the task included) comes before the
@@ -200,6 +251,7 @@ class Trainer:
         if self.chief:
             self.lock = RunLock(self.out, self.log).acquire()
             prepare_run_folder(cfg, self.overwrite, self.log)  # decides again, now under the lock
+            self.replacing = (self.out / REPLACED_DIR).is_dir()
             self.log.keep_in(self.out)
             fingerprint_path = self.out / DATA_FINGERPRINT_FILE
             if not has_checkpoint(self.out) or not fingerprint_path.is_file():
@@ -307,6 +359,9 @@ class Trainer:
         self.saved_step = int(self.step)
         if not self.chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
+        if self.replacing:
+            discard_replaced(self.out)
+            self.replacing = False
         self.log(f"saved {path}")
         return path
 
@@ -343,14 +398,23 @@ class Trainer:
         except Exception as error:
             self._end_session("failed")
             self.log.record(f"error: {error}")
+            self._undo_replacement()
             raise
         except BaseException as interruption:  # SystemExit from main's signal handler, KeyboardInterrupt
             self._end_session("stopped")
             self.log.record(f"stopped ({type(interruption).__name__})")
+            self._undo_replacement()
             raise
         finally:
             if self.lock is not None:
                 self.lock.release()
+
+    def _undo_replacement(self):
+        if self.replacing:
+            if self.writer is not None:
+                self.writer.close()
+            restore_replaced(self.out, self.log)
+            self.replacing = False
 
     def _train(self):
         cfg = self.cfg

@@ -349,3 +349,46 @@ def test_a_bad_test_volume_is_named_and_an_earlier_evaluation_kept(capsys, run_c
     code, _, err = evaluate(capsys, run)
     assert_one_error(code, err, str(bad), *parts)
     assert sorted(p.name for p in (run / "eval").iterdir()) == ["metrics.json"]
+
+
+def folder_contents(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_refused_by_a_bad_record_keeps_the_old_run_and_a_replaced_run_drops_its_eval(
+        capsys, run_copy, monkeypatch):
+    monkeypatch.chdir(REPO)
+    run, data = run_copy / "run", run_copy / "data"
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text("{}")  # stands for the old run's evaluation
+    before = {k: v for k, v in folder_contents(run).items() if k != "train.log"}
+    bad = next((data / "mr" / "train").glob("*.tfrecords"))
+    good = bad.read_bytes()
+    records.write_records(bad, [(np.zeros((32, 32, 3)), np.full((32, 32, 3), 205.0, np.float32))])
+    replace = (*tiny_args(data, run), "--max_steps=1", "--seed=7", "--overwrite")
+    assert_one_error(*run_main(capsys, *replace), str(bad), "label values outside")
+    assert {k: v for k, v in folder_contents(run).items() if k != "train.log"} == before
+
+    bad.write_bytes(good)
+    code, err = run_main(capsys, *replace)
+    assert code == 0, err
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "data_fingerprint.json", "tb",
+                                                     "train.log"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-1.index"]
+
+
+def test_a_replacement_killed_before_its_first_checkpoint_is_undone_at_the_next_start(tmp_path, tiny_config):
+    from sifa_synthmix.trainer import RunFolderError, prepare_run_folder  # pylint: disable=import-outside-toplevel
+
+    out = tmp_path / "run"
+    fake_run(out, {"model": {"ngf": 99}})
+    (out / "eval").mkdir()
+    (out / "eval" / "metrics.json").write_text("{}")
+    before = folder_contents(out)
+    prepare_run_folder(tiny_config(output_dir=out), overwrite=True, log=lambda _: None)
+    assert not (out / "eval").exists() and not (out / "checkpoints").exists()  # then the trainer is killed
+    logs = []
+    with pytest.raises(RunFolderError, match="--overwrite"):
+        prepare_run_folder(tiny_config(output_dir=out), log=logs.append)
+    assert folder_contents(out) == before
+    assert logs == [f"{out}: put back the run that --overwrite was replacing (the new run saved no checkpoint)"]
