@@ -62,6 +62,25 @@ def resolve_data(cfg):
     )
 
 
+def check_classes(data_dir, info, num_classes):
+    """dataset.json's classes must be --num_classes: with more names, classes the model never
+    predicts would be scored (Dice 100% where both are empty) and averaged in; with fewer,
+    classes would be left out of the table and the average."""
+    where = layout_lib.PreparedLayout(data_dir).info_path
+    info_classes = info.get("num_classes")
+    if info_classes is not None and int(info_classes) != num_classes:
+        raise DataError(f"{where}: the data has {info_classes} classes but --num_classes is {num_classes}")
+    names = info.get("class_names")
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise DataError(f"{where}: class_names must be a list of names, got {names!r}")
+    if len(names) != num_classes:
+        raise DataError(f"{where}: {len(names)} class names {names} but --num_classes is {num_classes}")
+    if len(set(names)) != len(names):
+        raise DataError(f"{where}: class names must be unique, got {names}")
+
+
 def class_names(info, num_classes):
     """The class names of dataset.json's `info`, else "class 0", "class 1", ..."""
     return list(info.get("class_names") or [f"class {i}" for i in range(num_classes)])
@@ -89,10 +108,7 @@ def build_training_datasets(cfg, resolved):
     if info_size is not None and int(info_size) != model.image_size:
         raise DataError(f"{cfg.data.data_dir}: the data has {info_size} x {info_size} slices but "
                         f"--image_size is {model.image_size}")
-    info_classes = resolved.info.get("num_classes")
-    if info_classes is not None and int(info_classes) != model.num_classes:
-        raise DataError(f"{cfg.data.data_dir}: the data has {info_classes} classes but "
-                        f"--num_classes is {model.num_classes}")
+    check_classes(cfg.data.data_dir, resolved.info, model.num_classes)
 
     def dataset(paths, intensity_range, seed_offset):
         return reader.make_dataset(

@@ -98,6 +98,7 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     info = data.read_info() if data.info_path.is_file() else {}
     resolved = inputs.resolve_data(cfg.data)
     check_data_fingerprint(run_dir, cfg, resolved, log)
+    inputs.check_classes(cfg.data.data_dir, info, cfg.model.num_classes)
     class_names = inputs.class_names(info, cfg.model.num_classes)
     predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
     step = checkpoint_step(path)

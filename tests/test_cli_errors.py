@@ -31,6 +31,12 @@ def data_copy(tiny_phantom, tmp_path):
     return shutil.copytree(tiny_phantom, tmp_path / "data")
 
 
+def edit_info(data_dir, **changes):
+    """Changes entries of DATA_DIR/dataset.json."""
+    path = data_dir / "dataset.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **changes}))
+
+
 def tiny_args(data_dir, out):
     return ("--flagfile=configs/tiny_cpu.flags", f"--data_dir={data_dir}", f"--output_dir={out}")
 
@@ -67,7 +73,11 @@ def test_missing_data_folder_writes_nothing(capsys, tmp_path, monkeypatch):
      ("stats.json", "no statistics for modality 'ct'")),
     (lambda d: [p.write_bytes(p.read_bytes()[:-7]) for p in (d / "mr" / "train").glob("*.tfrecords")],
      ("mr/train", "truncated record")),
-], ids=["empty datalist", "missing record", "stats without modality", "truncated file"])
+    (lambda d: edit_info(d, class_names=["bg", "a", "b", "c", "d", "phantom"]),
+     ("dataset.json", "6 class names", "--num_classes is 5")),
+    (lambda d: edit_info(d, class_names=["bg", "a", "b"]), ("dataset.json", "3 class names", "--num_classes is 5")),
+], ids=["empty datalist", "missing record", "stats without modality", "truncated file", "class names too many",
+        "class names too few"])
 def test_bad_data_is_one_error_and_writes_nothing(capsys, tmp_path, data_copy, monkeypatch, damage, parts):
     monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
     damage(data_copy)
@@ -392,3 +402,26 @@ def test_a_replacement_killed_before_its_first_checkpoint_is_undone_at_the_next_
         prepare_run_folder(tiny_config(output_dir=out), log=logs.append)
     assert folder_contents(out) == before
     assert logs == [f"{out}: put back the run that --overwrite was replacing (the new run saved no checkpoint)"]
+
+
+@pytest.mark.parametrize("names", [["bg", "a", "b", "c", "d", "phantom"], ["bg", "a", "b"]], ids=["too many", "too few"])
+def test_evaluate_refuses_class_names_that_are_not_num_classes(capsys, run_copy, names):
+    """Also for a run trained before the data fingerprint (which would name the change) existed."""
+    (run_copy / "run" / "data_fingerprint.json").unlink()
+    edit_info(run_copy / "data", class_names=names)
+    code, _, err = evaluate(capsys, run_copy / "run")
+    assert_one_error(code, err, str(run_copy / "data" / "dataset.json"), f"{len(names)} class names",
+                     "--num_classes is 5")
+    assert not (run_copy / "run" / "eval").exists()
+
+
+@pytest.mark.parametrize("value", [7, -1, 1.5])
+def test_evaluate_refuses_test_labels_outside_the_classes(capsys, run_copy, value):
+    bad = sorted((run_copy / "data" / "ct" / "test").glob("*.npz"))[-1]
+    with np.load(bad) as arrays:
+        image, labels = arrays["arr_0"], arrays["arr_1"].astype(np.float32)
+    labels[0, 0, 0] = value
+    np.savez_compressed(bad, arr_0=image, arr_1=labels)
+    code, _, err = evaluate(capsys, run_copy / "run")
+    assert_one_error(code, err, str(bad), "label values outside the classes 0..4", f"[{float(value)}]")
+    assert not (run_copy / "run" / "eval").exists()

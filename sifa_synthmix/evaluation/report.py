@@ -14,7 +14,10 @@ converters keep it), so it overlays the raw scan in 3D Slicer or ITK-SNAP; else 
 """
 import pathlib
 
+import numpy as np
+
 from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
+from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files, metrics, result_files, table
 from sifa_synthmix.evaluation.inference import predict_volume
 
@@ -51,6 +54,16 @@ def _volume_names(volume_paths):
     return names
 
 
+def check_labels(path, labels, num_classes):
+    """Test labels must be classes, 0 .. num_classes - 1: any other value (negative, fractional,
+    too large) would be scored as background without a word."""
+    values = np.unique(labels)
+    wrong = values[(values < 0) | (values >= num_classes) | (values != np.round(values))]
+    if wrong.size:
+        raise DataError(f"{path}: label values outside the classes 0..{num_classes - 1} (--num_classes="
+                        f"{num_classes}); found {wrong[:10].tolist()}")
+
+
 def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names, out_dir,
                      batch_size=16, flip=False, spacing=None, spacing_unit="voxel", method="This run",
                      affines=None, write_images=False, checkpoint=None, step=None):
@@ -72,7 +85,7 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
     if spacing_unit == "mm" and set(names) - set(spacing):
         raise ValueError(f"ASSD in mm needs the spacing of every volume; none for {sorted(set(names) - set(spacing))}")
     for path in volume_paths:  # a bad volume stops before an earlier evaluation's files change
-        read_test_volume(path)
+        check_labels(path, read_test_volume(path)[1], len(class_names))
     out_dir = pathlib.Path(out_dir)
     folders = (PREDICTIONS_DIR, IMAGES_DIR, GROUND_TRUTH_DIR) if write_images else (PREDICTIONS_DIR,)
     for folder in folders:
