@@ -10,6 +10,7 @@ from sifa_synthmix import checkpoint_files, inputs
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation.methods import method_name
+from sifa_synthmix.evaluation import result_files
 from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, spacing_by_volume
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
@@ -103,12 +104,14 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
     step = checkpoint_step(path)
     log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes")
-    record = evaluate_volumes(
-        predict_logits, volumes, resolved.target_range, class_names, run_dir / EVAL_DIR,
-        batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
-        spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
-        method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality), write_images=write_images,
-        checkpoint=path, step=step)
+    # Written beside RUN/eval and swapped in whole: a failed or killed evaluation leaves the previous one.
+    with result_files.replaced_folder(run_dir / EVAL_DIR) as eval_dir:
+        record = evaluate_volumes(
+            predict_logits, volumes, resolved.target_range, class_names, eval_dir,
+            batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
+            spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
+            method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality), write_images=write_images,
+            checkpoint=path, step=step, image_size=cfg.model.image_size)
     writer = tf.summary.create_file_writer(str(run_dir / "tb"))
     with writer.as_default():
         RunSummaries(cfg, class_names).write_evaluation(record, step)

@@ -346,10 +346,17 @@ def write_npz_with_nonfinite_voxels(path):
     np.savez_compressed(path, arr_0=image, arr_1=labels)
 
 
+def write_npz_of_another_slice_size(path):
+    with np.load(path) as arrays:
+        image, labels = arrays["arr_0"][:16, :16], arrays["arr_1"][:16, :16]
+    np.savez_compressed(path, arr_0=image, arr_1=labels)
+
+
 @pytest.mark.parametrize("damage, parts", [
     (write_npz_truncated, ("not a readable test volume",)),
     (write_npz_with_nonfinite_voxels, ("4 NaN or infinite voxels",)),
-], ids=["truncated npz", "nan voxels"])
+    (write_npz_of_another_slice_size, ("16 x 16 slices, but the model takes 32 x 32 (--image_size)",)),
+], ids=["truncated npz", "nan voxels", "slice size"])
 def test_a_bad_test_volume_is_named_and_an_earlier_evaluation_kept(capsys, run_copy, damage, parts):
     run = run_copy / "run"
     (run / "eval").mkdir()
@@ -404,7 +411,8 @@ def test_a_replacement_killed_before_its_first_checkpoint_is_undone_at_the_next_
     assert logs == [f"{out}: put back the run that --overwrite was replacing (the new run saved no checkpoint)"]
 
 
-@pytest.mark.parametrize("names", [["bg", "a", "b", "c", "d", "phantom"], ["bg", "a", "b"]], ids=["too many", "too few"])
+@pytest.mark.parametrize("names", [["bg", "a", "b", "c", "d", "phantom"], ["bg", "a", "b"]],
+                         ids=["too many", "too few"])
 def test_evaluate_refuses_class_names_that_are_not_num_classes(capsys, run_copy, names):
     """Also for a run trained before the data fingerprint (which would name the change) existed."""
     (run_copy / "run" / "data_fingerprint.json").unlink()
@@ -425,3 +433,25 @@ def test_evaluate_refuses_test_labels_outside_the_classes(capsys, run_copy, valu
     code, _, err = evaluate(capsys, run_copy / "run")
     assert_one_error(code, err, str(bad), "label values outside the classes 0..4", f"[{float(value)}]")
     assert not (run_copy / "run" / "eval").exists()
+
+
+def test_an_evaluation_stopped_midway_leaves_the_previous_one_whole(run_copy, monkeypatch):
+    """As a SIGKILL would: eval/ must not mix the predictions of two checkpoints."""
+    from sifa_synthmix.evaluation import report  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
+
+    run = run_copy / "run"
+    (run / "eval" / "predictions").mkdir(parents=True)
+    (run / "eval" / "metrics.json").write_text("{}")  # stands for an earlier evaluation
+    for volume in (run_copy / "data" / "ct" / "test").glob("*.npz"):
+        (run / "eval" / "predictions" / volume.name.replace(".npz", ".nii.gz")).write_bytes(b"earlier")
+    before = folder_contents(run / "eval")
+
+    def stopped(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report.label_files, "write_colour_tables", stopped)  # after every prediction
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run, log=lambda _: None)
+    assert folder_contents(run / "eval") == before
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("eval")) == ["eval"]
