@@ -266,6 +266,8 @@ class Trainer:
         self.manager = checkpoint_manager(
             self.checkpoint, checkpoint_dir if self.chief else distribution.scratch_dir(strategy), cfg)
         self._announce(resolved)
+        if self.chief:
+            checkpoint_files.remove_unfinished(checkpoint_dir, self.log)
         latest = checkpoint_files.newest_intact(checkpoint_dir, self.log)
         self.saved_step = None
         if latest:
@@ -392,22 +394,28 @@ class Trainer:
         try:
             return self._train()
         except TrainingStopped as stop:
-            self._end_session("stopped")
-            self.log.record(str(stop))
+            self._close_session("stopped", str(stop))
             raise
         except Exception as error:
-            self._end_session("failed")
-            self.log.record(f"error: {error}")
+            self._close_session("failed", f"error: {error}")
             self._undo_replacement()
             raise
         except BaseException as interruption:  # SystemExit from main's signal handler, KeyboardInterrupt
-            self._end_session("stopped")
-            self.log.record(f"stopped ({type(interruption).__name__})")
+            self._close_session("stopped", f"stopped ({type(interruption).__name__})")
             self._undo_replacement()
             raise
         finally:
             if self.lock is not None:
                 self.lock.release()
+
+    def _close_session(self, status, line):
+        """Records in train.log how the session ended, then ends its TensorBoard session; on a full
+        disk either can fail, and must not hide the error that ended the run."""
+        for close in (lambda: self.log.record(line), lambda: self._end_session(status)):
+            try:
+                close()
+            except (OSError, tf.errors.OpError):
+                pass
 
     def _undo_replacement(self):
         if self.replacing:
@@ -467,8 +475,6 @@ class Trainer:
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
-            if self.writer is not None:
-                self.writer.flush()
         if self.saved_step != int(self.step):
             self.save()
         sys.stdout.flush()

@@ -455,3 +455,61 @@ def test_an_evaluation_stopped_midway_leaves_the_previous_one_whole(run_copy, mo
         evaluate_run(run, log=lambda _: None)
     assert folder_contents(run / "eval") == before
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("eval")) == ["eval"]
+
+
+def test_a_full_disk_at_a_save_is_one_line_naming_the_space_and_leaves_no_partial_files(
+        capsys, tmp_path, tiny_phantom, monkeypatch):
+    """A full disk fails the second save (after TensorFlow wrote part of ckpt-2_temp/) and the
+    end-of-session TensorBoard record; a ckpt-9_temp/ of an earlier killed save is cleared at start."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from sifa_synthmix.tensorboard_summaries import RunSummaries  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    (out / "checkpoints" / "ckpt-9_temp").mkdir(parents=True)
+    (out / "checkpoints" / "ckpt-9_temp" / "part-00000-of-00001.index").write_bytes(b"killed while saving")
+    original_save = tf.train.CheckpointManager.save
+
+    def save(manager, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 2:
+            temp = pathlib.Path(manager.directory) / "ckpt-2_temp"
+            temp.mkdir()
+            (temp / "part-00000-of-00001.data-00000-of-00001").write_bytes(bytes(3_000_000))
+            raise tf.errors.ResourceExhaustedError(None, None, f"{temp}/part; No space left on device")
+        return original_save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+    def no_space(*_):
+        raise tf.errors.ResourceExhaustedError(None, None, "events file; No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+    monkeypatch.setattr(RunSummaries, "write_session_end", no_space)
+    code, err = run_main(capsys, *tiny_args(tiny_phantom, out), "--max_steps=2", "--save_every=1")
+    assert_one_error(code, err, f"{out / 'checkpoints'}: no space left to save checkpoint ckpt-2", "MB free there",
+                     "needs about", "(the size of")
+    log = (out / "train.log").read_text(encoding="utf-8").splitlines()
+    assert any(f"removed {out / 'checkpoints' / 'ckpt-9_temp'} " in line and "did not finish" in line
+               for line in log), log
+    assert "error: " in log[-1] and "no space left to save checkpoint ckpt-2" in log[-1], log
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_a_full_disk_while_writing_a_file_leaves_no_temporary_file(capsys, tmp_path, tiny_phantom, monkeypatch):
+    import errno  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    original_write = pathlib.Path.write_bytes
+
+    def write_bytes(path, data):
+        if path.name.endswith(".tmp"):
+            original_write(path, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original_write(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, out)), "No space left on device",
+                     str(out / "config.json.tmp"))
+    assert not list(out.rglob("*.tmp"))

@@ -27,11 +27,16 @@ ABDOMINAL_CLASSES = ("background", "Liver", "R Kidney", "L Kidney", "Spleen")
 
 
 def atomic_write_bytes(path, data):
-    """Writes via a temporary file and a rename, so a crash never leaves a half-written file."""
+    """Writes via a temporary file and a rename, so a crash never leaves a half-written file (and
+    a failed write, on a full disk say, no temporary file)."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path, text):
