@@ -28,8 +28,8 @@ def flat_settings(values, prefix=""):
 def _require_at_least(config, low, *names):
     for name in names:
         value = getattr(config, name)
-        if value < low:
-            raise ValueError(f"--{FLAG_NAMES.get(name, name)} must be at least {low}, got {value}")
+        if not (value >= low and math.isfinite(value)):  # NaN fails every comparison
+            raise ValueError(f"--{FLAG_NAMES.get(name, name)} must be a finite number, at least {low}, got {value}")
 
 
 def absolute_path_spec(spec):
@@ -175,8 +175,8 @@ class TrainConfig:
         _require_at_least(self, 1, "max_steps", "batch_size", "pool_size", "save_every", "keep_checkpoints",
                           "log_every", "image_every", "max_nonfinite")
         _require_at_least(self, 0.0, "lambda_cycle")
-        if not self.base_lr > 0:
-            raise ValueError(f"--base_lr must be positive, got {self.base_lr}")
+        if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
+            raise ValueError(f"--base_lr must be positive and finite, got {self.base_lr}")
         require_power_of_two_cells(self.model.image_size, self.synthmix.k)
 
     def with_absolute_paths(self):

@@ -24,9 +24,7 @@ class ResolvedData:
 def _range_for(explicit, stats_path, modality):
     if explicit:
         low, high = (float(v) for v in explicit)
-        if not high > low:
-            raise DataError(f"intensity range for {modality}: max ({high}) must exceed min ({low})")
-        return low, high
+        return reader.check_range(low, high, f"intensity range for {modality}:")
     return reader.load_intensity_range(stats_path, modality)
 
 
@@ -109,6 +107,11 @@ def build_training_datasets(cfg, resolved):
         raise DataError(f"{cfg.data.data_dir}: the data has {info_size} x {info_size} slices but "
                         f"--image_size is {model.image_size}")
     check_classes(cfg.data.data_dir, resolved.info, model.num_classes)
+    for domain, paths in (("source", resolved.source_train), ("target", resolved.target_train)):
+        slices = count_slices(paths)
+        if cfg.batch_size > slices:  # batches would repeat slices, and take memory in proportion
+            raise DataError(f"--batch_size={cfg.batch_size} is larger than the {domain} training set "
+                            f"({slices} slices in {cfg.data.data_dir})")
 
     def dataset(paths, intensity_range, seed_offset):
         return reader.make_dataset(

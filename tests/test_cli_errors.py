@@ -73,11 +73,14 @@ def test_missing_data_folder_writes_nothing(capsys, tmp_path, monkeypatch):
      ("stats.json", "no statistics for modality 'ct'")),
     (lambda d: [p.write_bytes(p.read_bytes()[:-7]) for p in (d / "mr" / "train").glob("*.tfrecords")],
      ("mr/train", "truncated record")),
+    (lambda d: (d / "stats.json").write_text(json.dumps({"mr": {"min": -1, "max": 3},
+                                                         "ct": {"min": -1, "max": float("inf")}})),
+     ("stats.json", "ct min (-1.0) and max (inf) must be finite")),
     (lambda d: edit_info(d, class_names=["bg", "a", "b", "c", "d", "phantom"]),
      ("dataset.json", "6 class names", "--num_classes is 5")),
     (lambda d: edit_info(d, class_names=["bg", "a", "b"]), ("dataset.json", "3 class names", "--num_classes is 5")),
-], ids=["empty datalist", "missing record", "stats without modality", "truncated file", "class names too many",
-        "class names too few"])
+], ids=["empty datalist", "missing record", "stats without modality", "truncated file", "infinite stats",
+        "class names too many", "class names too few"])
 def test_bad_data_is_one_error_and_writes_nothing(capsys, tmp_path, data_copy, monkeypatch, damage, parts):
     monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
     damage(data_copy)
@@ -153,6 +156,9 @@ def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, t
     ("--source_range=1,a", ("--source_range=1,a", "numbers")),
     ("--flagfile=absent.flags", ("absent.flags",)),
     ("--deterministic --jit_compile", ("--deterministic cannot be combined with --jit_compile",)),
+    ("--base_lr=inf", ("--base_lr must be positive and finite", "inf")),
+    ("--lambda_cycle=nan", ("--lambda_cycle must be a finite number", "nan")),
+    ("--batch_size=100000", ("--batch_size=100000 is larger than the source training set", "40 slices")),
 ])
 def test_a_bad_flag_value_is_one_line_naming_the_flag_and_writes_nothing(capsys, tmp_path, tiny_phantom, flag,
                                                                           parts):

@@ -7,6 +7,7 @@ turns such a TensorFlow error into a `DataError` with just that message.
 """
 import glob
 import json
+import math
 import os
 import pathlib
 import re
@@ -122,8 +123,16 @@ def load_intensity_range(stats_path, modality):
         low, high = float(stats[modality]["min"]), float(stats[modality]["max"])
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{stats_path}: {modality} needs numeric 'min' and 'max'") from None
+    return check_range(low, high, f"{stats_path}: {modality}")
+
+
+def check_range(low, high, what):
+    """(low, high) of an intensity range: finite (an infinite bound maps every image to one
+    value), max above min; a DataError starting with `what` otherwise."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise DataError(f"{what} min ({low}) and max ({high}) must be finite")
     if not high > low:
-        raise DataError(f"{stats_path}: {modality} max ({high}) must exceed min ({low})")
+        raise DataError(f"{what} max ({high}) must exceed min ({low})")
     return low, high
 
 
