@@ -1,7 +1,6 @@
 """Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report,
 and put the scores into the run's TensorBoard events (eval/, the HParams metrics)."""
 import functools
-import json
 import pathlib
 
 import tensorflow as tf
@@ -16,7 +15,7 @@ from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, EVAL_DIR, load_run_config
+from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, EVAL_DIR, check_data_fingerprint, load_run_config
 
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step variable of trainer.run_checkpoint
 
@@ -66,22 +65,6 @@ def checkpoint_step(path):
     return checkpoint_files.step_of(path)
 
 
-def check_data_fingerprint(run_dir, cfg, resolved, log=print):
-    """Refuses data that differ from those the run was trained on (DataError naming them)."""
-    saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
-    if not saved_path.is_file():
-        log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
-            f"not checking that {cfg.data.data_dir} holds the data it was trained on")
-        return
-    saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    now = json.loads(json.dumps(inputs.data_fingerprint(cfg.data, resolved)))
-    differing = [f"{key}: {saved.get(key)} at training, {now.get(key)} now"
-                 for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
-    if differing:
-        raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
-                        "refusing to evaluate")
-
-
 def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, write_images=False,
                  log=print):
     """Writes RUN/eval (metrics.json/csv, table.md, predictions/*.nii.gz, colour tables; with
@@ -98,7 +81,7 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
         raise DataError(f"{data.test_dir(modality)}: no test volumes (*.npz) to evaluate")
     info = data.read_info() if data.info_path.is_file() else {}
     resolved = inputs.resolve_data(cfg.data)
-    check_data_fingerprint(run_dir, cfg, resolved, log)
+    check_data_fingerprint(run_dir, cfg, resolved, "evaluate", log)
     inputs.check_classes(cfg.data.data_dir, info, cfg.model.num_classes)
     class_names = inputs.class_names(info, cfg.model.num_classes)
     predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)

@@ -181,6 +181,23 @@ def load_run_config(run_dir):
     return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")))
 
 
+def check_data_fingerprint(run_dir, cfg, resolved, action, log=print):
+    """Refuses data that differ from those the run was trained on (DataError naming them); action:
+    what is refused, "evaluate" or "resume"."""
+    saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
+    if not saved_path.is_file():
+        log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
+            f"not checking that {cfg.data.data_dir} holds the data it was trained on")
+        return
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(inputs.data_fingerprint(cfg.data, resolved)))
+    differing = [f"{key}: {saved.get(key)} at training, {now.get(key)} now"
+                 for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    if differing:
+        raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
+                        f"refusing to {action}")
+
+
 def step_variable(value=0):
     """The run's step counter, saved in every checkpoint (the trainer's, not the replicas')."""
     return tf.Variable(value, dtype=tf.int64, trainable=False, name="step")
@@ -234,12 +251,15 @@ class Trainer:
         distribution.check_run(strategy, cfg)
         # Under several workers only the chief writes config, events, checkpoints and train.log.
         self.chief = distribution.is_chief(strategy)
+        plan = None
         if self.chief:
-            check_run_folder(cfg, self.overwrite)  # a refusal comes before the slow parts
+            plan = check_run_folder(cfg, self.overwrite)  # a refusal comes before the slow parts
         else:
             self.log = RunLog(lambda _: None)
             self.log.without_file()
         resolved = inputs.resolve_data(cfg.data)
+        if self.chief and plan == "resume" and has_checkpoint(cfg.output_dir):
+            check_data_fingerprint(cfg.output_dir, cfg, resolved, "resume", self.log)
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()

@@ -519,3 +519,20 @@ def test_a_full_disk_while_writing_a_file_leaves_no_temporary_file(capsys, tmp_p
     assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, out)), "No space left on device",
                      str(out / "config.json.tmp"))
     assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("change, parts", [
+    (lambda d: (d / "stats.json").write_text(json.dumps({**json.loads((d / "stats.json").read_text()),
+                                                         "ct": {"min": -30, "max": 50}})),
+     ("ct range (target)", "[-30.0, 50.0] now")),
+    (lambda d: edit_info(d, class_names=None), ("class_names", "None now")),
+], ids=["stats tenfold", "class names removed"])
+def test_resume_refuses_data_that_differ_from_trainings_and_changes_nothing(capsys, run_copy, monkeypatch, change,
+                                                                             parts):
+    monkeypatch.chdir(REPO)
+    run, data = run_copy / "run", run_copy / "data"
+    before = folder_contents(run)
+    change(data)
+    code, err = run_main(capsys, *tiny_args(data, run), "--max_steps=3", "--save_every=1", "--image_every=1000")
+    assert_one_error(code, err, str(data), f"not the data {run} was trained on", "refusing to resume", *parts)
+    assert folder_contents(run) == before
