@@ -13,7 +13,9 @@ import re
 import shutil
 
 import tensorflow as tf
+from google.protobuf import text_format
 
+from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.tensorflow_paths import for_people, for_tensorflow
 
 _NUMBERED = re.compile(r"^ckpt-(\d+)\.index$")
@@ -96,6 +98,31 @@ def newest_intact(directory, log=print):
     if damaged:
         raise CheckpointError(f"{directory}: no intact checkpoint ({'; '.join(damaged)})")
     return None
+
+
+def repair_state(directory, log=print):
+    """Rewrites DIRECTORY/checkpoint from the numbered checkpoints there when it is missing or
+    unreadable: CheckpointManager learns from that file alone which old checkpoints it may delete
+    (beyond --keep_checkpoints), and would keep them all."""
+    numbered = newest_first(directory)
+    if not numbered:
+        return
+    try:
+        state = tf.train.get_checkpoint_state(for_tensorflow(directory, folder=True))
+    except text_format.ParseError:
+        state = None
+    if state is not None:
+        return
+    oldest_first = list(reversed(numbered))
+    # CheckpointManager deletes only checkpoints newer than last_preserved_timestamp.
+    times = [os.path.getmtime(f"{prefix}.index") for prefix in oldest_first]
+    names = [os.path.basename(prefix) for prefix in oldest_first]
+    lines = [f'model_checkpoint_path: "{names[-1]}"', *(f'all_model_checkpoint_paths: "{n}"' for n in names),
+             *(f"all_model_checkpoint_timestamps: {t!r}" for t in times),
+             f"last_preserved_timestamp: {min(times) - 1!r}"]
+    atomic_write_text(os.path.join(directory, "checkpoint"), "\n".join(lines) + "\n")
+    log(f"warning: {os.path.join(directory, 'checkpoint')} was missing or unreadable; rewritten from the "
+        f"{len(names)} checkpoint(s) there, so that old ones are deleted as --keep_checkpoints says")
 
 
 def _fsync(path, flags=os.O_RDONLY):

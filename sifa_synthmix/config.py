@@ -4,6 +4,7 @@ Each range rule lives here once; its message names the command-line flag, so the
 serves main.py and programmatic use.
 """
 import dataclasses
+import errno
 import math
 import os
 
@@ -36,6 +37,19 @@ def absolute_path_spec(spec):
     """A path, or comma-separated paths and globs, made absolute (symlinks resolved); "" stays ""."""
     items = [item.strip() for item in str(spec).split(",") if item.strip()]
     return ",".join(os.path.realpath(os.path.expanduser(item)) for item in items)
+
+
+def not_a_folder_reason(path, flag):
+    """Why `path`, given as `flag`, cannot be a folder: it is a file, or a symbolic link loop (in
+    it or on its way); None when it is a folder or simply does not exist yet."""
+    if os.path.isfile(path):
+        return f"{flag} is a file, not a folder"
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"{flag} is a symbolic link loop"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 import dataclasses
 import pathlib
 
+from sifa_synthmix.config import not_a_folder_reason
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data import reader
 from sifa_synthmix.data.reader import DataError
@@ -36,7 +37,8 @@ def resolve_data(cfg):
     layout = layout_lib.PreparedLayout(cfg.data_dir)
     explicit_lists = cfg.source_train_list and cfg.target_train_list
     if not explicit_lists and not layout.root.is_dir():
-        raise DataError(f"{layout.root}: the data folder does not exist. {HOW_TO_PREPARE}")
+        reason = not_a_folder_reason(layout.root, "--data_dir") or "the data folder does not exist"
+        raise DataError(f"{layout.root}: {reason}. {HOW_TO_PREPARE}")
     info = layout.read_info() if layout.info_path.is_file() else {}
 
     def pick(explicit, modality, split, required=True):

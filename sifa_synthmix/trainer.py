@@ -12,7 +12,8 @@ import keras
 import tensorflow as tf
 
 from sifa_synthmix import checkpoint_files, distribution, inputs, visualize
-from sifa_synthmix.config import DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings
+from sifa_synthmix.config import (DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings,
+                                  not_a_folder_reason)
 from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
 from sifa_synthmix.evaluation.methods import method_name
@@ -68,8 +69,9 @@ def _comparable_settings(config_dict):
 
 
 def _check_writable(out):
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"{out}: --output_dir is a file, not a folder")
+    reason = not_a_folder_reason(out, "--output_dir")
+    if reason:
+        raise RunFolderError(f"{out}: {reason}")
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunFolderError(f"{existing}: not writable, so --output_dir={out} cannot be written")
@@ -208,10 +210,11 @@ def run_checkpoint(task, step, **extra_items):
     return tf.train.Checkpoint(**task.checkpoint_items(), step=step, **extra_items)
 
 
-def checkpoint_manager(checkpoint, directory, cfg):
+def checkpoint_manager(checkpoint, directory, cfg, log=print):
     """Keeps cfg.keep_checkpoints checkpoints in `directory` (created); save with checkpoint_number=step.
     Its paths are `for_tensorflow` aliases: pass them through `for_people` to show them."""
     pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+    checkpoint_files.repair_state(directory, log)
     return tf.train.CheckpointManager(checkpoint, for_tensorflow(directory, folder=True),
                                       max_to_keep=cfg.keep_checkpoints)
 
@@ -284,7 +287,7 @@ class Trainer:
         self.checkpoint = run_checkpoint(self.task, self.step, **iterators)
         checkpoint_dir = self.out / CHECKPOINT_DIR
         self.manager = checkpoint_manager(
-            self.checkpoint, checkpoint_dir if self.chief else distribution.scratch_dir(strategy), cfg)
+            self.checkpoint, checkpoint_dir if self.chief else distribution.scratch_dir(strategy), cfg, self.log)
         self._announce(resolved)
         if self.chief:
             checkpoint_files.remove_unfinished(checkpoint_dir, self.log)

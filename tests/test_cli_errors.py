@@ -76,11 +76,15 @@ def test_missing_data_folder_writes_nothing(capsys, tmp_path, monkeypatch):
     (lambda d: (d / "stats.json").write_text(json.dumps({"mr": {"min": -1, "max": 3},
                                                          "ct": {"min": -1, "max": float("inf")}})),
      ("stats.json", "ct min (-1.0) and max (inf) must be finite")),
+    (lambda d: (d / "dataset.json").write_text('{"class_names": ['), ("dataset.json", "not valid JSON")),
+    (lambda d: (d / "dataset.json").write_text("[1, 2]"), ("dataset.json", "not a JSON object", "list")),
+    (lambda d: (d / "stats.json").write_text("null"), ("stats.json", "not a JSON object", "NoneType")),
     (lambda d: edit_info(d, class_names=["bg", "a", "b", "c", "d", "phantom"]),
      ("dataset.json", "6 class names", "--num_classes is 5")),
     (lambda d: edit_info(d, class_names=["bg", "a", "b"]), ("dataset.json", "3 class names", "--num_classes is 5")),
 ], ids=["empty datalist", "missing record", "stats without modality", "truncated file", "infinite stats",
-        "class names too many", "class names too few"])
+        "dataset.json not JSON", "dataset.json a list", "stats.json null", "class names too many",
+        "class names too few"])
 def test_bad_data_is_one_error_and_writes_nothing(capsys, tmp_path, data_copy, monkeypatch, damage, parts):
     monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
     damage(data_copy)
@@ -159,6 +163,8 @@ def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, t
     ("--base_lr=inf", ("--base_lr must be positive and finite", "inf")),
     ("--lambda_cycle=nan", ("--lambda_cycle must be a finite number", "nan")),
     ("--batch_size=100000", ("--batch_size=100000 is larger than the source training set", "40 slices")),
+    ("--max_steps=3 --max_steps 4", ("--max_steps is given twice with different values (3, then 4)",)),
+    ("--overwrite --nooverwrite", ("--overwrite is given twice with different values (True, then False)",)),
 ])
 def test_a_bad_flag_value_is_one_line_naming_the_flag_and_writes_nothing(capsys, tmp_path, tiny_phantom, flag,
                                                                           parts):
@@ -536,3 +542,21 @@ def test_resume_refuses_data_that_differ_from_trainings_and_changes_nothing(caps
     code, err = run_main(capsys, *tiny_args(data, run), "--max_steps=3", "--save_every=1", "--image_every=1000")
     assert_one_error(code, err, str(data), f"not the data {run} was trained on", "refusing to resume", *parts)
     assert folder_contents(run) == before
+
+
+def test_a_flag_given_twice_with_the_same_value_is_accepted():
+    assert main.flags_given_twice(["main.py", "--max_steps=3", "--max_steps", "03", "--overwrite",
+                                   "--overwrite=true", "--flagfile=a.flags", "--flagfile", "b.flags"]) is None
+
+
+def test_a_data_dir_that_is_a_file_or_a_symlink_loop_is_named_as_such(capsys, tmp_path, tiny_phantom):
+    a_file, loop = tmp_path / "data.txt", tmp_path / "loop"
+    a_file.write_text("not data")
+    loop.symlink_to(loop)
+    out = tmp_path / "run"
+    assert_one_error(*run_main(capsys, *tiny_args(a_file, out)), str(a_file), "--data_dir is a file, not a folder")
+    assert_one_error(*run_main(capsys, *tiny_args(loop / "data", out)), str(loop / "data"),
+                     "--data_dir is a symbolic link loop")
+    assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, loop / "run")), str(loop / "run"),
+                     "--output_dir is a symbolic link loop")
+    assert not out.exists()

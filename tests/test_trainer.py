@@ -301,3 +301,19 @@ def test_a_run_folder_named_like_a_glob_pattern_resumes_evaluates_and_prunes_onl
     assert sorted(neighbour.rglob("*")) == neighbour_files
     record = evaluate_run(run, log=logs.append)
     assert record["checkpoint"] == str(run / "checkpoints" / "ckpt-5") and record["step"] == 5
+
+
+def test_an_unreadable_checkpoint_state_file_does_not_stop_keep_checkpoints(tmp_path):
+    """CheckpointManager learns from checkpoints/checkpoint alone which old checkpoints it may delete."""
+    from sifa_synthmix.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.trainer import checkpoint_manager  # pylint: disable=import-outside-toplevel
+
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=10)
+    for number in (1, 2, 3, 4):
+        manager.save(checkpoint_number=number)
+    (tmp_path / "checkpoint").write_text("garbage {{{")
+    logs = []
+    checkpoint_files.save(checkpoint_manager(checkpoint, tmp_path, TrainConfig(keep_checkpoints=2), logs.append), 5)
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-4.index", "ckpt-5.index"]
+    assert len(logs) == 1 and "checkpoint was missing or unreadable" in logs[0], logs

@@ -89,7 +89,15 @@ class PreparedLayout:
         return sorted(self.test_dir(modality).glob("*.npz"))
 
     def read_info(self):
-        return json.loads(self.info_path.read_text(encoding="utf-8"))
+        """dataset.json as a dict; a DataError names the file when it is not a JSON object."""
+        try:
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(f"{self.info_path}: not valid JSON ({error})") from None
+        if not isinstance(info, dict):
+            raise DataError(f"{self.info_path}: not a JSON object of the data's class names, sizes and volumes "
+                            f"(got {type(info).__name__})")
+        return info
 
 
 def read_test_volume(path):

@@ -116,6 +116,9 @@ def load_intensity_range(stats_path, modality):
         stats = json.loads(stats_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise DataError(f"{stats_path}: not valid JSON ({error})") from None
+    if not isinstance(stats, dict):
+        raise DataError(f"{stats_path}: not a JSON object of per-modality ranges "
+                        f'({{"mr": {{"min": .., "max": ..}}, ...}}; got {type(stats).__name__})')
     if modality not in stats:
         raise DataError(f"{stats_path}: no statistics for modality {modality!r} "
                         f"(it has {sorted(stats)})")
