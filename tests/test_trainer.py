@@ -18,6 +18,7 @@ from sifa_synthmix.data.layout import CARDIAC_CLASSES
 from sifa_synthmix.run_lock import LOCK_FILE, RunLock, RunLockError
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.tensorboard_summaries import RunSummaries
+from sifa_synthmix.tensorflow_paths import for_tensorflow
 from sifa_synthmix.trainer import RunFolderError, Trainer, check_run_folder, load_run_config, prepare_run_folder
 from tensorboard_events import event_values, hparams_records, read_events
 
@@ -317,3 +318,15 @@ def test_an_unreadable_checkpoint_state_file_does_not_stop_keep_checkpoints(tmp_
     checkpoint_files.save(checkpoint_manager(checkpoint, tmp_path, TrainConfig(keep_checkpoints=2), logs.append), 5)
     assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-4.index", "ckpt-5.index"]
     assert len(logs) == 1 and "checkpoint was missing or unreadable" in logs[0], logs
+
+
+def test_a_checkpoint_whose_own_name_looks_like_a_pattern_is_read(tmp_path):
+    """--checkpoint may name a file like `best[1]-3` in a folder like `runs [2]`."""
+    folder = tmp_path / "runs [2]"
+    folder.mkdir()
+    prefix = tf.train.Checkpoint(v=tf.Variable(tf.range(10.0))).write(str(folder / "best[1]-3"))
+    (folder / "best1-3.index").write_bytes(b"what the pattern would match")
+    assert checkpoint_files.verify(prefix) == str(folder / "best[1]-3")
+    restored = tf.Variable(tf.zeros(10))
+    tf.train.Checkpoint(v=restored).restore(for_tensorflow(prefix)).expect_partial()
+    assert restored.numpy().tolist() == list(range(10))
