@@ -136,6 +136,43 @@ def flagfiles_first(argv):
     return [argv[0], *flagfiles, *typed, *rest]
 
 
+def _typed_flag(arguments, index):
+    """(name, value as parsed, next index) of the flag typed at arguments[index]; name None for
+    anything else (a value, an unknown flag, --flagfile)."""
+    name, has_value, value = arguments[index].lstrip("-").partition("=")
+    if not arguments[index].startswith("-") or name == "flagfile":
+        return None, None, index + 1
+    if name not in FLAGS and name.startswith("no") and name[2:] in FLAGS and FLAGS[name[2:]].boolean:
+        return name[2:], False, index + 1
+    if name not in FLAGS:
+        return None, None, index + 1
+    if not has_value:
+        if FLAGS[name].boolean:
+            return name, True, index + 1
+        if index + 1 >= len(arguments):
+            return None, None, index + 1
+        value, index = arguments[index + 1], index + 1
+    try:
+        return name, FLAGS[name].parser.parse(value), index + 1
+    except (ValueError, flags.Error):
+        return name, value, index + 1
+
+
+def flags_given_twice(argv):
+    """The first flag typed more than once on the command line with different values, as
+    (name, first value, second value), or None: absl would take the last in silence."""
+    arguments = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    seen, index = {}, 0
+    while index < len(arguments):
+        name, value, index = _typed_flag(arguments, index)
+        if name is None:
+            continue
+        if name in seen and seen[name] != value:
+            return name, seen[name], value
+        seen.setdefault(name, value)
+    return None
+
+
 def print_help(full):
     print(f"{__doc__}\nFlags typed on the command line win over those of --flagfile.\n{flags_lib.grouped_help(full)}")
     if not full:
@@ -152,6 +189,9 @@ def parse_flags(argv):
         if argument.startswith("-") and name in HELP_FLAGS:
             print_help(full=HELP_FLAGS[name])
             sys.exit(0)
+    twice = flags_given_twice(argv)
+    if twice:
+        fail(f"--{twice[0]} is given twice with different values ({twice[1]!r}, then {twice[2]!r}); give it once")
     try:
         return FLAGS(flagfiles_first(argv))
     except flags.Error as error:

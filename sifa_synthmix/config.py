@@ -4,6 +4,7 @@ Each range rule lives here once; its message names the command-line flag, so the
 serves main.py and programmatic use.
 """
 import dataclasses
+import errno
 import math
 import os
 
@@ -28,14 +29,27 @@ def flat_settings(values, prefix=""):
 def _require_at_least(config, low, *names):
     for name in names:
         value = getattr(config, name)
-        if value < low:
-            raise ValueError(f"--{FLAG_NAMES.get(name, name)} must be at least {low}, got {value}")
+        if not (value >= low and math.isfinite(value)):  # NaN fails every comparison
+            raise ValueError(f"--{FLAG_NAMES.get(name, name)} must be a finite number, at least {low}, got {value}")
 
 
 def absolute_path_spec(spec):
     """A path, or comma-separated paths and globs, made absolute (symlinks resolved); "" stays ""."""
     items = [item.strip() for item in str(spec).split(",") if item.strip()]
     return ",".join(os.path.realpath(os.path.expanduser(item)) for item in items)
+
+
+def not_a_folder_reason(path, flag):
+    """Why `path`, given as `flag`, cannot be a folder: it is a file, or a symbolic link loop (in
+    it or on its way); None when it is a folder or simply does not exist yet."""
+    if os.path.isfile(path):
+        return f"{flag} is a file, not a folder"
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"{flag} is a symbolic link loop"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +191,8 @@ class TrainConfig:
                           "log_every", "image_every", "max_nonfinite")
         _require_at_least(self, 0.0, "lambda_cycle")
         _require_at_least(self, 0, "eval_every")
-        if not self.base_lr > 0:
-            raise ValueError(f"--base_lr must be positive, got {self.base_lr}")
+        if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
+            raise ValueError(f"--base_lr must be positive and finite, got {self.base_lr}")
         require_power_of_two_cells(self.model.image_size, self.synthmix.k)
 
     def with_absolute_paths(self):

@@ -2,6 +2,7 @@
 import dataclasses
 import pathlib
 
+from sifa_synthmix.config import not_a_folder_reason
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data import reader
 from sifa_synthmix.data.reader import DataError
@@ -26,9 +27,7 @@ class ResolvedData:
 def _range_for(explicit, stats_path, modality):
     if explicit:
         low, high = (float(v) for v in explicit)
-        if not high > low:
-            raise DataError(f"intensity range for {modality}: max ({high}) must exceed min ({low})")
-        return low, high
+        return reader.check_range(low, high, f"intensity range for {modality}:")
     return reader.load_intensity_range(stats_path, modality)
 
 
@@ -40,7 +39,8 @@ def resolve_data(cfg):
     layout = layout_lib.PreparedLayout(cfg.data_dir)
     explicit_lists = cfg.source_train_list and cfg.target_train_list
     if not explicit_lists and not layout.root.is_dir():
-        raise DataError(f"{layout.root}: the data folder does not exist. {HOW_TO_PREPARE}")
+        reason = not_a_folder_reason(layout.root, "--data_dir") or "the data folder does not exist"
+        raise DataError(f"{layout.root}: {reason}. {HOW_TO_PREPARE}")
     info = layout.read_info() if layout.info_path.is_file() else {}
 
     def pick(explicit, modality, split, required=True):
@@ -103,6 +103,25 @@ def check_labels(cfg, resolved):
                         "the oracle (--train_domain=target) trains on target labels")
 
 
+def check_classes(data_dir, info, num_classes):
+    """dataset.json's classes must be --num_classes: with more names, classes the model never
+    predicts would be scored (Dice 100% where both are empty) and averaged in; with fewer,
+    classes would be left out of the table and the average."""
+    where = layout_lib.PreparedLayout(data_dir).info_path
+    info_classes = info.get("num_classes")
+    if info_classes is not None and int(info_classes) != num_classes:
+        raise DataError(f"{where}: the data has {info_classes} classes but --num_classes is {num_classes}")
+    names = info.get("class_names")
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise DataError(f"{where}: class_names must be a list of names, got {names!r}")
+    if len(names) != num_classes:
+        raise DataError(f"{where}: {len(names)} class names {names} but --num_classes is {num_classes}")
+    if len(set(names)) != len(names):
+        raise DataError(f"{where}: class names must be unique, got {names}")
+
+
 def class_names(info, num_classes):
     """The class names of dataset.json's `info`, else "class 0", "class 1", ..."""
     return list(info.get("class_names") or [f"class {i}" for i in range(num_classes)])
@@ -131,10 +150,12 @@ def build_training_datasets(cfg, resolved):
     if info_size is not None and int(info_size) != model.image_size:
         raise DataError(f"{cfg.data.data_dir}: the data has {info_size} x {info_size} slices but "
                         f"--image_size is {model.image_size}")
-    info_classes = resolved.info.get("num_classes")
-    if info_classes is not None and int(info_classes) != model.num_classes:
-        raise DataError(f"{cfg.data.data_dir}: the data has {info_classes} classes but "
-                        f"--num_classes is {model.num_classes}")
+    check_classes(cfg.data.data_dir, resolved.info, model.num_classes)
+    for domain, paths in (("source", resolved.source_train), ("target", resolved.target_train)):
+        slices = count_slices(paths)
+        if cfg.batch_size > slices:  # batches would repeat slices, and take memory in proportion
+            raise DataError(f"--batch_size={cfg.batch_size} is larger than the {domain} training set "
+                            f"({slices} slices in {cfg.data.data_dir})")
 
     def dataset(paths, intensity_range, seed_offset):
         return reader.make_dataset(

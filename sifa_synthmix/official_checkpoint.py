@@ -30,6 +30,7 @@ from sifa_synthmix.layers import AlwaysOnDropout, FusedBatchNorm, InstanceNorm, 
 from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import UPDATE_SCOPES
 from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.tensorflow_paths import for_tensorflow
 from sifa_synthmix.trainer import CHECKPOINT_DIR, checkpoint_manager, run_checkpoint, step_variable, write_run_config
 
 IMPORT_RECORD = "official_import.json"
@@ -112,7 +113,7 @@ class OfficialCheckpoint:
         if not pathlib.Path(self.prefix + ".index").is_file():
             raise OfficialCheckpointError(f"{path}: not a TF1 checkpoint (no {self.prefix}.index)")
         try:
-            self._reader = tf.train.load_checkpoint(self.prefix)
+            self._reader = tf.train.load_checkpoint(for_tensorflow(self.prefix))
         except (tf.errors.OpError, ValueError) as error:
             detail = str(error).strip().splitlines()[0]
             raise OfficialCheckpointError(f"{self.prefix}: not a readable TF1 checkpoint ({detail})") from None

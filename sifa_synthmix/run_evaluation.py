@@ -1,7 +1,6 @@
 """Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report,
 and put the scores into the run's TensorBoard events (eval/, the HParams metrics)."""
 import functools
-import json
 import pathlib
 
 import tensorflow as tf
@@ -10,13 +9,14 @@ from sifa_synthmix import checkpoint_files, inputs
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation.methods import method_name
+from sifa_synthmix.evaluation import result_files
 from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, spacing_by_volume
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorboard_summaries import RunSummaries
-from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, load_run_config
+from sifa_synthmix.tensorflow_paths import for_tensorflow
+from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, EVAL_DIR, check_data_fingerprint, load_run_config
 
-EVAL_DIR = "eval"
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step variable of trainer.run_checkpoint
 
 
@@ -49,7 +49,7 @@ def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
     set_precision("float32")
     networks = SegmenterNetworks(cfg.model)
     try:
-        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(path)
+        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(for_tensorflow(path))
         status.expect_partial().assert_existing_objects_matched()
     except (ValueError, AssertionError, tf.errors.OpError) as error:
         raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
@@ -59,26 +59,10 @@ def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
 
 def checkpoint_step(path):
     """The training step a checkpoint holds (its saved step variable, else the N of ckpt-N)."""
-    reader = tf.train.load_checkpoint(str(path))
+    reader = tf.train.load_checkpoint(for_tensorflow(path))
     if reader.has_tensor(STEP_KEY):
         return int(reader.get_tensor(STEP_KEY))
     return checkpoint_files.step_of(path)
-
-
-def check_data_fingerprint(run_dir, cfg, resolved, log=print):
-    """Refuses data that differ from those the run was trained on (DataError naming them)."""
-    saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
-    if not saved_path.is_file():
-        log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
-            f"not checking that {cfg.data.data_dir} holds the data it was trained on")
-        return
-    saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    now = json.loads(json.dumps(inputs.data_fingerprint(cfg.data, resolved)))
-    differing = [f"{key}: {saved.get(key)} at training, {now.get(key)} now"
-                 for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
-    if differing:
-        raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
-                        "refusing to evaluate")
 
 
 def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, write_images=False,
@@ -97,17 +81,20 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     info = data.read_info() if data.info_path.is_file() else {}
     volumes = inputs.labelled_test_volumes(data.root, info, modality, log)
     resolved = inputs.resolve_data(cfg.data)
-    check_data_fingerprint(run_dir, cfg, resolved, log)
+    check_data_fingerprint(run_dir, cfg, resolved, "evaluate", log)
+    inputs.check_classes(cfg.data.data_dir, info, cfg.model.num_classes)
     class_names = inputs.class_names(info, cfg.model.num_classes)
     predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
     step = checkpoint_step(path)
     log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes")
-    record = evaluate_volumes(
-        predict_logits, volumes, resolved.target_range, class_names, run_dir / EVAL_DIR,
-        batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
-        spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
-        method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality), write_images=write_images,
-        checkpoint=path, step=step)
+    # Written beside RUN/eval and swapped in whole: a failed or killed evaluation leaves the previous one.
+    with result_files.replaced_folder(run_dir / EVAL_DIR) as eval_dir:
+        record = evaluate_volumes(
+            predict_logits, volumes, resolved.target_range, class_names, eval_dir,
+            batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
+            spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
+            method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality), write_images=write_images,
+            checkpoint=path, step=step, image_size=cfg.model.image_size)
     writer = tf.summary.create_file_writer(str(run_dir / "tb"))
     with writer.as_default():
         RunSummaries(cfg, class_names).write_evaluation(record, step)

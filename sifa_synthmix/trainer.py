@@ -12,7 +12,8 @@ import keras
 import tensorflow as tf
 
 from sifa_synthmix import checkpoint_files, distribution, inputs, visualize
-from sifa_synthmix.config import DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings
+from sifa_synthmix.config import (DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings,
+                                  not_a_folder_reason)
 from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
 from sifa_synthmix.evaluation.learning_curve import LearningCurve, curve_volumes
@@ -21,12 +22,18 @@ from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.run_log import RunLog
 from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.tensorflow_paths import for_people, for_tensorflow
 from sifa_synthmix.task import foreground_dice
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 # What evaluation must find unchanged in the data (inputs.data_fingerprint), as at training.
 DATA_FINGERPRINT_FILE = "data_fingerprint.json"
+# Where --mode=evaluate writes (run_evaluation.py).
+EVAL_DIR = "eval"
+# Where --overwrite keeps the run it replaces until the new run saves a checkpoint, and what it moves there.
+REPLACED_DIR = "replaced_run"
+REPLACED_PARTS = (CONFIG_FILE, DATA_FINGERPRINT_FILE, CHECKPOINT_DIR, "tb", EVAL_DIR)
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
                       "distribution", "graph_optimizer", "eval_every")
@@ -63,8 +70,9 @@ def _comparable_settings(config_dict):
 
 
 def _check_writable(out):
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"{out}: --output_dir is a file, not a folder")
+    reason = not_a_folder_reason(out, "--output_dir")
+    if reason:
+        raise RunFolderError(f"{out}: {reason}")
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunFolderError(f"{existing}: not writable, so --output_dir={out} cannot be written")
@@ -104,16 +112,61 @@ def check_run_folder(cfg, overwrite=False):
                          "pass --overwrite to replace it or choose another --output_dir")
 
 
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def restore_replaced(out, log=print):
+    """Puts back the run that --overwrite moved to OUT/replaced_run, dropping what the new run
+    wrote in its place (it saved no checkpoint). Does nothing when there is none."""
+    aside = out / REPLACED_DIR
+    if not aside.is_dir():
+        return
+    for part in REPLACED_PARTS:
+        _remove(out / part)
+        if (aside / part).exists():
+            os.replace(aside / part, out / part)
+    aside.rmdir()
+    log(f"{out}: put back the run that --overwrite was replacing (the new run saved no checkpoint)")
+
+
+def discard_replaced(out):
+    """Deletes the run --overwrite replaced, once the new run has saved a checkpoint."""
+    shutil.rmtree(out / REPLACED_DIR, ignore_errors=True)
+
+
+def _finish_interrupted_replacement(out, log):
+    """A trainer killed while replacing a run: the new run is kept if it saved a checkpoint,
+    else the old one is put back."""
+    if not (out / REPLACED_DIR).is_dir():
+        return
+    if has_checkpoint(out):
+        discard_replaced(out)
+    else:
+        restore_replaced(out, log)
+
+
 def prepare_run_folder(cfg, overwrite=False, log=print):
     """Creates OUTPUT_DIR and saves the run's flags there (paths made absolute), as
-    check_run_folder decides; returns the folder."""
+    check_run_folder decides; returns the folder.
+
+    A replaced run (plan "replace") is moved to OUT/replaced_run, not deleted: the trainer
+    deletes it after the new run's first checkpoint and puts it back if the new run fails before.
+    """
     cfg = cfg.with_absolute_paths()
     out = pathlib.Path(cfg.output_dir)
+    _finish_interrupted_replacement(out, log)
     plan = check_run_folder(cfg, overwrite)
     if plan == "replace":
-        log(f"--overwrite: deleting the checkpoints and events of the run with other flags in {out}")
-        for sub in (CHECKPOINT_DIR, "tb"):
-            shutil.rmtree(out / sub, ignore_errors=True)
+        log(f"--overwrite: the run with other flags in {out} (its checkpoints, events and evaluation) is moved "
+            f"to {out / REPLACED_DIR}, deleted once this run saves a checkpoint, put back if it fails before")
+        (out / REPLACED_DIR).mkdir()
+        for part in REPLACED_PARTS:
+            if (out / part).exists():
+                os.replace(out / part, out / REPLACED_DIR / part)
     elif plan == "retry":
         log(f"{out} held a run with other flags that never saved a checkpoint; starting afresh")
     out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +184,23 @@ def load_run_config(run_dir):
     return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")))
 
 
+def check_data_fingerprint(run_dir, cfg, resolved, action, log=print):
+    """Refuses data that differ from those the run was trained on (DataError naming them); action:
+    what is refused, "evaluate" or "resume"."""
+    saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
+    if not saved_path.is_file():
+        log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
+            f"not checking that {cfg.data.data_dir} holds the data it was trained on")
+        return
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(inputs.data_fingerprint(cfg.data, resolved)))
+    differing = [f"{key}: {saved.get(key)} at training, {now.get(key)} now"
+                 for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    if differing:
+        raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
+                        f"refusing to {action}")
+
+
 def step_variable(value=0):
     """The run's step counter, saved in every checkpoint (the trainer's, not the replicas')."""
     return tf.Variable(value, dtype=tf.int64, trainable=False, name="step")
@@ -141,9 +211,13 @@ def run_checkpoint(task, step, **extra_items):
     return tf.train.Checkpoint(**task.checkpoint_items(), step=step, **extra_items)
 
 
-def checkpoint_manager(checkpoint, directory, cfg):
-    """Keeps cfg.keep_checkpoints checkpoints in `directory`; save with checkpoint_number=step."""
-    return tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=cfg.keep_checkpoints)
+def checkpoint_manager(checkpoint, directory, cfg, log=print):
+    """Keeps cfg.keep_checkpoints checkpoints in `directory` (created); save with checkpoint_number=step.
+    Its paths are `for_tensorflow` aliases: pass them through `for_people` to show them."""
+    pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
+    checkpoint_files.repair_state(directory, log)
+    return tf.train.CheckpointManager(checkpoint, for_tensorflow(directory, folder=True),
+                                      max_to_keep=cfg.keep_checkpoints)
 
 
 def _format_duration(seconds):
@@ -171,6 +245,7 @@ class Trainer:
         self.log = RunLog(log)
         self.lock = None
         self.writer = None
+        self.replacing = False  # an old run waits in OUT/replaced_run for this one's first checkpoint
 
     def _build(self):
         """Everything that can fail on bad flags or data (the task included) comes before the
@@ -180,12 +255,15 @@ class Trainer:
         distribution.check_run(strategy, cfg)
         # Under several workers only the chief writes config, events, checkpoints and train.log.
         self.chief = distribution.is_chief(strategy)
+        plan = None
         if self.chief:
-            check_run_folder(cfg, self.overwrite)  # a refusal comes before the slow parts
+            plan = check_run_folder(cfg, self.overwrite)  # a refusal comes before the slow parts
         else:
             self.log = RunLog(lambda _: None)
             self.log.without_file()
         resolved = inputs.resolve_data(cfg.data)
+        if self.chief and plan == "resume" and has_checkpoint(cfg.output_dir):
+            check_data_fingerprint(cfg.output_dir, cfg, resolved, "resume", self.log)
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -203,6 +281,7 @@ class Trainer:
         if self.chief:
             self.lock = RunLock(self.out, self.log).acquire()
             prepare_run_folder(cfg, self.overwrite, self.log)  # decides again, now under the lock
+            self.replacing = (self.out / REPLACED_DIR).is_dir()
             self.log.keep_in(self.out)
             fingerprint_path = self.out / DATA_FINGERPRINT_FILE
             if not has_checkpoint(self.out) or not fingerprint_path.is_file():
@@ -215,13 +294,15 @@ class Trainer:
         self.checkpoint = run_checkpoint(self.task, self.step, **iterators)
         checkpoint_dir = self.out / CHECKPOINT_DIR
         self.manager = checkpoint_manager(
-            self.checkpoint, checkpoint_dir if self.chief else distribution.scratch_dir(strategy), cfg)
+            self.checkpoint, checkpoint_dir if self.chief else distribution.scratch_dir(strategy), cfg, self.log)
         self._announce(resolved)
+        if self.chief:
+            checkpoint_files.remove_unfinished(checkpoint_dir, self.log)
         latest = checkpoint_files.newest_intact(checkpoint_dir, self.log)
         self.saved_step = None
         if latest:
             self.saved_step = checkpoint_files.step_of(latest)
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.checkpoint.restore(for_tensorflow(latest)).assert_existing_objects_matched()
             self.log(f"resumed {latest} at step {int(self.step)}")
         if self.curve is not None:
             self.curve.keep_until(int(self.step))
@@ -317,6 +398,9 @@ class Trainer:
         self.saved_step = int(self.step)
         if not self.chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
+        if self.replacing:
+            discard_replaced(self.out)
+            self.replacing = False
         self.log(f"saved {path}")
         return path
 
@@ -334,7 +418,7 @@ class Trainer:
         if self.nonfinite_in_a_row >= self.cfg.max_nonfinite:
             raise NonFiniteError(
                 f"stopped at step {step}: {self.nonfinite_in_a_row} steps in a row with non-finite losses or "
-                f"gradients; the last good checkpoint is {self.manager.latest_checkpoint}")
+                f"gradients; the last good checkpoint is {for_people(self.manager.latest_checkpoint)}")
 
     def run(self):
         """Trains up to max_steps; returns the last step's metrics as floats ({} when the run
@@ -347,20 +431,35 @@ class Trainer:
         try:
             return self._train()
         except TrainingStopped as stop:
-            self._end_session("stopped")
-            self.log.record(str(stop))
+            self._close_session("stopped", str(stop))
             raise
         except Exception as error:
-            self._end_session("failed")
-            self.log.record(f"error: {error}")
+            self._close_session("failed", f"error: {error}")
+            self._undo_replacement()
             raise
         except BaseException as interruption:  # SystemExit from main's signal handler, KeyboardInterrupt
-            self._end_session("stopped")
-            self.log.record(f"stopped ({type(interruption).__name__})")
+            self._close_session("stopped", f"stopped ({type(interruption).__name__})")
+            self._undo_replacement()
             raise
         finally:
             if self.lock is not None:
                 self.lock.release()
+
+    def _close_session(self, status, line):
+        """Records in train.log how the session ended, then ends its TensorBoard session; on a full
+        disk either can fail, and must not hide the error that ended the run."""
+        for close in (lambda: self.log.record(line), lambda: self._end_session(status)):
+            try:
+                close()
+            except (OSError, tf.errors.OpError):
+                pass
+
+    def _undo_replacement(self):
+        if self.replacing:
+            if self.writer is not None:
+                self.writer.close()
+            restore_replaced(self.out, self.log)
+            self.replacing = False
 
     def _train(self):
         cfg = self.cfg
@@ -417,14 +516,13 @@ class Trainer:
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
-            if self.writer is not None:
-                self.writer.flush()
         if self.saved_step != int(self.step):
             self.save()
         sys.stdout.flush()
         if self.stop_signal:
+            saved = for_people(self.manager.latest_checkpoint)
             raise TrainingStopped(self.stop_signal, f"{signal.Signals(self.stop_signal).name}: stopped at step "
-                                                    f"{int(self.step)}, saved in {self.manager.latest_checkpoint}")
+                                                    f"{int(self.step)}, saved in {saved}")
         self._end_session("success")
         self.log(f"finished: step {int(self.step)} of {cfg.max_steps} in "
                  f"{_format_duration(time.perf_counter() - started)}. Results in {self.out}: checkpoints/, "

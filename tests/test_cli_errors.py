@@ -31,6 +31,12 @@ def data_copy(tiny_phantom, tmp_path):
     return shutil.copytree(tiny_phantom, tmp_path / "data")
 
 
+def edit_info(data_dir, **changes):
+    """Changes entries of DATA_DIR/dataset.json."""
+    path = data_dir / "dataset.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **changes}))
+
+
 def tiny_args(data_dir, out):
     return ("--flagfile=configs/tiny_cpu.flags", f"--data_dir={data_dir}", f"--output_dir={out}")
 
@@ -67,7 +73,18 @@ def test_missing_data_folder_writes_nothing(capsys, tmp_path, monkeypatch):
      ("stats.json", "no statistics for modality 'ct'")),
     (lambda d: [p.write_bytes(p.read_bytes()[:-7]) for p in (d / "mr" / "train").glob("*.tfrecords")],
      ("mr/train", "truncated record")),
-], ids=["empty datalist", "missing record", "stats without modality", "truncated file"])
+    (lambda d: (d / "stats.json").write_text(json.dumps({"mr": {"min": -1, "max": 3},
+                                                         "ct": {"min": -1, "max": float("inf")}})),
+     ("stats.json", "ct min (-1.0) and max (inf) must be finite")),
+    (lambda d: (d / "dataset.json").write_text('{"class_names": ['), ("dataset.json", "not valid JSON")),
+    (lambda d: (d / "dataset.json").write_text("[1, 2]"), ("dataset.json", "not a JSON object", "list")),
+    (lambda d: (d / "stats.json").write_text("null"), ("stats.json", "not a JSON object", "NoneType")),
+    (lambda d: edit_info(d, class_names=["bg", "a", "b", "c", "d", "phantom"]),
+     ("dataset.json", "6 class names", "--num_classes is 5")),
+    (lambda d: edit_info(d, class_names=["bg", "a", "b"]), ("dataset.json", "3 class names", "--num_classes is 5")),
+], ids=["empty datalist", "missing record", "stats without modality", "truncated file", "infinite stats",
+        "dataset.json not JSON", "dataset.json a list", "stats.json null", "class names too many",
+        "class names too few"])
 def test_bad_data_is_one_error_and_writes_nothing(capsys, tmp_path, data_copy, monkeypatch, damage, parts):
     monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
     damage(data_copy)
@@ -143,6 +160,11 @@ def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, t
     ("--source_range=1,a", ("--source_range=1,a", "numbers")),
     ("--flagfile=absent.flags", ("absent.flags",)),
     ("--deterministic --jit_compile", ("--deterministic cannot be combined with --jit_compile",)),
+    ("--base_lr=inf", ("--base_lr must be positive and finite", "inf")),
+    ("--lambda_cycle=nan", ("--lambda_cycle must be a finite number", "nan")),
+    ("--batch_size=100000", ("--batch_size=100000 is larger than the source training set", "40 slices")),
+    ("--max_steps=3 --max_steps 4", ("--max_steps is given twice with different values (3, then 4)",)),
+    ("--overwrite --nooverwrite", ("--overwrite is given twice with different values (True, then False)",)),
 ])
 def test_a_bad_flag_value_is_one_line_naming_the_flag_and_writes_nothing(capsys, tmp_path, tiny_phantom, flag,
                                                                           parts):
@@ -336,10 +358,17 @@ def write_npz_with_nonfinite_voxels(path):
     np.savez_compressed(path, arr_0=image, arr_1=labels)
 
 
+def write_npz_of_another_slice_size(path):
+    with np.load(path) as arrays:
+        image, labels = arrays["arr_0"][:16, :16], arrays["arr_1"][:16, :16]
+    np.savez_compressed(path, arr_0=image, arr_1=labels)
+
+
 @pytest.mark.parametrize("damage, parts", [
     (write_npz_truncated, ("not a readable test volume",)),
     (write_npz_with_nonfinite_voxels, ("4 NaN or infinite voxels",)),
-], ids=["truncated npz", "nan voxels"])
+    (write_npz_of_another_slice_size, ("16 x 16 slices, but the model takes 32 x 32 (--image_size)",)),
+], ids=["truncated npz", "nan voxels", "slice size"])
 def test_a_bad_test_volume_is_named_and_an_earlier_evaluation_kept(capsys, run_copy, damage, parts):
     run = run_copy / "run"
     (run / "eval").mkdir()
@@ -349,3 +378,185 @@ def test_a_bad_test_volume_is_named_and_an_earlier_evaluation_kept(capsys, run_c
     code, _, err = evaluate(capsys, run)
     assert_one_error(code, err, str(bad), *parts)
     assert sorted(p.name for p in (run / "eval").iterdir()) == ["metrics.json"]
+
+
+def folder_contents(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_refused_by_a_bad_record_keeps_the_old_run_and_a_replaced_run_drops_its_eval(
+        capsys, run_copy, monkeypatch):
+    monkeypatch.chdir(REPO)
+    run, data = run_copy / "run", run_copy / "data"
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text("{}")  # stands for the old run's evaluation
+    before = {k: v for k, v in folder_contents(run).items() if k != "train.log"}
+    bad = next((data / "mr" / "train").glob("*.tfrecords"))
+    good = bad.read_bytes()
+    records.write_records(bad, [(np.zeros((32, 32, 3)), np.full((32, 32, 3), 205.0, np.float32))])
+    replace = (*tiny_args(data, run), "--max_steps=1", "--seed=7", "--overwrite")
+    assert_one_error(*run_main(capsys, *replace), str(bad), "label values outside")
+    assert {k: v for k, v in folder_contents(run).items() if k != "train.log"} == before
+
+    bad.write_bytes(good)
+    code, err = run_main(capsys, *replace)
+    assert code == 0, err
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "data_fingerprint.json", "tb",
+                                                     "train.log"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-1.index"]
+
+
+def test_a_replacement_killed_before_its_first_checkpoint_is_undone_at_the_next_start(tmp_path, tiny_config):
+    from sifa_synthmix.trainer import RunFolderError, prepare_run_folder  # pylint: disable=import-outside-toplevel
+
+    out = tmp_path / "run"
+    fake_run(out, {"model": {"ngf": 99}})
+    (out / "eval").mkdir()
+    (out / "eval" / "metrics.json").write_text("{}")
+    before = folder_contents(out)
+    prepare_run_folder(tiny_config(output_dir=out), overwrite=True, log=lambda _: None)
+    assert not (out / "eval").exists() and not (out / "checkpoints").exists()  # then the trainer is killed
+    logs = []
+    with pytest.raises(RunFolderError, match="--overwrite"):
+        prepare_run_folder(tiny_config(output_dir=out), log=logs.append)
+    assert folder_contents(out) == before
+    assert logs == [f"{out}: put back the run that --overwrite was replacing (the new run saved no checkpoint)"]
+
+
+@pytest.mark.parametrize("names", [["bg", "a", "b", "c", "d", "phantom"], ["bg", "a", "b"]],
+                         ids=["too many", "too few"])
+def test_evaluate_refuses_class_names_that_are_not_num_classes(capsys, run_copy, names):
+    """Also for a run trained before the data fingerprint (which would name the change) existed."""
+    (run_copy / "run" / "data_fingerprint.json").unlink()
+    edit_info(run_copy / "data", class_names=names)
+    code, _, err = evaluate(capsys, run_copy / "run")
+    assert_one_error(code, err, str(run_copy / "data" / "dataset.json"), f"{len(names)} class names",
+                     "--num_classes is 5")
+    assert not (run_copy / "run" / "eval").exists()
+
+
+@pytest.mark.parametrize("value", [7, -1, 1.5])
+def test_evaluate_refuses_test_labels_outside_the_classes(capsys, run_copy, value):
+    bad = sorted((run_copy / "data" / "ct" / "test").glob("*.npz"))[-1]
+    with np.load(bad) as arrays:
+        image, labels = arrays["arr_0"], arrays["arr_1"].astype(np.float32)
+    labels[0, 0, 0] = value
+    np.savez_compressed(bad, arr_0=image, arr_1=labels)
+    code, _, err = evaluate(capsys, run_copy / "run")
+    assert_one_error(code, err, str(bad), "label values outside the classes 0..4", f"[{float(value)}]")
+    assert not (run_copy / "run" / "eval").exists()
+
+
+def test_an_evaluation_stopped_midway_leaves_the_previous_one_whole(run_copy, monkeypatch):
+    """As a SIGKILL would: eval/ must not mix the predictions of two checkpoints."""
+    from sifa_synthmix.evaluation import report  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
+
+    run = run_copy / "run"
+    (run / "eval" / "predictions").mkdir(parents=True)
+    (run / "eval" / "metrics.json").write_text("{}")  # stands for an earlier evaluation
+    for volume in (run_copy / "data" / "ct" / "test").glob("*.npz"):
+        (run / "eval" / "predictions" / volume.name.replace(".npz", ".nii.gz")).write_bytes(b"earlier")
+    before = folder_contents(run / "eval")
+
+    def stopped(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report.label_files, "write_colour_tables", stopped)  # after every prediction
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run, log=lambda _: None)
+    assert folder_contents(run / "eval") == before
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("eval")) == ["eval"]
+
+
+def test_a_full_disk_at_a_save_is_one_line_naming_the_space_and_leaves_no_partial_files(
+        capsys, tmp_path, tiny_phantom, monkeypatch):
+    """A full disk fails the second save (after TensorFlow wrote part of ckpt-2_temp/) and the
+    end-of-session TensorBoard record; a ckpt-9_temp/ of an earlier killed save is cleared at start."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from sifa_synthmix.tensorboard_summaries import RunSummaries  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    (out / "checkpoints" / "ckpt-9_temp").mkdir(parents=True)
+    (out / "checkpoints" / "ckpt-9_temp" / "part-00000-of-00001.index").write_bytes(b"killed while saving")
+    original_save = tf.train.CheckpointManager.save
+
+    def save(manager, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 2:
+            temp = pathlib.Path(manager.directory) / "ckpt-2_temp"
+            temp.mkdir()
+            (temp / "part-00000-of-00001.data-00000-of-00001").write_bytes(bytes(3_000_000))
+            raise tf.errors.ResourceExhaustedError(None, None, f"{temp}/part; No space left on device")
+        return original_save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+    def no_space(*_):
+        raise tf.errors.ResourceExhaustedError(None, None, "events file; No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+    monkeypatch.setattr(RunSummaries, "write_session_end", no_space)
+    code, err = run_main(capsys, *tiny_args(tiny_phantom, out), "--max_steps=2", "--save_every=1")
+    assert_one_error(code, err, f"{out / 'checkpoints'}: no space left to save checkpoint ckpt-2", "MB free there",
+                     "needs about", "(the size of")
+    log = (out / "train.log").read_text(encoding="utf-8").splitlines()
+    assert any(f"removed {out / 'checkpoints' / 'ckpt-9_temp'} " in line and "did not finish" in line
+               for line in log), log
+    assert "error: " in log[-1] and "no space left to save checkpoint ckpt-2" in log[-1], log
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_a_full_disk_while_writing_a_file_leaves_no_temporary_file(capsys, tmp_path, tiny_phantom, monkeypatch):
+    import errno  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    original_write = pathlib.Path.write_bytes
+
+    def write_bytes(path, data):
+        if path.name.endswith(".tmp"):
+            original_write(path, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original_write(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, out)), "No space left on device",
+                     str(out / "config.json.tmp"))
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("change, parts", [
+    (lambda d: (d / "stats.json").write_text(json.dumps({**json.loads((d / "stats.json").read_text()),
+                                                         "ct": {"min": -30, "max": 50}})),
+     ("ct range (target)", "[-30.0, 50.0] now")),
+    (lambda d: edit_info(d, class_names=None), ("class_names", "None now")),
+], ids=["stats tenfold", "class names removed"])
+def test_resume_refuses_data_that_differ_from_trainings_and_changes_nothing(capsys, run_copy, monkeypatch, change,
+                                                                             parts):
+    monkeypatch.chdir(REPO)
+    run, data = run_copy / "run", run_copy / "data"
+    before = folder_contents(run)
+    change(data)
+    code, err = run_main(capsys, *tiny_args(data, run), "--max_steps=3", "--save_every=1", "--image_every=1000")
+    assert_one_error(code, err, str(data), f"not the data {run} was trained on", "refusing to resume", *parts)
+    assert folder_contents(run) == before
+
+
+def test_a_flag_given_twice_with_the_same_value_is_accepted():
+    assert main.flags_given_twice(["main.py", "--max_steps=3", "--max_steps", "03", "--overwrite",
+                                   "--overwrite=true", "--flagfile=a.flags", "--flagfile", "b.flags"]) is None
+
+
+def test_a_data_dir_that_is_a_file_or_a_symlink_loop_is_named_as_such(capsys, tmp_path, tiny_phantom):
+    a_file, loop = tmp_path / "data.txt", tmp_path / "loop"
+    a_file.write_text("not data")
+    loop.symlink_to(loop)
+    out = tmp_path / "run"
+    assert_one_error(*run_main(capsys, *tiny_args(a_file, out)), str(a_file), "--data_dir is a file, not a folder")
+    assert_one_error(*run_main(capsys, *tiny_args(loop / "data", out)), str(loop / "data"),
+                     "--data_dir is a symbolic link loop")
+    assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, loop / "run")), str(loop / "run"),
+                     "--output_dir is a symbolic link loop")
+    assert not out.exists()

@@ -388,3 +388,23 @@ def test_cropping_to_the_union_keeps_dice_and_assd_exact():
         got = metrics.class_metrics(prediction, truth, spacing)
         assert got["dice"] == pytest.approx(binary.dc(prediction, truth), abs=1e-12)
         assert got["assd"] == pytest.approx(binary.assd(prediction, truth, voxelspacing=spacing), abs=1e-9)
+
+
+def test_a_replaced_folder_is_swapped_in_whole_and_a_swap_killed_midway_is_undone(tmp_path):
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with result_files.replaced_folder(folder) as staging:
+            (staging / "new.txt").write_text("new")
+            raise RuntimeError("failed midway")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"] and (folder / "old.txt").is_file()
+    with result_files.replaced_folder(folder) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
+    assert sorted(p.name for p in folder.iterdir()) == ["new.txt"]
+    folder.rename(tmp_path / "eval.previous")  # killed between moving the old folder out and the new one in
+    (tmp_path / "eval.partial").mkdir()
+    with result_files.replaced_folder(folder) as staging:
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "eval.partial"]
+        assert sorted(p.name for p in folder.iterdir()) == ["new.txt"] and not any(staging.iterdir())

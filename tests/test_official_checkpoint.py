@@ -103,7 +103,11 @@ def test_every_official_model_variable_has_its_keras_variable(fixture_dir):
 # --- the import: a run folder with the TF1 optimizer state ------------------------------------
 
 def import_args(checkpoint, out, *extra):
-    return ("--mode=import_official", f"--official_checkpoint={checkpoint}", f"--output_dir={out}", *SIZE_FLAGS, *extra)
+    """main.py's arguments; `extra` flags replace SIZE_FLAGS of the same name (a flag typed twice
+    with different values is refused)."""
+    given = {flag.split("=", 1)[0] for flag in extra}
+    sizes = [flag for flag in SIZE_FLAGS if flag.split("=", 1)[0] not in given]
+    return ("--mode=import_official", f"--official_checkpoint={checkpoint}", f"--output_dir={out}", *sizes, *extra)
 
 
 @pytest.fixture(scope="module")

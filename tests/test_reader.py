@@ -1,5 +1,6 @@
 """The tf.data reader: released samples, datalists and globs, errors naming the file, determinism."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,6 +106,12 @@ def test_glob_comma_list_and_direct_path(record_dir, monkeypatch):
         "records/c.tfrecords", "records/a.tfrecords", "records/b.tfrecords"]
     assert reader.resolve_record_paths(["records/b.tfrecords", "records/a*"]) == [
         "records/b.tfrecords", "records/a.tfrecords"]
+
+
+def test_a_glob_inside_a_folder_named_like_a_pattern(record_dir, tmp_path):
+    folder = shutil.copytree(record_dir, tmp_path / "data [1]*")
+    assert reader.resolve_record_paths(str(folder / "[ab].tfrecords")) == [
+        str(folder / f"{n}.tfrecords") for n in ("a", "b")]
 
 
 def test_datalist_errors(record_dir, tmp_path):

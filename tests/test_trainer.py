@@ -19,6 +19,7 @@ from sifa_synthmix.evaluation.learning_curve import read_curve
 from sifa_synthmix.run_lock import LOCK_FILE, RunLock, RunLockError
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.tensorboard_summaries import RunSummaries
+from sifa_synthmix.tensorflow_paths import for_tensorflow
 from sifa_synthmix.trainer import RunFolderError, Trainer, check_run_folder, load_run_config, prepare_run_folder
 from tensorboard_events import event_values, hparams_records, read_events
 
@@ -301,3 +302,52 @@ def test_the_run_lock_is_exclusive_and_replaces_a_dead_trainers_lock(tmp_path):
     (run / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": "another-host"}))  # cannot be judged from here
     with pytest.raises(RunLockError, match=f"process {pid} on another-host"):
         RunLock(run).acquire()
+
+
+def test_a_run_folder_named_like_a_glob_pattern_resumes_evaluates_and_prunes_only_its_own(resume_runs, tmp_path):
+    """TensorFlow's checkpoint functions read a path as a pattern: `sifa [1]` would find no
+    checkpoint, and its clean-up of old checkpoints would match `sifa 1`'s."""
+    from sifa_synthmix.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
+
+    straight, _, _, root = resume_runs
+    neighbour = shutil.copytree(root / "straight", tmp_path / "sifa 1")
+    neighbour_files = sorted(neighbour.rglob("*"))
+    run = shutil.copytree(root / "straight", tmp_path / "sifa [1]")
+    logs = []
+    resumed = Trainer(dataclasses.replace(straight.cfg, output_dir=str(run), max_steps=5, keep_checkpoints=1),
+                      log=logs.append)
+    resumed.run()
+    assert any(line.startswith("resumed") and f"{run}/checkpoints/ckpt-4 at step 4" in line for line in logs), logs
+    assert f"saved {run}/checkpoints/ckpt-5" in logs
+    assert sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.index")) == ["ckpt-5.index"]
+    assert sorted(neighbour.rglob("*")) == neighbour_files
+    record = evaluate_run(run, log=logs.append)
+    assert record["checkpoint"] == str(run / "checkpoints" / "ckpt-5") and record["step"] == 5
+
+
+def test_an_unreadable_checkpoint_state_file_does_not_stop_keep_checkpoints(tmp_path):
+    """CheckpointManager learns from checkpoints/checkpoint alone which old checkpoints it may delete."""
+    from sifa_synthmix.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.trainer import checkpoint_manager  # pylint: disable=import-outside-toplevel
+
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=10)
+    for number in (1, 2, 3, 4):
+        manager.save(checkpoint_number=number)
+    (tmp_path / "checkpoint").write_text("garbage {{{")
+    logs = []
+    checkpoint_files.save(checkpoint_manager(checkpoint, tmp_path, TrainConfig(keep_checkpoints=2), logs.append), 5)
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-4.index", "ckpt-5.index"]
+    assert len(logs) == 1 and "checkpoint was missing or unreadable" in logs[0], logs
+
+
+def test_a_checkpoint_whose_own_name_looks_like_a_pattern_is_read(tmp_path):
+    """--checkpoint may name a file like `best[1]-3` in a folder like `runs [2]`."""
+    folder = tmp_path / "runs [2]"
+    folder.mkdir()
+    prefix = tf.train.Checkpoint(v=tf.Variable(tf.range(10.0))).write(str(folder / "best[1]-3"))
+    (folder / "best1-3.index").write_bytes(b"what the pattern would match")
+    assert checkpoint_files.verify(prefix) == str(folder / "best[1]-3")
+    restored = tf.Variable(tf.zeros(10))
+    tf.train.Checkpoint(v=restored).restore(for_tensorflow(prefix)).expect_partial()
+    assert restored.numpy().tolist() == list(range(10))

@@ -33,11 +33,16 @@ ABDOMINAL_CLASSES = ("background", "Liver", "R Kidney", "L Kidney", "Spleen")
 
 
 def atomic_write_bytes(path, data):
-    """Writes via a temporary file and a rename, so a crash never leaves a half-written file."""
+    """Writes via a temporary file and a rename, so a crash never leaves a half-written file (and
+    a failed write, on a full disk say, no temporary file)."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path, text):
@@ -90,7 +95,15 @@ class PreparedLayout:
         return sorted(self.test_dir(modality).glob("*.npz"))
 
     def read_info(self):
-        return json.loads(self.info_path.read_text(encoding="utf-8"))
+        """dataset.json as a dict; a DataError names the file when it is not a JSON object."""
+        try:
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(f"{self.info_path}: not valid JSON ({error})") from None
+        if not isinstance(info, dict):
+            raise DataError(f"{self.info_path}: not a JSON object of the data's class names, sizes and volumes "
+                            f"(got {type(info).__name__})")
+        return info
 
 
 def unlabelled_names(info, modality, split):

@@ -7,6 +7,7 @@ turns such a TensorFlow error into a `DataError` with just that message.
 """
 import glob
 import json
+import math
 import os
 import pathlib
 import re
@@ -40,6 +41,19 @@ def _read_datalist(list_path):
     return paths
 
 
+def _glob_below_existing_folder(pattern):
+    """Files matching `pattern`, its longest leading folder that exists taken as a name: in
+    `runs/data [1]/mr/*.tfrecords` the `[1]` is part of a folder's name, not a pattern."""
+    folder, rest = pattern, ""
+    while folder and not os.path.isdir(folder):
+        folder, tail = os.path.split(folder)
+        rest = os.path.join(tail, rest) if rest else tail
+        if not tail:
+            break
+    literal = os.path.join(glob.escape(folder), rest) if folder and os.path.isdir(folder) else pattern
+    return sorted(glob.glob(literal))
+
+
 def resolve_record_paths(spec):
     """Record paths from a datalist file, a glob, a .tfrecords file, or a list/comma-list of these.
 
@@ -52,7 +66,7 @@ def resolve_record_paths(spec):
     paths = []
     for item in specs:
         if _GLOB_CHARS & set(item) and not os.path.isfile(item):
-            matches = sorted(glob.glob(item))
+            matches = _glob_below_existing_folder(item)
             if not matches:
                 raise DataError(f"{item}: the pattern matches no file")
             paths.extend(matches)
@@ -102,6 +116,9 @@ def load_intensity_range(stats_path, modality):
         stats = json.loads(stats_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise DataError(f"{stats_path}: not valid JSON ({error})") from None
+    if not isinstance(stats, dict):
+        raise DataError(f"{stats_path}: not a JSON object of per-modality ranges "
+                        f'({{"mr": {{"min": .., "max": ..}}, ...}}; got {type(stats).__name__})')
     if modality not in stats:
         raise DataError(f"{stats_path}: no statistics for modality {modality!r} "
                         f"(it has {sorted(stats)})")
@@ -109,8 +126,16 @@ def load_intensity_range(stats_path, modality):
         low, high = float(stats[modality]["min"]), float(stats[modality]["max"])
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{stats_path}: {modality} needs numeric 'min' and 'max'") from None
+    return check_range(low, high, f"{stats_path}: {modality}")
+
+
+def check_range(low, high, what):
+    """(low, high) of an intensity range: finite (an infinite bound maps every image to one
+    value), max above min; a DataError starting with `what` otherwise."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise DataError(f"{what} min ({low}) and max ({high}) must be finite")
     if not high > low:
-        raise DataError(f"{stats_path}: {modality} max ({high}) must exceed min ({low})")
+        raise DataError(f"{what} max ({high}) must exceed min ({low})")
     return low, high
 
 

@@ -14,7 +14,10 @@ converters keep it), so it overlays the raw scan in 3D Slicer or ITK-SNAP; else 
 """
 import pathlib
 
+import numpy as np
+
 from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
+from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files, metrics, result_files, table
 from sifa_synthmix.evaluation.inference import predict_volume
 
@@ -51,15 +54,26 @@ def _volume_names(volume_paths):
     return names
 
 
+def check_labels(path, labels, num_classes):
+    """Test labels must be classes, 0 .. num_classes - 1: any other value (negative, fractional,
+    too large) would be scored as background without a word."""
+    values = np.unique(labels)
+    wrong = values[(values < 0) | (values >= num_classes) | (values != np.round(values))]
+    if wrong.size:
+        raise DataError(f"{path}: label values outside the classes 0..{num_classes - 1} (--num_classes="
+                        f"{num_classes}); found {wrong[:10].tolist()}")
+
+
 def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names, out_dir,
                      batch_size=16, flip=False, spacing=None, spacing_unit="voxel", method="This run",
-                     affines=None, write_images=False, checkpoint=None, step=None):
+                     affines=None, write_images=False, checkpoint=None, step=None, image_size=None):
     """Predicts and scores every test volume (npz: arr_0 image, arr_1 labels, slice axis 2).
 
     spacing: volume name (file name without .npz) -> voxel spacing, or None. ASSD uses it only
     with spacing_unit="mm" (then every volume needs one). affines: volume name -> voxel -> world
     affine (`affine_by_volume`), or None; the NIfTI files take it, else the spacing. write_images:
     also write each test image and ground truth. checkpoint, step: what was evaluated, recorded.
+    image_size: the slice size the model takes, checked in every volume first.
     Returns the record written to metrics.json.
     """
     class_names = list(class_names)
@@ -71,8 +85,12 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
     spacing, affines = dict(spacing or {}), dict(affines or {})
     if spacing_unit == "mm" and set(names) - set(spacing):
         raise ValueError(f"ASSD in mm needs the spacing of every volume; none for {sorted(set(names) - set(spacing))}")
-    for path in volume_paths:  # a bad volume stops before an earlier evaluation's files change
-        read_test_volume(path)
+    for path in volume_paths:  # a bad volume stops before anything is written
+        image, labels = read_test_volume(path)
+        check_labels(path, labels, len(class_names))
+        if image_size is not None and image.shape[:2] != (image_size, image_size):
+            raise DataError(f"{path}: {image.shape[0]} x {image.shape[1]} slices, but the model takes "
+                            f"{image_size} x {image_size} (--image_size)")
     out_dir = pathlib.Path(out_dir)
     folders = (PREDICTIONS_DIR, IMAGES_DIR, GROUND_TRUTH_DIR) if write_images else (PREDICTIONS_DIR,)
     for folder in folders:

@@ -1,9 +1,13 @@
 """Result files written atomically (a crash never leaves one that looks complete): JSON with NaN
-stored as null (valid JSON for other tools), CSV, and images."""
+stored as null (valid JSON for other tools), CSV, images, and whole folders."""
+import contextlib
 import csv
 import io
 import json
 import math
+import os
+import pathlib
+import shutil
 
 from sifa_synthmix.data.layout import atomic_write_bytes, atomic_write_text
 
@@ -54,3 +58,26 @@ def write_figure(path, figure):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def replaced_folder(folder):
+    """Yields FOLDER.partial, to write a new FOLDER in; it replaces FOLDER when the block succeeds
+    and is deleted when it fails, so a failed or killed writer leaves the previous FOLDER whole
+    (killed between the two renames: FOLDER.previous, put back at the next call)."""
+    folder = pathlib.Path(folder)
+    staging, previous = (folder.with_name(f"{folder.name}.{suffix}") for suffix in ("partial", "previous"))
+    if previous.is_dir() and not folder.exists():
+        os.replace(previous, folder)
+    for leftover in (staging, previous):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if folder.exists():
+        os.replace(folder, previous)
+    os.replace(staging, folder)
+    shutil.rmtree(previous, ignore_errors=True)
