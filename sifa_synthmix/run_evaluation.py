@@ -1,6 +1,5 @@
 """Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report,
 and put the scores into the run's TensorBoard events (eval/, the HParams metrics)."""
-import functools
 import json
 import pathlib
 
@@ -9,52 +8,14 @@ import tensorflow as tf
 from sifa_synthmix import checkpoint_files, inputs
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data.reader import DataError
+from sifa_synthmix.evaluation.inference import restore_target_segmenter, run_data
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, spacing_by_volume
-from sifa_synthmix.segmenter_task import SegmenterNetworks
-from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorboard_summaries import RunSummaries
-from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, load_run_config
+from sifa_synthmix.trainer import CONFIG_FILE, DATA_FINGERPRINT_FILE, load_run_config
 
 EVAL_DIR = "eval"
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step variable of trainer.run_checkpoint
-
-
-def architecture_difference(checkpoint_path, cfg):
-    """Which model flags differ between `cfg` and the run a checkpoint came from, as far as known."""
-    run_dir = pathlib.Path(checkpoint_path).parent.parent
-    if not (run_dir / CONFIG_FILE).is_file():
-        return "its run's flags are unknown"
-    saved = load_run_config(run_dir).model
-    differing = [f"--{name}={getattr(saved, name)} there, {getattr(cfg.model, name)} here"
-                 for name in ("image_size", "ngf", "ndf", "encoder_base", "num_classes", "skip")
-                 if getattr(saved, name) != getattr(cfg.model, name)]
-    return "; ".join(differing) or "same model flags; the file may be damaged"
-
-
-def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
-    """A tf.function mapping [N, H, W, 1] images in [-1, 1] to logits, with the run's e_B and s_B.
-
-    Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
-    Without `checkpoint`, the run's newest intact checkpoint (a damaged newer one is named and
-    skipped); a given `checkpoint` must read in full.
-    """
-    run_dir = pathlib.Path(run_dir)
-    if checkpoint:
-        path = checkpoint_files.verify(checkpoint)
-    else:
-        path = checkpoint_files.newest_intact(run_dir / CHECKPOINT_DIR, log)
-    if path is None:
-        raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
-    set_precision("float32")
-    networks = SegmenterNetworks(cfg.model)
-    try:
-        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(path)
-        status.expect_partial().assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as error:
-        raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
-
-    return tf.function(functools.partial(target_logits, networks), autograph=False), path
 
 
 def checkpoint_step(path):
@@ -65,17 +26,18 @@ def checkpoint_step(path):
     return checkpoint_files.step_of(path)
 
 
-def check_data_fingerprint(run_dir, cfg, resolved, log=print):
-    """Refuses data that differ from those the run was trained on (DataError naming them)."""
+def check_data_fingerprint(run_dir, cfg, log=print):
+    """Refuses data that differ from those the run was trained on (DataError naming them), as
+    far as the data folder tells without its training records (`inputs.data_facts`)."""
     saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
     if not saved_path.is_file():
         log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
             f"not checking that {cfg.data.data_dir} holds the data it was trained on")
         return
     saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    now = json.loads(json.dumps(inputs.data_fingerprint(cfg.data, resolved)))
-    differing = [f"{key}: {saved.get(key)} at training, {now.get(key)} now"
-                 for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    now = json.loads(json.dumps(inputs.data_facts(cfg.data)))
+    differing = [f"{key}: {saved.get(key)} at training, {now[key]} now"
+                 for key in sorted(set(saved) & set(now)) if now[key] is not None and saved[key] != now[key]]
     if differing:
         raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
                         "refusing to evaluate")
@@ -96,14 +58,14 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
         raise DataError(f"{data.test_dir(modality)}: no test volumes (*.npz) to evaluate")
     info = data.read_info() if data.info_path.is_file() else {}
     volumes = inputs.labelled_test_volumes(data.root, info, modality, log)
-    resolved = inputs.resolve_data(cfg.data)
-    check_data_fingerprint(run_dir, cfg, resolved, log)
-    class_names = inputs.class_names(info, cfg.model.num_classes)
+    check_data_fingerprint(run_dir, cfg, log)
+    recorded = run_data(run_dir, cfg)
+    class_names = recorded.class_names
     predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
     step = checkpoint_step(path)
     log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes")
     record = evaluate_volumes(
-        predict_logits, volumes, resolved.target_range, class_names, run_dir / EVAL_DIR,
+        predict_logits, volumes, recorded.target_range, class_names, run_dir / EVAL_DIR,
         batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
         spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
         method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality), write_images=write_images,

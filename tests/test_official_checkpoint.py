@@ -269,3 +269,38 @@ def test_update_counts_of_a_full_official_run():
     step, seg_updates, gan_updates, notes = official.steps_and_updates(checkpoint, task)
     assert (step, seg_updates, gan_updates) == (19_999, 20_000, 120_000)
     assert len(notes) == 1 and "0-based step index" in notes[0]
+
+
+# --- evaluating an import with only the target test volumes -------------------------------------
+
+def released_test_volumes(root, count=2, depth=3):
+    """ROOT/ct/test/*.npz as the official release has them: no datalists, records or stats."""
+    rng = np.random.default_rng(5)
+    (root / "ct" / "test").mkdir(parents=True)
+    for index in range(count):
+        labels = rng.integers(0, 5, size=(64, 64, depth)).astype(np.int16)
+        np.savez(root / "ct" / "test" / f"ct_{index}.npz", arr_0=rng.normal(size=labels.shape).astype(np.float32),
+                 arr_1=labels)
+    return root
+
+
+def test_an_import_evaluates_with_only_the_test_volumes(fixture_dir, tmp_path, capsys):
+    data = released_test_volumes(tmp_path / "release")
+    out = tmp_path / "run"
+    assert main_exit_code(*import_args(fixture_dir, out, f"--data_dir={data}", "--target_range=-1.9,3.0")) == 0
+    assert main_exit_code("--mode=evaluate", f"--output_dir={out}") == 0, capsys.readouterr().err
+    metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["intensity_range"] == [-1.9, 3.0] and len(metrics["volumes"]) == 2
+    assert [v["name"] for v in metrics["volumes"]] == ["ct_0", "ct_1"]
+
+
+def test_an_import_without_an_intensity_range_is_one_error_line(fixture_dir, tmp_path, capsys):
+    data = released_test_volumes(tmp_path / "release")
+    out = tmp_path / "run"
+    assert main_exit_code(*import_args(fixture_dir, out, f"--data_dir={data}")) == 0
+    capsys.readouterr()
+    code = main_exit_code("--mode=evaluate", f"--output_dir={out}")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(lines) == 1 and "--target_range" in lines[0] and str(out) in lines[0], err
+    assert not (out / "eval").exists()
