@@ -111,8 +111,15 @@ def run_predict(cfg):
         sys.exit(2)
 
 
+def run_export(cfg):
+    from sifa_synthmix.export import export_run  # pylint: disable=import-outside-toplevel
+
+    export_run(cfg.output_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint or None)
+
+
 MODES = {"summary": run_summary, "train": run_train, "evaluate": run_evaluate, "compare": run_compare,
-         "experiment": run_experiment, "import_official": run_import_official, "predict": run_predict}
+         "experiment": run_experiment, "import_official": run_import_official, "predict": run_predict,
+         "export": run_export}
 
 
 def fail(message, code=2):

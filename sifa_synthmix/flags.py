@@ -4,7 +4,8 @@ from absl import flags
 from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainConfig
 
 FLAGS = flags.FLAGS
-MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official", "predict")
+MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official", "predict",
+         "export")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 GRAPH_OPTIMIZER_SETTINGS = ("auto", "on", "off")
 # The groups of --help, in its order (each flag's group is set where it is defined).
@@ -22,7 +23,8 @@ def define_flags():
                       "target test volumes; compare: table and figures of evaluated runs; experiment: "
                       "train, evaluate and compare --experiment_variants; import_official: turn an official SIFA "
                       "TF1 checkpoint (--official_checkpoint) into a run folder (--output_dir); predict: label "
-                      "maps of new scans (--predict_input) with the run in --output_dir.", **group)
+                      "maps of new scans (--predict_input) with the run in --output_dir; export: the run's "
+                      "target segmenter as a SavedModel (--export_dir).", **group)
     flags.DEFINE_list("experiment_variants", ["source_only", "sifa", "synthmix", "oracle"],
                       "Variants of --mode=experiment: source_only, oracle, cyclegan, sifa, synthmix, mixup, "
                       "cutmix, model0.", **group)
@@ -125,6 +127,9 @@ def define_flags():
                         "--mode=predict: in-plane spacing in mm to resample scans to, 'native' (none) or "
                         "'recorded' (the run's data recipe; native when it recorded none). The intensity "
                         "range is --target_range when given, else the run's.", **group)
+    flags.DEFINE_string("export_dir", "",
+                        "--mode=export: absent or empty folder to write the SavedModel of the run's target "
+                        "segmenter to.", **group)
     flags.register_validator("predict_spacing", _is_spacing,
                              "--predict_spacing must be 'recorded', 'native' or a positive number of mm")
     group = {"module_name": "distribution"}

@@ -2,7 +2,10 @@
 labels as --mode=evaluate on a prepared test volume), and evaluation with only the run folder
 and the test volumes."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -227,3 +230,55 @@ def test_evaluate_needs_no_training_records(trained, tiny_phantom, tmp_path, cap
     assert main_exit_code("--mode=evaluate", f"--output_dir={run}") == 0, capsys.readouterr().err
     for name in ("ct_test_00", "ct_test_01"):
         np.testing.assert_array_equal(evaluated_labels(run, name), evaluated_labels(trained, name))
+
+
+LOAD_EXPORT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+folder, slices_path, out_path = sys.argv[1:]
+model = tf.saved_model.load(folder)
+low, high = json.load(open(folder + "/sifa_export.json"))["intensity_range"]
+slices = np.load(slices_path)
+images = 2 * (slices - low) / (high - low) - 1
+scaled = model.signatures["serving_default"](images=tf.constant(images, tf.float32))
+raw = model.signatures["segment_intensities"](slices=tf.constant(slices, tf.float32))
+np.savez(out_path, labels=scaled["labels"].numpy(), raw_labels=raw["labels"].numpy(),
+         probabilities=scaled["probabilities"].numpy())
+ours = [m for m in sys.modules if m.split(".")[0] in ("sifa_synthmix", "data_prep", "main")]
+assert not ours, ours
+"""
+
+
+def test_the_exported_model_predicts_alone_what_predict_wrote(trained, tiny_phantom, tmp_path, capsys):
+    export = tmp_path / "export"
+    assert main_exit_code("--mode=export", f"--output_dir={trained}", f"--export_dir={export}") == 0, \
+        capsys.readouterr().err
+    assert json.loads((export / "sifa_export.json").read_text())["class_names"][1] == "MYO"
+    with np.load(tiny_phantom / "ct" / "test" / "ct_test_00.npz") as arrays:
+        slices = np.moveaxis(arrays["arr_0"], 2, 0)[..., None]  # the prepared volume's slices, batch first
+    np.save(tmp_path / "slices.npy", slices)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", LOAD_EXPORT, str(export), str(tmp_path / "slices.npy"),
+                             str(tmp_path / "out.npz")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(tmp_path / "out.npz") as out:
+        labels, raw_labels, probabilities = out["labels"], out["raw_labels"], out["probabilities"]
+    expected = np.moveaxis(evaluated_labels(trained, "ct_test_00"), 2, 0)  # = predict's (test above)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(raw_labels, expected)
+    assert probabilities.dtype == np.float32 and probabilities.shape == (*expected.shape, 5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=-1), expected)
+
+
+def test_export_refuses_a_folder_with_files_and_keeps_them(trained, tmp_path, capsys):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "notes.txt").write_text("mine")
+    code = main_exit_code("--mode=export", f"--output_dir={trained}", f"--export_dir={export}")
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and f"--export_dir={export}" in errors[0], err
+    assert [p.name for p in export.iterdir()] == ["notes.txt"]
