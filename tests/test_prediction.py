@@ -16,8 +16,13 @@ from scipy import ndimage
 from conftest import REPO, main_exit_code
 from data_prep import phantom
 from data_prep.preprocessing import clip_and_standardise
+from sifa_synthmix import inputs
+from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files
+from sifa_synthmix.evaluation.inference import run_data
 from sifa_synthmix.scan_prediction import on_scan_grid
+from sifa_synthmix.scan_recipe import Recipe, crop_start, recipe_for
+from sifa_synthmix.trainer import load_run_config
 
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
 SIZE, DEPTH = 32, phantom.default_depth(32)
@@ -282,3 +287,42 @@ def test_export_refuses_a_folder_with_files_and_keeps_them(trained, tmp_path, ca
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and f"--export_dir={export}" in errors[0], err
     assert [p.name for p in export.iterdir()] == ["notes.txt"]
+
+
+def test_the_recorded_recipe_and_its_overrides():
+    recorded = {"orientation": "ILP", "slice_axis": "coronal", "spacing_mm": 1.5, "image_size": 256, "crop": "labels",
+                "clip_percent": 2.0, "normalisation": "zscore"}
+    assert recipe_for(recorded, 32) == Recipe("ILP", 1.5, 32, "labels", 2.0)
+    assert recipe_for(None, 32) == Recipe("PLS", None, 32, "auto", 2.0)  # the converters' defaults
+    assert recipe_for(recorded, 32, slice_axis="axial", spacing="native") == Recipe("PLS", None, 32, "labels", 2.0)
+    assert recipe_for(None, 32, slice_axis="sagittal", spacing="0.7") == Recipe("IPL", 0.7, 32, "auto", 2.0)
+    with pytest.raises(DataError, match="'minmax'"):
+        recipe_for({**recorded, "normalisation": "minmax"}, 32)
+
+
+def test_the_fingerprint_keeps_the_recipe_that_prediction_reads(trained, tmp_path):
+    recipe = {"orientation": "ILP", "slice_axis": "coronal", "spacing_mm": None, "image_size": 32, "crop": "centre",
+              "clip_percent": 2.0, "normalisation": "zscore"}
+    info = {"class_names": ["background", "a"], "image_size": 32, "preprocessing": recipe}
+    resolved = inputs.ResolvedData([], [], [], (0.0, 1.0), (-1.0, 2.0), info)
+    cfg = load_run_config(trained)
+    fingerprint = inputs.data_fingerprint(cfg.data, resolved)
+    assert fingerprint["preprocessing"] == recipe and fingerprint["ct range (target)"] == [-1.0, 2.0]
+    run = shutil.copytree(trained, tmp_path / "run")
+    (run / "data_fingerprint.json").write_text(json.dumps(fingerprint), encoding="utf-8")
+    recorded = run_data(run, cfg)
+    assert recorded.recipe == recipe and recorded.target_range == (-1.0, 2.0) and recorded.class_names[1] == "a"
+    assert run_data(run, cfg, target_range=(-3.0, 4.0)).target_range == (-3.0, 4.0)  # --target_range wins
+
+
+@pytest.mark.parametrize("shape, blob, start", [
+    ((48, 40, 3), (slice(0, 6), slice(34, 40)), (0, 8)),  # body in a corner: the window stays inside
+    ((48, 40, 3), (slice(20, 28), slice(16, 24)), (8, 4)),  # around the body's centroid (23.5, 19.5)
+    ((20, 24, 3), (slice(0, 4), slice(0, 4)), (-6, -4)),  # narrower than the window: centred on it
+])
+def test_a_new_scan_is_cropped_around_its_body_inside_the_scan(shape, blob, start):
+    image = -1000.0 + np.random.default_rng(0).uniform(0, 10, shape)  # air, with a scanner's noise
+    image[blob] = 50.0
+    assert crop_start(image, Recipe("PLS", None, 32, "auto", 2.0)) == start
+    centred = crop_start(image, Recipe("PLS", None, 32, "centre", 2.0))
+    assert centred == tuple((n - 32) // 2 if n < 32 else int(np.floor((n - 1) / 2 - 16 + 0.5)) for n in shape[:2])
