@@ -68,6 +68,7 @@ def time_prediction(size=256, depth=128, widths="official", scans=2):
         folder = pathlib.Path(folder)
         run, flops = untrained_run(folder / "run", size, widths)
         scan = synthetic_scan(folder / "scan.nii.gz", size, depth)
+        (folder / "out").mkdir()
         cfg = load_run_config(run)
         recorded = run_data(run, cfg)
         recipe = scan_recipe.recipe_for(recorded.recipe, size)
@@ -75,8 +76,8 @@ def time_prediction(size=256, depth=128, widths="official", scans=2):
         results = []
         for _ in range(scans):
             start = time.perf_counter()
-            slices, inference = predict_scan(predict_logits, scan, recipe, recorded.target_range, folder, BATCH_SIZE,
-                                             save_probabilities=False)
+            slices, inference = predict_scan(predict_logits, scan, recipe, recorded.target_range, folder / "out",
+                                             BATCH_SIZE, save_probabilities=False)
             seconds = time.perf_counter() - start
             results.append({"seconds": round(seconds, 2), "inference_seconds": round(inference, 2),
                             "slices_per_second": round(slices / seconds, 2)})

@@ -52,9 +52,13 @@ def _expanded(spec):
                     "files or a DICOM series)")
 
 
-def scan_paths(specs):
+def output_path(out_dir, scan):
+    return pathlib.Path(out_dir) / f"{scans.scan_name(scan)}{label_files.SUFFIX}"
+
+
+def scan_paths(specs, out_dir):
     """Every scan of the --predict_input entries, once each; DataError for an entry that names
-    none or for two scans whose outputs would share a name."""
+    none, for two scans whose outputs would share a name, or for a scan its output would replace."""
     if not specs:
         raise DataError("--mode=predict needs --predict_input=PATHS (scan files, globs or folders)")
     paths = []
@@ -66,6 +70,9 @@ def scan_paths(specs):
         if other != path:
             raise DataError(f"--predict_input: {other} and {path} would both be written as "
                             f"{scans.scan_name(path)}{label_files.SUFFIX}")
+        if output_path(out_dir, path).resolve() == path.resolve():
+            raise DataError(f"--predictions_dir={out_dir}: its label map would replace the scan {path}; "
+                            "choose another folder")
     return paths
 
 
@@ -134,7 +141,7 @@ def predict_scan(predict_logits, path, recipe, intensity_range, out_dir, batch_s
     inference = time.perf_counter() - started
     labels, probabilities = on_scan_grid(logits, prepared_affine, scan_affine, image.shape, save_probabilities)
     name = scans.scan_name(path)
-    label_files.write_label_volume(out_dir / f"{name}{label_files.SUFFIX}", labels, scan_affine)
+    label_files.write_label_volume(output_path(out_dir, path), labels, scan_affine)
     if save_probabilities:
         _write_probabilities(out_dir / f"{name}.npz", probabilities)
     return prepared.shape[2], inference
@@ -151,7 +158,7 @@ def predict_run(run_dir, specs, out_dir, checkpoint=None, batch_size=16, save_pr
     if not out_dir:
         raise DataError("--mode=predict needs --predictions_dir=OUT, the folder to write the label maps to")
     cfg = load_run_config(run_dir)
-    paths = scan_paths(specs)
+    paths = scan_paths(specs, out_dir)
     recorded = run_data(run_dir, cfg, target_range)
     recipe = scan_recipe.recipe_for(recorded.recipe, cfg.model.image_size, slice_axis, spacing)
     predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
@@ -173,7 +180,6 @@ def predict_run(run_dir, specs, out_dir, checkpoint=None, batch_size=16, save_pr
             failed.append(scan)
             continue
         seconds = time.perf_counter() - started
-        written = out_dir / f"{scans.scan_name(scan)}{label_files.SUFFIX}"
         log(f"[{number}/{len(paths)}] {scan}: {slices} slices in {seconds:.1f} s, {slices / seconds:.1f} slices/s "
-            f"({slices / inference:.1f} slices/s inference) -> {written}")
+            f"({slices / inference:.1f} slices/s inference) -> {output_path(out_dir, scan)}")
     return failed

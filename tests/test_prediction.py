@@ -326,3 +326,14 @@ def test_a_new_scan_is_cropped_around_its_body_inside_the_scan(shape, blob, star
     assert crop_start(image, Recipe("PLS", None, 32, "auto", 2.0)) == start
     centred = crop_start(image, Recipe("PLS", None, 32, "centre", 2.0))
     assert centred == tuple((n - 32) // 2 if n < 32 else int(np.floor((n - 1) / 2 - 16 + 0.5)) for n in shape[:2])
+
+
+def test_predictions_that_would_replace_their_scan_are_refused(trained, tmp_path, capsys):
+    image, affine = raw_ct_test_subject(0)
+    scan = write_nifti(tmp_path / "case.nii.gz", image, affine)
+    before = scan.read_bytes()
+    code = predict(f"--output_dir={trained}", f"--predict_input={tmp_path}", f"--predictions_dir={tmp_path}")
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "would replace the scan" in errors[0] and str(scan) in errors[0], err
+    assert scan.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz"]
