@@ -100,8 +100,26 @@ def run_import_official(cfg):
     import_official(cfg, FLAGS.official_checkpoint)
 
 
+def run_predict(cfg):
+    from sifa_synthmix.scan_prediction import predict_run  # pylint: disable=import-outside-toplevel
+
+    failed = predict_run(cfg.output_dir, FLAGS.predict_input, FLAGS.predictions_dir,
+                         checkpoint=FLAGS.checkpoint or None, batch_size=FLAGS.eval_batch_size,
+                         save_probabilities=FLAGS.save_probabilities, slice_axis=FLAGS.predict_slice_axis,
+                         spacing=FLAGS.predict_spacing, target_range=cfg.data.target_range or None)
+    if failed:  # each already named on its `error:` line
+        sys.exit(2)
+
+
+def run_export(cfg):
+    from sifa_synthmix.export import export_run  # pylint: disable=import-outside-toplevel
+
+    export_run(cfg.output_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint or None)
+
+
 MODES = {"summary": run_summary, "train": run_train, "evaluate": run_evaluate, "compare": run_compare,
-         "experiment": run_experiment, "import_official": run_import_official}
+         "experiment": run_experiment, "import_official": run_import_official, "predict": run_predict,
+         "export": run_export}
 
 
 def fail(message, code=2):

@@ -4,11 +4,12 @@ from absl import flags
 from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainConfig
 
 FLAGS = flags.FLAGS
-MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official")
+MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official", "predict",
+         "export")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 GRAPH_OPTIMIZER_SETTINGS = ("auto", "on", "off")
 # The groups of --help, in its order (each flag's group is set where it is defined).
-GROUPS = ("command", "data", "model", "training", "evaluation", "distribution", "SynthMix")
+GROUPS = ("command", "data", "model", "training", "evaluation", "prediction", "distribution", "SynthMix")
 
 
 def define_flags():
@@ -21,7 +22,9 @@ def define_flags():
                       "summary: parameter counts as JSON; train: train a run; evaluate: score a run's "
                       "target test volumes; compare: table and figures of evaluated runs; experiment: "
                       "train, evaluate and compare --experiment_variants; import_official: turn an official SIFA "
-                      "TF1 checkpoint (--official_checkpoint) into a run folder (--output_dir).", **group)
+                      "TF1 checkpoint (--official_checkpoint) into a run folder (--output_dir); predict: label "
+                      "maps of new scans (--predict_input) with the run in --output_dir; export: the run's "
+                      "target segmenter as a SavedModel (--export_dir).", **group)
     flags.DEFINE_list("experiment_variants", ["source_only", "sifa", "synthmix", "oracle"],
                       "Variants of --mode=experiment: source_only, oracle, cyclegan, sifa, synthmix, mixup, "
                       "cutmix, model0.", **group)
@@ -107,6 +110,28 @@ def define_flags():
     flags.DEFINE_list("compare_runs", [],
                       "What to compare, the first being the reference: run folders, folders of seed<N> runs "
                       "(one method over seeds) or experiment folders (all their variants).", **group)
+    group = {"module_name": "prediction"}
+    flags.DEFINE_list("predict_input", [],
+                      "--mode=predict: the scans to segment, comma-separated: NIfTI, NRRD or MHA files, globs, "
+                      "folders of such files, or folders holding one DICOM series each.", **group)
+    flags.DEFINE_string("predictions_dir", "",
+                        "--mode=predict: folder to write NAME.nii.gz (labels on each scan's own grid) and the "
+                        "colour tables to.", **group)
+    flags.DEFINE_bool("save_probabilities", False,
+                      "--mode=predict: also write NAME.npz with the per-class softmax ('probabilities', class "
+                      "first), as nnU-Net does.", **group)
+    flags.DEFINE_enum("predict_slice_axis", "recorded", ["recorded", "axial", "coronal", "sagittal"],
+                      "--mode=predict: the slice axis to cut scans along (recorded: the run's data recipe, "
+                      "axial when it recorded none).", **group)
+    flags.DEFINE_string("predict_spacing", "recorded",
+                        "--mode=predict: in-plane spacing in mm to resample scans to, 'native' (none) or "
+                        "'recorded' (the run's data recipe; native when it recorded none). The intensity "
+                        "range is --target_range when given, else the run's.", **group)
+    flags.DEFINE_string("export_dir", "",
+                        "--mode=export: absent or empty folder to write the SavedModel of the run's target "
+                        "segmenter to.", **group)
+    flags.register_validator("predict_spacing", _is_spacing,
+                             "--predict_spacing must be 'recorded', 'native' or a positive number of mm")
     group = {"module_name": "distribution"}
     flags.DEFINE_enum("distribution", "none", ["none", "mirrored", "multi_worker"],
                       "none: one device; mirrored: MirroredStrategy over this machine's GPUs; multi_worker: "
@@ -136,6 +161,15 @@ def define_flags():
                       "SynthMix: the Mixup Inspector's auxiliary term (its score against mean(M)) also "
                       "enters the generators' L_adv^mix; false: it trains the Inspector only (L_cls). "
                       "The paper does not say which.", **group)
+
+
+def _is_spacing(value):
+    if value in ("recorded", "native"):
+        return True
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
 
 
 def grouped_help(full=False):

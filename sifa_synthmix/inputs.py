@@ -132,13 +132,44 @@ def count_slices(paths):
     return sum(reader.check_record_framing(path) for path in paths)
 
 
+def _range_key(modality, role):
+    return f"{modality} range ({role})"
+
+
+def _fingerprint(cfg, info, ranges):
+    facts = {"class_names": info.get("class_names"), "image_size": info.get("image_size")}
+    if info.get("preprocessing") is not None:
+        facts["preprocessing"] = info["preprocessing"]
+    for role, modality in (("source", cfg.source_modality), ("target", cfg.target_modality)):
+        if ranges[role] is not None:
+            facts[_range_key(modality, role)] = list(ranges[role])
+    return facts
+
+
 def data_fingerprint(cfg, resolved):
-    """What a trained run's evaluation must find unchanged in its data: the class names and
-    slice size of dataset.json, and the intensity ranges (stats.json's values or the explicit
-    ranges) that map images to [-1, 1]. JSON-ready."""
-    return {"class_names": resolved.info.get("class_names"), "image_size": resolved.info.get("image_size"),
-            f"{cfg.source_modality} range (source)": list(resolved.source_range),
-            f"{cfg.target_modality} range (target)": list(resolved.target_range)}
+    """What a trained run's evaluation must find unchanged in its data, and what evaluation and
+    prediction read instead of the training data: the class names and slice size of
+    dataset.json, its preprocessing recipe when it records one, and the intensity ranges
+    (stats.json's values or the explicit ranges) that map images to [-1, 1]. JSON-ready."""
+    return _fingerprint(cfg, resolved.info, {"source": resolved.source_range, "target": resolved.target_range})
+
+
+def data_facts(cfg):
+    """The entries of `data_fingerprint` that cfg's data folder tells without its training
+    records: dataset.json's, and each range that is explicit or in the stats file."""
+    layout = layout_lib.PreparedLayout(cfg.data_dir)
+    info = layout.read_info() if layout.info_path.is_file() else {}
+    stats_path = pathlib.Path(cfg.stats_file) if cfg.stats_file else layout.stats_path
+    ranges = {role: _range_for(explicit, stats_path, modality) if explicit or stats_path.is_file() else None
+              for role, modality, explicit in (("source", cfg.source_modality, cfg.source_range),
+                                               ("target", cfg.target_modality, cfg.target_range))}
+    return _fingerprint(cfg, info, ranges)
+
+
+def target_range_of(fingerprint, cfg):
+    """The target intensity range a fingerprint (`data_fingerprint`, `data_facts`) holds, or None."""
+    recorded = fingerprint.get(_range_key(cfg.target_modality, "target"))
+    return None if recorded is None else tuple(float(v) for v in recorded)
 
 
 def build_training_datasets(cfg, resolved):

@@ -1,6 +1,5 @@
 """Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report,
 and put the scores into the run's TensorBoard events (eval/, the HParams metrics)."""
-import functools
 import pathlib
 
 import tensorflow as tf
@@ -8,53 +7,15 @@ import tensorflow as tf
 from sifa_synthmix import checkpoint_files, inputs
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data.reader import DataError
+from sifa_synthmix.evaluation.inference import restore_target_segmenter, run_data
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation import result_files
 from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, spacing_by_volume
-from sifa_synthmix.segmenter_task import SegmenterNetworks
-from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-from sifa_synthmix.trainer import CHECKPOINT_DIR, CONFIG_FILE, EVAL_DIR, check_data_fingerprint, load_run_config
+from sifa_synthmix.trainer import CONFIG_FILE, EVAL_DIR, check_data_fingerprint, load_run_config
 
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step variable of trainer.run_checkpoint
-
-
-def architecture_difference(checkpoint_path, cfg):
-    """Which model flags differ between `cfg` and the run a checkpoint came from, as far as known."""
-    run_dir = pathlib.Path(checkpoint_path).parent.parent
-    if not (run_dir / CONFIG_FILE).is_file():
-        return "its run's flags are unknown"
-    saved = load_run_config(run_dir).model
-    differing = [f"--{name}={getattr(saved, name)} there, {getattr(cfg.model, name)} here"
-                 for name in ("image_size", "ngf", "ndf", "encoder_base", "num_classes", "skip")
-                 if getattr(saved, name) != getattr(cfg.model, name)]
-    return "; ".join(differing) or "same model flags; the file may be damaged"
-
-
-def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
-    """A tf.function mapping [N, H, W, 1] images in [-1, 1] to logits, with the run's e_B and s_B.
-
-    Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
-    Without `checkpoint`, the run's newest intact checkpoint (a damaged newer one is named and
-    skipped); a given `checkpoint` must read in full.
-    """
-    run_dir = pathlib.Path(run_dir)
-    if checkpoint:
-        path = checkpoint_files.verify(checkpoint)
-    else:
-        path = checkpoint_files.newest_intact(run_dir / CHECKPOINT_DIR, log)
-    if path is None:
-        raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
-    set_precision("float32")
-    networks = SegmenterNetworks(cfg.model)
-    try:
-        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(for_tensorflow(path))
-        status.expect_partial().assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as error:
-        raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
-
-    return tf.function(functools.partial(target_logits, networks), autograph=False), path
 
 
 def checkpoint_step(path):
@@ -80,17 +41,17 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
         raise DataError(f"{data.test_dir(modality)}: no test volumes (*.npz) to evaluate")
     info = data.read_info() if data.info_path.is_file() else {}
     volumes = inputs.labelled_test_volumes(data.root, info, modality, log)
-    resolved = inputs.resolve_data(cfg.data)
-    check_data_fingerprint(run_dir, cfg, resolved, "evaluate", log)
+    check_data_fingerprint(run_dir, cfg, inputs.data_facts(cfg.data), "evaluate", log)
     inputs.check_classes(cfg.data.data_dir, info, cfg.model.num_classes)
-    class_names = inputs.class_names(info, cfg.model.num_classes)
+    recorded = run_data(run_dir, cfg)
+    class_names = recorded.class_names
     predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
     step = checkpoint_step(path)
     log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes")
     # Written beside RUN/eval and swapped in whole: a failed or killed evaluation leaves the previous one.
     with result_files.replaced_folder(run_dir / EVAL_DIR) as eval_dir:
         record = evaluate_volumes(
-            predict_logits, volumes, resolved.target_range, class_names, eval_dir,
+            predict_logits, volumes, recorded.target_range, class_names, eval_dir,
             batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
             spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
             method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality), write_images=write_images,

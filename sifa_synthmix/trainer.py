@@ -184,18 +184,20 @@ def load_run_config(run_dir):
     return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")))
 
 
-def check_data_fingerprint(run_dir, cfg, resolved, action, log=print):
-    """Refuses data that differ from those the run was trained on (DataError naming them); action:
-    what is refused, "evaluate" or "resume"."""
+def check_data_fingerprint(run_dir, cfg, now, action, log=print):
+    """Refuses data that differ from those the run was trained on (DataError naming them), on the
+    entries both the run's data_fingerprint.json and `now` hold: `inputs.data_fingerprint` when a
+    run resumes, `inputs.data_facts` (what the data folder tells without its training records)
+    when it is evaluated. action: what is refused, "evaluate" or "resume"."""
     saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
     if not saved_path.is_file():
         log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
             f"not checking that {cfg.data.data_dir} holds the data it was trained on")
         return
     saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    now = json.loads(json.dumps(inputs.data_fingerprint(cfg.data, resolved)))
-    differing = [f"{key}: {saved.get(key)} at training, {now.get(key)} now"
-                 for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    now = json.loads(json.dumps(now))
+    differing = [f"{key}: {saved[key]} at training, {now[key]} now"
+                 for key in sorted(set(saved) & set(now)) if saved[key] != now[key]]
     if differing:
         raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
                         f"refusing to {action}")
@@ -263,7 +265,7 @@ class Trainer:
             self.log.without_file()
         resolved = inputs.resolve_data(cfg.data)
         if self.chief and plan == "resume" and has_checkpoint(cfg.output_dir):
-            check_data_fingerprint(cfg.output_dir, cfg, resolved, "resume", self.log)
+            check_data_fingerprint(cfg.output_dir, cfg, inputs.data_fingerprint(cfg.data, resolved), "resume", self.log)
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()

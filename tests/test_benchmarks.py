@@ -102,3 +102,13 @@ def test_bfloat16_peak_and_paper_scale_point_where_the_cpu_has_native_bfloat16(t
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n", encoding="utf-8")
     assert cpu_features.native_bfloat16(cpu_features.cpu_flags(str(cpuinfo))) == ["avx512_bf16"]
     assert cpu_features.native_bfloat16({"avx2", "fma"}) == []
+
+
+def test_the_prediction_benchmark_times_every_scan_and_counts_the_segmenters_flops():
+    from benchmarks.prediction import time_prediction  # pylint: disable=import-outside-toplevel
+
+    result = time_prediction(size=32, depth=4, widths="demo", scans=2)
+    assert [sorted(scan) for scan in result["scans"]] == [["inference_seconds", "seconds", "slices_per_second"]] * 2
+    assert all(0 < scan["inference_seconds"] <= scan["seconds"] for scan in result["scans"])
+    # e_B's 7 x 7 stem alone: 2 x 49 x 4 multiply-adds per pixel of a 32 x 32 slice.
+    assert result["gflop_per_slice"] * 1e9 > 2 * 49 * 4 * 32 * 32

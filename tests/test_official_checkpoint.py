@@ -8,6 +8,7 @@ import pathlib
 import types
 
 import keras
+import nibabel as nib
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -273,3 +274,59 @@ def test_update_counts_of_a_full_official_run():
     step, seg_updates, gan_updates, notes = official.steps_and_updates(checkpoint, task)
     assert (step, seg_updates, gan_updates) == (19_999, 20_000, 120_000)
     assert len(notes) == 1 and "0-based step index" in notes[0]
+
+
+# --- evaluating an import with only the target test volumes -------------------------------------
+
+def released_test_volumes(root, count=2, depth=3):
+    """ROOT/ct/test/*.npz as the official release has them: no datalists, records or stats."""
+    rng = np.random.default_rng(5)
+    (root / "ct" / "test").mkdir(parents=True)
+    for index in range(count):
+        labels = rng.integers(0, 5, size=(64, 64, depth)).astype(np.int16)
+        np.savez(root / "ct" / "test" / f"ct_{index}.npz", arr_0=rng.normal(size=labels.shape).astype(np.float32),
+                 arr_1=labels)
+    return root
+
+
+def test_an_import_evaluates_with_only_the_test_volumes(fixture_dir, tmp_path, capsys):
+    data = released_test_volumes(tmp_path / "release")
+    out = tmp_path / "run"
+    assert main_exit_code(*import_args(fixture_dir, out, f"--data_dir={data}", "--target_range=-1.9,3.0")) == 0
+    assert main_exit_code("--mode=evaluate", f"--output_dir={out}") == 0, capsys.readouterr().err
+    metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["intensity_range"] == [-1.9, 3.0] and len(metrics["volumes"]) == 2
+    assert [v["name"] for v in metrics["volumes"]] == ["ct_0", "ct_1"]
+
+
+def test_an_import_without_an_intensity_range_is_one_error_line(fixture_dir, tmp_path, capsys):
+    data = released_test_volumes(tmp_path / "release")
+    out = tmp_path / "run"
+    assert main_exit_code(*import_args(fixture_dir, out, f"--data_dir={data}")) == 0
+    capsys.readouterr()
+    code = main_exit_code("--mode=evaluate", f"--output_dir={out}")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(lines) == 1 and "--target_range" in lines[0] and str(out) in lines[0], err
+    assert not (out / "eval").exists()
+
+
+def test_an_import_predicts_a_scan_with_the_default_recipe(fixture_dir, tmp_path, capsys):
+    """No recorded recipe: axial slices, native spacing, a body crop; the labels on the scan's grid."""
+    data = released_test_volumes(tmp_path / "release")
+    out = tmp_path / "run"
+    assert main_exit_code(*import_args(fixture_dir, out, f"--data_dir={data}", "--target_range=-1.9,3.0")) == 0
+    rng = np.random.default_rng(6)
+    image = np.full((90, 70, 3), -1000.0, np.float32) + rng.uniform(0, 20, (90, 70, 3)).astype(np.float32)
+    image[20:70, 10:60] = 40 + rng.normal(0, 30, (50, 50, 3))
+    affine = np.array([[0, 0.9, 0, -30], [-0.9, 0, 0, 40], [0, 0, 2.5, -5], [0, 0, 0, 1]])
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), str(scan))
+    capsys.readouterr()
+    assert main_exit_code("--mode=predict", f"--output_dir={out}", f"--predict_input={scan}",
+                          f"--predictions_dir={tmp_path / 'labels'}") == 0, capsys.readouterr().err
+    assert "slices PLS, in-plane spacing native mm, 64 px crop (auto)" in capsys.readouterr().out
+    written = nib.load(str(tmp_path / "labels" / "scan.nii.gz"))
+    assert written.shape == image.shape
+    np.testing.assert_allclose(written.affine, nib.load(str(scan)).affine, rtol=0, atol=1e-6)
+    assert set(np.unique(np.asarray(written.dataobj))) <= set(range(5))

@@ -1,7 +1,7 @@
 """Evaluation on whole 3D test volumes (Dice and ASSD per class) and the comparison of runs.
 
 metrics      Dice / ASSD per class of one volume, the empty-case rule, means over volumes
-inference    label volume of one image volume, slice by slice
+inference    a run's e_B + s_B restored with what it recorded of its data; volumes predicted slice by slice
 label_files  label and image volumes as NIfTI, label colour tables for ITK-SNAP and 3D Slicer
 table        the paper's table layout (column order, mean(std) cells)
 report       evaluate a run on test volumes -> eval/metrics.json, metrics.csv, table.md, NIfTI in world geometry

@@ -1,7 +1,123 @@
-"""Label volume of one test image volume, predicted slice by slice."""
-import numpy as np
+"""The target segmenter of a run at inference, shared by evaluation, prediction and export:
+e_B + s_B restored from the run folder, what the run recorded about its data (intensity range,
+class names, preprocessing recipe), and volumes predicted slice by slice in batches.
 
-from sifa_synthmix.data.reader import to_unit_range
+Everything here reads the run folder only (config.json, data_fingerprint.json, checkpoints/);
+a run without a fingerprint (trained before it was recorded, or imported from an official
+checkpoint) falls back to its data flags: an explicit --target_range, else the stats file."""
+import dataclasses
+import functools
+import json
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+from sifa_synthmix import checkpoint_files, inputs
+from sifa_synthmix.data.reader import DataError, to_unit_range
+from sifa_synthmix.segmenter_task import SegmenterNetworks
+from sifa_synthmix.task import set_precision, target_logits
+from sifa_synthmix.tensorflow_paths import for_tensorflow
+
+# trainer imports this module (its learning curve predicts volumes): the run-folder names below
+# come from it at call time.
+
+
+def architecture_difference(checkpoint_path, cfg):
+    """Which model flags differ between `cfg` and the run a checkpoint came from, as far as known."""
+    from sifa_synthmix import trainer  # pylint: disable=import-outside-toplevel
+
+    run_dir = pathlib.Path(checkpoint_path).parent.parent
+    if not (run_dir / trainer.CONFIG_FILE).is_file():
+        return "its run's flags are unknown"
+    saved = trainer.load_run_config(run_dir).model
+    differing = [f"--{name}={getattr(saved, name)} there, {getattr(cfg.model, name)} here"
+                 for name in ("image_size", "ngf", "ndf", "encoder_base", "num_classes", "skip")
+                 if getattr(saved, name) != getattr(cfg.model, name)]
+    return "; ".join(differing) or "same model flags; the file may be damaged"
+
+
+def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print):
+    """(SegmenterNetworks with the run's e_B and s_B in float32, checkpoint path).
+
+    Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
+    Without `checkpoint`, the run's newest intact checkpoint (a damaged newer one is named and
+    skipped); a given `checkpoint` must read in full.
+    """
+    from sifa_synthmix import trainer  # pylint: disable=import-outside-toplevel
+
+    run_dir = pathlib.Path(run_dir)
+    if checkpoint:
+        path = checkpoint_files.verify(checkpoint)
+    else:
+        path = checkpoint_files.newest_intact(run_dir / trainer.CHECKPOINT_DIR, log)
+    if path is None:
+        raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
+    set_precision("float32")
+    networks = SegmenterNetworks(cfg.model)
+    try:
+        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(for_tensorflow(path))
+        status.expect_partial().assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as error:
+        raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
+    return networks, path
+
+
+def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
+    """A tf.function mapping [N, H, W, 1] images in [-1, 1] to logits, with the run's e_B and s_B,
+    and the checkpoint path (`restore_segmenter_networks`)."""
+    networks, path = restore_segmenter_networks(run_dir, cfg, checkpoint, log)
+    return tf.function(functools.partial(target_logits, networks), autograph=False), path
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """What inference needs to know of the data a run was trained on."""
+
+    target_range: tuple  # (min, max) of the target intensities, mapped to [-1, 1]
+    class_names: list
+    recipe: dict  # dataset.json's "preprocessing" recipe, or None when the data recorded none
+    fingerprint: dict  # data_fingerprint.json as recorded at training ({} when absent)
+
+
+def run_data(run_dir, cfg, target_range=None):
+    """The RunData of a run folder: its data fingerprint, else its data flags (`data_facts`);
+    an explicit `target_range` wins over both."""
+    from sifa_synthmix.trainer import DATA_FINGERPRINT_FILE  # pylint: disable=import-outside-toplevel
+
+    path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
+    recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    known = recorded if inputs.target_range_of(recorded, cfg.data) else inputs.data_facts(cfg.data)
+    if target_range:
+        explicit = dataclasses.replace(cfg.data, stats_file="", target_range=tuple(target_range))
+        known = {**known, **inputs.data_facts(explicit)}
+    intensity_range = inputs.target_range_of(known, cfg.data)
+    if intensity_range is None:
+        raise DataError(f"{run_dir}: no {cfg.data.target_modality} intensity range recorded (no "
+                        f"{DATA_FINGERPRINT_FILE}, no --target_range, no stats file in {cfg.data.data_dir}); "
+                        "pass --target_range=min,max")
+    names = recorded.get("class_names") or known.get("class_names")
+    return RunData(intensity_range, inputs.class_names({"class_names": names}, cfg.model.num_classes),
+                   recorded.get("preprocessing"), recorded)
+
+
+def _predicted(predict_logits, image, intensity_range, batch_size, output):
+    """output(logits of a batch's slices) for every slice of an H x W x D volume, stacked on axis 2."""
+    if image.ndim != 3:
+        raise ValueError(f"expected an H x W x D image volume, got shape {image.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    slices = to_unit_range(np.moveaxis(image, 2, 0).astype(np.float32), intensity_range)[..., np.newaxis]
+    depth = slices.shape[0]
+    results = []
+    for start in range(0, depth, batch_size):
+        batch = slices[start:start + batch_size]
+        count = batch.shape[0]
+        if count < batch_size:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - count, axis=0)])
+        logits = np.asarray(predict_logits(batch.astype(np.float32)))
+        results.append(output(logits[:count]))
+    return np.moveaxis(np.concatenate(results), 0, 2)
 
 
 def predict_volume(predict_logits, image, intensity_range, batch_size, flip=False):
@@ -19,20 +135,11 @@ def predict_volume(predict_logits, image, intensity_range, batch_size, flip=Fals
     lines up with the stored label and image (and the saved NIfTI overlays them). Dice and ASSD
     do not change under the flip.
     """
-    if image.ndim != 3:
-        raise ValueError(f"expected an H x W x D image volume, got shape {image.shape}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
     volume = np.flip(image, (0, 1)) if flip else image
-    slices = to_unit_range(np.moveaxis(volume, 2, 0).astype(np.float32), intensity_range)[..., np.newaxis]
-    depth = slices.shape[0]
-    labels = []
-    for start in range(0, depth, batch_size):
-        batch = slices[start:start + batch_size]
-        count = batch.shape[0]
-        if count < batch_size:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - count, axis=0)])
-        logits = np.asarray(predict_logits(batch.astype(np.float32)))
-        labels.append(np.argmax(logits[:count], axis=-1))
-    prediction = np.moveaxis(np.concatenate(labels), 0, 2)
+    prediction = _predicted(predict_logits, volume, intensity_range, batch_size, lambda l: np.argmax(l, axis=-1))
     return np.flip(prediction, (0, 1)) if flip else prediction
+
+
+def predict_logits_volume(predict_logits, image, intensity_range, batch_size):
+    """Float32 logits H x W x D x C of an image volume H x W x D, batched as `predict_volume`."""
+    return _predicted(predict_logits, image, intensity_range, batch_size, lambda l: l.astype(np.float32))

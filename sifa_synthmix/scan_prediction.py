@@ -1,0 +1,185 @@
+"""`--mode=predict`: label maps of new scans with a run's target segmenter, on each scan's own grid.
+
+Per scan: read it (`scan_recipe.read_scan`, through data_prep.scans), prepare it as the run's
+data were prepared (`scan_recipe.prepare_scan`), predict every slice
+(`inference.predict_logits_volume`), map the prediction back onto the scan's voxels through the
+two affines (scan voxel -> world -> prepared voxel), and write OUT/NAME.nii.gz (int16 labels, the
+scan's shape and affine; background outside the crop) and, with --save_probabilities,
+OUT/NAME.npz (`probabilities`: float32 softmax, class first, then the scan's axes, as nnU-Net's).
+A scan that fails is one `error:` line; the others are still written. Modelled on nnU-Net's
+inference/predict_from_raw_data.py.
+"""
+import glob
+import io
+import pathlib
+import sys
+import time
+
+import numpy as np
+from scipy import ndimage
+
+from data_prep import scans
+from sifa_synthmix import scan_recipe
+from sifa_synthmix.data.layout import atomic_write_bytes
+from sifa_synthmix.data.reader import DataError
+from sifa_synthmix.evaluation import label_files
+from sifa_synthmix.evaluation.inference import predict_logits_volume, restore_target_segmenter, run_data
+from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
+
+PROBABILITIES_KEY = "probabilities"
+_GRID_TOLERANCE = 1e-3  # voxels: grids closer than this to an exact voxel match are mapped by index
+
+
+def _expanded(spec):
+    """The scans one --predict_input entry names: a file, a glob, a folder of scan files, or a
+    folder holding a DICOM series."""
+    if any(c in spec for c in "*?["):
+        matches = [pathlib.Path(p) for p in sorted(glob.glob(spec))]
+        if not matches:
+            raise DataError(f"--predict_input={spec}: no file or folder matches")
+        return [scan for match in matches for scan in _expanded(str(match))]
+    path = pathlib.Path(spec)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"--predict_input={spec}: does not exist")
+    files = sorted(p for p in path.iterdir() if p.is_file() and scans.scan_ending(p))
+    if files:
+        return files
+    if scans.is_dicom_folder(path):
+        return [path]
+    raise DataError(f"--predict_input={spec}: the folder holds no scan ({', '.join(scans.SCAN_ENDINGS)} "
+                    "files or a DICOM series)")
+
+
+def output_path(out_dir, scan):
+    return pathlib.Path(out_dir) / f"{scans.scan_name(scan)}{label_files.SUFFIX}"
+
+
+def scan_paths(specs, out_dir):
+    """Every scan of the --predict_input entries, once each; DataError for an entry that names
+    none, for two scans whose outputs would share a name, or for a scan its output would replace."""
+    if not specs:
+        raise DataError("--mode=predict needs --predict_input=PATHS (scan files, globs or folders)")
+    paths = []
+    for spec in specs:
+        paths += [p for p in _expanded(spec) if p.resolve() not in {q.resolve() for q in paths}]
+    by_name = {}
+    for path in paths:
+        other = by_name.setdefault(scans.scan_name(path), path)
+        if other != path:
+            raise DataError(f"--predict_input: {other} and {path} would both be written as "
+                            f"{scans.scan_name(path)}{label_files.SUFFIX}")
+        if output_path(out_dir, path).resolve() == path.resolve():
+            raise DataError(f"--predictions_dir={out_dir}: its label map would replace the scan {path}; "
+                            "choose another folder")
+    return paths
+
+
+def _softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _index_mapping(matrix, shape):
+    """For a scan voxel -> prepared voxel matrix that only permutes, flips and shifts axes by
+    whole voxels: per scan axis, the prepared axis it runs along and the prepared indices of its
+    voxels; else None (the grids need interpolation)."""
+    rotation, offset = matrix[:3, :3], matrix[:3, 3]
+    if (np.abs(rotation - np.rint(rotation)).max() > _GRID_TOLERANCE
+            or np.abs(offset - np.rint(offset)).max() > _GRID_TOLERANCE
+            or sorted(np.abs(np.rint(rotation)).sum(axis=0)) != [1, 1, 1]):
+        return None
+    rotation, offset = np.rint(rotation).astype(int), np.rint(offset).astype(int)
+    axes = [int(np.flatnonzero(rotation[:, j])[0]) for j in range(3)]
+    if sorted(axes) != [0, 1, 2]:
+        return None
+    return [(k, rotation[k, j] * np.arange(shape[j]) + offset[k]) for j, k in enumerate(axes)]
+
+
+def _gathered(values, mapping, fill):
+    """values (prepared grid, optional trailing channel axis) at the scan's voxels by index;
+    `fill` (per channel) where a scan voxel lies outside the prepared grid."""
+    moved = values.transpose([k for k, _ in mapping] + list(range(3, values.ndim)))
+    valid = [(0 <= index) & (index < values.shape[k]) for k, index in mapping]
+    picked = moved[np.ix_(*[np.clip(index, 0, values.shape[k] - 1) for k, index in mapping])]
+    inside = valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
+    picked[~inside] = fill
+    return picked
+
+
+def on_scan_grid(logits, prepared_affine, scan_affine, scan_shape, with_probabilities):
+    """(labels, probabilities or None) of prepared-grid logits on the scan's grid. Grids that
+    match voxel for voxel (the recipe only reoriented and cropped) are mapped by index; others
+    (in-plane resampling) by linear interpolation of each class's probability, then argmax.
+    Outside the prepared grid: background."""
+    matrix = np.linalg.inv(prepared_affine) @ scan_affine
+    background = np.eye(logits.shape[-1], dtype=np.float32)[0]
+    mapping = _index_mapping(matrix, scan_shape)
+    if mapping is not None:
+        labels = _gathered(np.argmax(logits, axis=-1), mapping, 0)
+        return labels, _gathered(_softmax(logits), mapping, background) if with_probabilities else None
+    probabilities = _softmax(logits)
+    resampled = np.stack([ndimage.affine_transform(probabilities[..., c], matrix[:3, :3], matrix[:3, 3],
+                                                   output_shape=tuple(scan_shape), order=1, cval=float(background[c]))
+                          for c in range(probabilities.shape[-1])], axis=-1)
+    return np.argmax(resampled, axis=-1), resampled if with_probabilities else None
+
+
+def _write_probabilities(path, probabilities):
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{PROBABILITIES_KEY: np.moveaxis(probabilities, -1, 0).astype(np.float32)})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def predict_scan(predict_logits, path, recipe, intensity_range, out_dir, batch_size, save_probabilities):
+    """Predicts one scan and writes its files; returns (slices, seconds of inference)."""
+    image, scan_affine = scan_recipe.read_scan(path)
+    prepared, prepared_affine = scan_recipe.prepare_scan(image, scan_affine, recipe, path)
+    started = time.perf_counter()
+    logits = predict_logits_volume(predict_logits, prepared, intensity_range, batch_size)
+    inference = time.perf_counter() - started
+    labels, probabilities = on_scan_grid(logits, prepared_affine, scan_affine, image.shape, save_probabilities)
+    name = scans.scan_name(path)
+    label_files.write_label_volume(output_path(out_dir, path), labels, scan_affine)
+    if save_probabilities:
+        _write_probabilities(out_dir / f"{name}.npz", probabilities)
+    return prepared.shape[2], inference
+
+
+def predict_run(run_dir, specs, out_dir, checkpoint=None, batch_size=16, save_probabilities=False,
+                slice_axis="recorded", spacing="recorded", target_range=None, log=print, errors=None):
+    """Writes the label map of every scan of `specs` into `out_dir`, with the colour tables;
+    returns the scans that failed (each already reported as one `error:` line on `errors`).
+    Bad input that concerns every scan (the run, the flags, no scans) raises DataError first."""
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise DataError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    if not out_dir:
+        raise DataError("--mode=predict needs --predictions_dir=OUT, the folder to write the label maps to")
+    cfg = load_run_config(run_dir)
+    paths = scan_paths(specs, out_dir)
+    recorded = run_data(run_dir, cfg, target_range)
+    recipe = scan_recipe.recipe_for(recorded.recipe, cfg.model.image_size, slice_axis, spacing)
+    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"predicting {len(paths)} scan(s) with {path}: slices {recipe.orientation}, in-plane spacing "
+        f"{recipe.spacing_mm or 'native'} mm, {recipe.image_size} px crop ({recipe.crop}), intensity range "
+        f"{list(recorded.target_range)}")
+    label_files.write_colour_tables(out_dir, recorded.class_names)
+    failed = []
+    for number, scan in enumerate(paths, start=1):
+        started = time.perf_counter()
+        try:
+            slices, inference = predict_scan(predict_logits, scan, recipe, recorded.target_range, out_dir, batch_size,
+                                             save_probabilities)
+        except (ValueError, DataError, OSError) as error:  # RawDataError is a ValueError
+            message = str(error) if str(scan) in str(error) else f"{scan}: {error}"
+            print(f"error: {message}", file=errors or sys.stderr, flush=True)
+            failed.append(scan)
+            continue
+        seconds = time.perf_counter() - started
+        log(f"[{number}/{len(paths)}] {scan}: {slices} slices in {seconds:.1f} s, {slices / seconds:.1f} slices/s "
+            f"({slices / inference:.1f} slices/s inference) -> {output_path(out_dir, scan)}")
+    return failed

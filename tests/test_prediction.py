@@ -1,0 +1,339 @@
+"""--mode=predict on new scans (labels on each scan's own grid, NIfTI and DICOM alike, the same
+labels as --mode=evaluate on a prepared test volume), and evaluation with only the run folder
+and the test volumes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from conftest import REPO, main_exit_code
+from data_prep import phantom
+from data_prep.preprocessing import clip_and_standardise
+from sifa_synthmix import inputs
+from sifa_synthmix.data.reader import DataError
+from sifa_synthmix.evaluation import label_files
+from sifa_synthmix.evaluation.inference import run_data
+from sifa_synthmix.scan_prediction import on_scan_grid
+from sifa_synthmix.scan_recipe import Recipe, crop_start, recipe_for
+from sifa_synthmix.trainer import load_run_config
+
+TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
+SIZE, DEPTH = 32, phantom.default_depth(32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_phantom):
+    """A tiny e_B + s_B trained on the tiny phantom's CT labels and evaluated: its folder. A few
+    dozen steps at a high rate, seeded and op-deterministic, so that its predictions hold more
+    than background (MYO and LAC: a run without --deterministic may end with background alone)."""
+    run = tmp_path_factory.mktemp("predict") / "run"
+    assert main_exit_code(TINY_FLAGS, f"--data_dir={tiny_phantom}", f"--output_dir={run}", "--model=segmenter",
+                          "--train_domain=target", "--max_steps=60", "--base_lr=3e-3", "--save_every=60",
+                          "--log_every=30", "--image_every=1000", "--deterministic") == 0
+    assert main_exit_code("--mode=evaluate", f"--output_dir={run}") == 0
+    for name in ("ct_test_00", "ct_test_01"):
+        assert len(np.unique(evaluated_labels(run, name))) > 1  # else the comparisons below say little
+    return run
+
+
+def raw_ct_test_subject(index):
+    """The phantom's CT test subject `index` as a scanner would give it (before clip and z-score)
+    and the affine of its voxels; the prepared test volume is this, preprocessed."""
+    rng = phantom.subject_rng(0, "ct", "test", index)
+    tissue, _ = phantom.draw_anatomy(rng, phantom.voxel_grid(SIZE, DEPTH))
+    return phantom.RENDERERS["ct"](rng, tissue), phantom.volume_affine(SIZE, DEPTH)  # float64, as rendered
+
+
+def write_nifti(path, array, affine):
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+    return path
+
+
+def predict(*argv):
+    return main_exit_code("--mode=predict", *argv)
+
+
+def evaluated_labels(run, name):
+    return label_files.read_label_volume(run / "eval" / "predictions" / f"{name}.nii.gz")
+
+
+def test_a_raw_test_scan_predicts_what_evaluate_predicted(trained, tiny_phantom, tmp_path):
+    image, affine = raw_ct_test_subject(0)
+    with np.load(tiny_phantom / "ct" / "test" / "ct_test_00.npz") as arrays:
+        np.testing.assert_array_equal(clip_and_standardise(image), arrays["arr_0"])  # the same volume
+    (tmp_path / "scans").mkdir()
+    scan = write_nifti(tmp_path / "scans" / "case.nii.gz", image, affine)
+    out = tmp_path / "out"
+    assert predict(f"--output_dir={trained}", f"--predict_input={scan.parent}", f"--predictions_dir={out}") == 0
+    written = nib.load(str(out / "case.nii.gz"))
+    np.testing.assert_array_equal(written.affine, nib.load(str(scan)).affine)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), evaluated_labels(trained, "ct_test_00"))
+    assert {"label_colours_itksnap.txt", "label_colours_slicer.ctbl"} <= {p.name for p in out.iterdir()}
+
+
+def reoriented(image, affine):
+    """The same scan stored in another voxel order: axes permuted and flipped, the affine to match."""
+    transform = np.array([[1, -1], [2, 1], [0, -1]])  # axis 0 -> new axis 1 flipped, 1 -> 2, 2 -> 0 flipped
+    return (nib.orientations.apply_orientation(image, transform),
+            affine @ nib.orientations.inv_ornt_aff(transform, image.shape))
+
+
+def test_a_reoriented_scan_gets_its_own_grid_and_the_same_labels(trained, tmp_path):
+    image, affine = raw_ct_test_subject(1)
+    moved, moved_affine = reoriented(image, affine)
+    assert moved.shape != image.shape and not np.allclose(moved_affine, affine)
+    scan = write_nifti(tmp_path / "moved.nii", moved, moved_affine)
+    out = tmp_path / "out"
+    assert predict(f"--output_dir={trained}", f"--predict_input={scan}", f"--predictions_dir={out}",
+                   "--save_probabilities") == 0
+    written = nib.load(str(out / "moved.nii.gz"))
+    assert written.shape == moved.shape
+    np.testing.assert_allclose(written.affine, nib.load(str(scan)).affine, rtol=0, atol=1e-9)
+    back = nib.orientations.apply_orientation(
+        np.asarray(written.dataobj),
+        nib.orientations.ornt_transform(nib.io_orientation(moved_affine), nib.io_orientation(affine)))
+    np.testing.assert_array_equal(back, evaluated_labels(trained, "ct_test_01"))
+    with np.load(out / "moved.npz") as saved:
+        probabilities = saved["probabilities"]
+    assert probabilities.shape == (5, *moved.shape)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1, atol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=0), np.asarray(written.dataobj))
+
+
+def test_a_scan_at_another_spacing_is_resampled_and_written_back_on_its_grid(trained, tmp_path):
+    image, affine = raw_ct_test_subject(0)
+    zoom = 1.6  # 8.125 mm pixels -> about 5.1 mm, and one more row than column
+    fine = ndimage.zoom(image, (zoom, zoom * 1.05, 1), order=1)
+    fine_affine = affine @ np.diag([(SIZE - 1) / (fine.shape[0] - 1), (SIZE - 1) / (fine.shape[1] - 1), 1, 1])
+    scan = write_nifti(tmp_path / "fine.nii.gz", fine, fine_affine)
+    out = tmp_path / "out"
+    assert predict(f"--output_dir={trained}", f"--predict_input={scan}", f"--predictions_dir={out}",
+                   f"--predict_spacing={phantom.voxel_spacing_mm(SIZE)[0]}") == 0
+    written = nib.load(str(out / "fine.nii.gz"))
+    assert written.shape == fine.shape
+    np.testing.assert_allclose(written.affine, nib.load(str(scan)).affine, rtol=0, atol=1e-9)
+    labels = np.asarray(written.dataobj)
+    assert set(np.unique(labels)) <= set(range(5))
+    # Sampled back at the centres of the run's own voxels, the labels are mostly evaluate's: the
+    # scan was interpolated twice (to the fine grid here, back to 8.125 mm by the recipe), and the
+    # probabilities once more. Foreground voxels of either agreed at 0.93 when this was written.
+    evaluated = evaluated_labels(trained, "ct_test_00")
+    centres = [np.rint(np.arange(SIZE) * (n - 1) / (SIZE - 1)).astype(int) for n in fine.shape[:2]]
+    sampled = labels[np.ix_(centres[0], centres[1], np.arange(DEPTH))]
+    foreground = (sampled > 0) | (evaluated > 0)
+    agreement = np.mean(sampled[foreground] == evaluated[foreground])
+    assert foreground.sum() > 100 and agreement > 0.85, (agreement, foreground.sum())
+
+
+def write_dicom_series(folder, array, affine):
+    """array (x, y, z int16) as one DICOM file per slice, with the geometry of `affine` (RAS+)."""
+    folder.mkdir(parents=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    direction = lps[:3, :3] / spacing
+    image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    image.SetDirection(direction.ravel().tolist())
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    orientation = "\\".join(f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1]))
+    for z in range(array.shape[2]):
+        piece = image[:, :, z]
+        position = image.TransformIndexToPhysicalPoint((0, 0, z))
+        for tag, value in (("0008|0060", "CT"), ("0020|000d", "1.2.826.0.1.3680043.2.1125.1"),
+                           ("0020|000e", "1.2.826.0.1.3680043.2.1125.1.2"), ("0020|0013", str(z + 1)),
+                           ("0020|0032", "\\".join(f"{v:.4f}" for v in position)), ("0020|0037", orientation),
+                           ("0018|0050", f"{spacing[2]:.4f}"), ("0008|0018", f"1.2.826.0.1.3680043.2.1125.1.3.{z}")):
+            piece.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(piece)
+    return folder
+
+
+def test_a_dicom_series_predicts_the_labels_of_the_same_nifti(trained, tmp_path):
+    image, affine = raw_ct_test_subject(1)
+    hounsfield = np.rint(image).astype(np.int16)
+    (tmp_path / "nifti").mkdir()
+    nifti = write_nifti(tmp_path / "nifti" / "case.nii.gz", hounsfield, affine)
+    dicom = write_dicom_series(tmp_path / "dicom" / "case_dcm", hounsfield, affine)
+    out = tmp_path / "out"
+    assert predict(f"--output_dir={trained}", f"--predict_input={nifti},{dicom}", f"--predictions_dir={out}") == 0
+    from_nifti, from_dicom = (nib.as_closest_canonical(nib.load(str(out / f"{name}.nii.gz")))
+                              for name in ("case", "case_dcm"))
+    np.testing.assert_allclose(from_dicom.affine, from_nifti.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(from_dicom.dataobj), np.asarray(from_nifti.dataobj))
+
+
+def test_a_bad_scan_is_one_error_line_and_the_others_are_written(trained, tmp_path, capsys):
+    image, affine = raw_ct_test_subject(0)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    write_nifti(folder / "good.nii.gz", image, affine)
+    (folder / "broken.nii.gz").write_bytes(b"not a scan")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    code = predict(f"--output_dir={trained}", f"--predict_input={folder}", f"--predictions_dir={out}")
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and str(folder / "broken.nii.gz") in errors[0], captured.err
+    assert (out / "good.nii.gz").is_file() and not (out / "broken.nii.gz").exists()
+    progress = [line for line in captured.out.splitlines() if "good.nii.gz:" in line]
+    assert len(progress) == 1 and "slices/s" in progress[0], captured.out
+
+
+@pytest.mark.parametrize("argv, parts", [
+    (("--predict_input=/nonexistent/scan.nii.gz",), ("/nonexistent/scan.nii.gz", "does not exist")),
+    (("--predict_input=/nonexistent/*.nii.gz",), ("no file or folder matches",)),
+    ((), ("--predict_input",)),
+], ids=["missing file", "empty glob", "no input"])
+def test_bad_prediction_input_is_one_error_line_and_writes_nothing(trained, tmp_path, capsys, argv, parts):
+    out = tmp_path / "out"
+    code = predict(f"--output_dir={trained}", f"--predictions_dir={out}", *argv)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert all(part in errors[0] for part in parts), errors[0]
+    assert not out.exists()
+
+
+def test_resampled_probabilities_come_back_on_the_scan_grid():
+    """Blocks of classes on a 16 x 16 x 2 prepared grid, read back on a scan grid of half the
+    spacing and shifted by half a prepared voxel: away from the block edges, the block's class."""
+    blocks = np.kron(np.arange(4).reshape(2, 2), np.ones((8, 8), int))[..., None].repeat(2, axis=2)
+    logits = 10.0 * np.eye(5)[blocks]
+    prepared_affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    scan_affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    scan_affine[:2, 3] = 0.5
+    labels, probabilities = on_scan_grid(logits, prepared_affine, scan_affine, (32, 32, 2), True)
+    assert labels.shape == (32, 32, 2) and probabilities.shape == (32, 32, 2, 5)
+    world = np.arange(32) + 0.5  # scan voxel centres, mm; prepared block edges at 15 mm
+    inner = np.abs(world - 15) > 1.5
+    expected = np.add.outer(2 * (world >= 15), world >= 15)[..., None].repeat(2, axis=2)
+    keep = np.ix_(inner & (world < 30), inner & (world < 30), [0, 1])
+    np.testing.assert_array_equal(labels[keep], expected[keep])
+    assert (labels[31] == 0).all()  # past the prepared grid's last voxel centre (30 mm): background
+
+
+def test_evaluate_needs_no_training_records(trained, tiny_phantom, tmp_path, capsys):
+    """The run's data with only dataset.json and the test volumes: the same predictions."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_phantom / "ct" / "test", data / "ct" / "test")
+    shutil.copy(tiny_phantom / "dataset.json", data / "dataset.json")
+    run = shutil.copytree(trained, tmp_path / "run")
+    shutil.rmtree(run / "eval")
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    config["data"]["data_dir"] = str(data)
+    (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert main_exit_code("--mode=evaluate", f"--output_dir={run}") == 0, capsys.readouterr().err
+    for name in ("ct_test_00", "ct_test_01"):
+        np.testing.assert_array_equal(evaluated_labels(run, name), evaluated_labels(trained, name))
+
+
+LOAD_EXPORT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+folder, slices_path, out_path = sys.argv[1:]
+model = tf.saved_model.load(folder)
+low, high = json.load(open(folder + "/sifa_export.json"))["intensity_range"]
+slices = np.load(slices_path)
+images = 2 * (slices - low) / (high - low) - 1
+scaled = model.signatures["serving_default"](images=tf.constant(images, tf.float32))
+raw = model.signatures["segment_intensities"](slices=tf.constant(slices, tf.float32))
+np.savez(out_path, labels=scaled["labels"].numpy(), raw_labels=raw["labels"].numpy(),
+         probabilities=scaled["probabilities"].numpy())
+ours = [m for m in sys.modules if m.split(".")[0] in ("sifa_synthmix", "data_prep", "main")]
+assert not ours, ours
+"""
+
+
+def test_the_exported_model_predicts_alone_what_predict_wrote(trained, tiny_phantom, tmp_path, capsys):
+    export = tmp_path / "export"
+    assert main_exit_code("--mode=export", f"--output_dir={trained}", f"--export_dir={export}") == 0, \
+        capsys.readouterr().err
+    assert json.loads((export / "sifa_export.json").read_text())["class_names"][1] == "MYO"
+    with np.load(tiny_phantom / "ct" / "test" / "ct_test_00.npz") as arrays:
+        slices = np.moveaxis(arrays["arr_0"], 2, 0)[..., None]  # the prepared volume's slices, batch first
+    np.save(tmp_path / "slices.npy", slices)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", LOAD_EXPORT, str(export), str(tmp_path / "slices.npy"),
+                             str(tmp_path / "out.npz")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(tmp_path / "out.npz") as out:
+        labels, raw_labels, probabilities = out["labels"], out["raw_labels"], out["probabilities"]
+    expected = np.moveaxis(evaluated_labels(trained, "ct_test_00"), 2, 0)  # = predict's (test above)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(raw_labels, expected)
+    assert probabilities.dtype == np.float32 and probabilities.shape == (*expected.shape, 5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=-1), expected)
+
+
+def test_export_refuses_a_folder_with_files_and_keeps_them(trained, tmp_path, capsys):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "notes.txt").write_text("mine")
+    code = main_exit_code("--mode=export", f"--output_dir={trained}", f"--export_dir={export}")
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and f"--export_dir={export}" in errors[0], err
+    assert [p.name for p in export.iterdir()] == ["notes.txt"]
+
+
+def test_the_recorded_recipe_and_its_overrides():
+    recorded = {"orientation": "ILP", "slice_axis": "coronal", "spacing_mm": 1.5, "image_size": 256, "crop": "labels",
+                "clip_percent": 2.0, "normalisation": "zscore"}
+    assert recipe_for(recorded, 32) == Recipe("ILP", 1.5, 32, "labels", 2.0)
+    assert recipe_for(None, 32) == Recipe("PLS", None, 32, "auto", 2.0)  # the converters' defaults
+    assert recipe_for(recorded, 32, slice_axis="axial", spacing="native") == Recipe("PLS", None, 32, "labels", 2.0)
+    assert recipe_for(None, 32, slice_axis="sagittal", spacing="0.7") == Recipe("IPL", 0.7, 32, "auto", 2.0)
+    with pytest.raises(DataError, match="'minmax'"):
+        recipe_for({**recorded, "normalisation": "minmax"}, 32)
+
+
+def test_the_fingerprint_keeps_the_recipe_that_prediction_reads(trained, tmp_path):
+    recipe = {"orientation": "ILP", "slice_axis": "coronal", "spacing_mm": None, "image_size": 32, "crop": "centre",
+              "clip_percent": 2.0, "normalisation": "zscore"}
+    info = {"class_names": ["background", "a"], "image_size": 32, "preprocessing": recipe}
+    resolved = inputs.ResolvedData([], [], [], (0.0, 1.0), (-1.0, 2.0), info)
+    cfg = load_run_config(trained)
+    fingerprint = inputs.data_fingerprint(cfg.data, resolved)
+    assert fingerprint["preprocessing"] == recipe and fingerprint["ct range (target)"] == [-1.0, 2.0]
+    run = shutil.copytree(trained, tmp_path / "run")
+    (run / "data_fingerprint.json").write_text(json.dumps(fingerprint), encoding="utf-8")
+    recorded = run_data(run, cfg)
+    assert recorded.recipe == recipe and recorded.target_range == (-1.0, 2.0) and recorded.class_names[1] == "a"
+    assert run_data(run, cfg, target_range=(-3.0, 4.0)).target_range == (-3.0, 4.0)  # --target_range wins
+
+
+@pytest.mark.parametrize("shape, blob, start", [
+    ((48, 40, 3), (slice(0, 6), slice(34, 40)), (0, 8)),  # body in a corner: the window stays inside
+    ((48, 40, 3), (slice(20, 28), slice(16, 24)), (8, 4)),  # around the body's centroid (23.5, 19.5)
+    ((20, 24, 3), (slice(0, 4), slice(0, 4)), (-6, -4)),  # narrower than the window: centred on it
+])
+def test_a_new_scan_is_cropped_around_its_body_inside_the_scan(shape, blob, start):
+    image = -1000.0 + np.random.default_rng(0).uniform(0, 10, shape)  # air, with a scanner's noise
+    image[blob] = 50.0
+    assert crop_start(image, Recipe("PLS", None, 32, "auto", 2.0)) == start
+    centred = crop_start(image, Recipe("PLS", None, 32, "centre", 2.0))
+    assert centred == tuple((n - 32) // 2 if n < 32 else int(np.floor((n - 1) / 2 - 16 + 0.5)) for n in shape[:2])
+
+
+def test_predictions_that_would_replace_their_scan_are_refused(trained, tmp_path, capsys):
+    image, affine = raw_ct_test_subject(0)
+    scan = write_nifti(tmp_path / "case.nii.gz", image, affine)
+    before = scan.read_bytes()
+    code = predict(f"--output_dir={trained}", f"--predict_input={tmp_path}", f"--predictions_dir={tmp_path}")
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "would replace the scan" in errors[0] and str(scan) in errors[0], err
+    assert scan.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz"]
