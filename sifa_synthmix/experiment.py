@@ -16,6 +16,7 @@ import numpy as np
 
 from sifa_synthmix import inputs
 from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation.compare import (compare_methods, evaluated_step, experiment_run_folders,
                                               write_experiment_file)
 from sifa_synthmix.evaluation.methods import method_name
@@ -79,7 +80,10 @@ def finished_record(cfg, eval_options):
 def check_experiment_labels(cfg, variants, log):
     """Refuses, before anything trains, what the data's labels cannot give: every variant is
     scored on labelled target test volumes, and the oracle trains on target labels."""
-    resolved = inputs.resolve_data(cfg.data)
+    try:
+        resolved = inputs.resolve_data(cfg.data)
+    except DataError:
+        return  # missing or bad data: the first run's trainer names the problem
     inputs.labelled_test_volumes(cfg.data.data_dir, resolved.info, cfg.data.target_modality, log)
     for variant in variants:
         inputs.check_labels(variant_config(cfg, variant), resolved)

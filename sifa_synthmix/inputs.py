@@ -82,7 +82,8 @@ def labelled_test_volumes(data_dir, info, modality, log=print):
     labelled, unlabelled = split_unlabelled(prepared.test_volumes(modality), info, modality, "test")
     if unlabelled and not labelled:
         raise DataError(f"{prepared.test_dir(modality)}: the {modality.upper()} test volumes have no labels "
-                        "(dataset.json lists them as unlabelled), so there is nothing to score them against")
+                        "(dataset.json lists them as unlabelled), so there is nothing to score them against; "
+                        "--mode=predict segments them")
     if unlabelled:
         log(f"note: {len(unlabelled)} {modality.upper()} test volume(s) without labels are not scored")
     return labelled

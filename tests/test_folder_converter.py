@@ -287,3 +287,13 @@ def test_prepare_phantom_on_a_converted_data_set_is_one_error_line(prepared, cap
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and "--noprepare_phantom" in errors[0], errors
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_experiment_with_the_oracle_on_an_unlabelled_target_stops_before_training(prepared, capsys, monkeypatch,
+                                                                                    tmp_path):
+    monkeypatch.chdir(REPO)
+    code = main_exit_code("--mode=experiment", "--flagfile=configs/tiny_cpu.flags", f"--data_dir={prepared[0] / 'out'}",
+                          f"--output_dir={tmp_path / 'experiment'}", "--experiment_variants=sifa,oracle")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "oracle" in errors[0], errors
+    assert not (tmp_path / "experiment" / "sifa").exists()
