@@ -7,7 +7,7 @@ import tensorflow as tf
 from sifa_synthmix import checkpoint_files, inputs
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data.reader import DataError
-from sifa_synthmix.evaluation.inference import restore_target_segmenter, run_data
+from sifa_synthmix.evaluation.inference import inference_precision, restore_target_segmenter, run_data
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation import result_files
 from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, spacing_by_volume
@@ -45,9 +45,10 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     inputs.check_classes(cfg.data.data_dir, info, cfg.model.num_classes)
     recorded = run_data(run_dir, cfg)
     class_names = recorded.class_names
-    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
+    precision = inference_precision(cfg.precision)
+    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision)
     step = checkpoint_step(path)
-    log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes")
+    log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes in {precision}")
     # Written beside RUN/eval and swapped in whole: a failed or killed evaluation leaves the previous one.
     with result_files.replaced_folder(run_dir / EVAL_DIR) as eval_dir:
         record = evaluate_volumes(

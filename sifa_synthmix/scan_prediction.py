@@ -23,7 +23,8 @@ from sifa_synthmix import scan_recipe
 from sifa_synthmix.data.layout import atomic_write_bytes
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files
-from sifa_synthmix.evaluation.inference import predict_logits_volume, restore_target_segmenter, run_data
+from sifa_synthmix.evaluation.inference import (inference_precision, predict_logits_volume, restore_target_segmenter,
+                                                run_data)
 from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
 
 PROBABILITIES_KEY = "probabilities"
@@ -161,10 +162,11 @@ def predict_run(run_dir, specs, out_dir, checkpoint=None, batch_size=16, save_pr
     paths = scan_paths(specs, out_dir)
     recorded = run_data(run_dir, cfg, target_range)
     recipe = scan_recipe.recipe_for(recorded.recipe, cfg.model.image_size, slice_axis, spacing)
-    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log)
+    precision = inference_precision(cfg.precision)
+    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log(f"predicting {len(paths)} scan(s) with {path}: slices {recipe.orientation}, in-plane spacing "
+    log(f"predicting {len(paths)} scan(s) with {path} in {precision}: slices {recipe.orientation}, in-plane spacing "
         f"{recipe.spacing_mm or 'native'} mm, {recipe.image_size} px crop ({recipe.crop}), intensity range "
         f"{list(recorded.target_range)}")
     label_files.write_colour_tables(out_dir, recorded.class_names)

@@ -3,6 +3,7 @@ labels as --mode=evaluate on a prepared test volume), and evaluation with only t
 and the test volumes."""
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import tensorflow as tf
 from scipy import ndimage
 
 from conftest import REPO, main_exit_code
@@ -19,9 +21,10 @@ from data_prep.preprocessing import clip_and_standardise
 from sifa_synthmix import inputs
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files
-from sifa_synthmix.evaluation.inference import run_data
+from sifa_synthmix.evaluation.inference import inference_precision, predict_volume, restore_target_segmenter, run_data
 from sifa_synthmix.scan_prediction import on_scan_grid
 from sifa_synthmix.scan_recipe import Recipe, crop_start, recipe_for
+from sifa_synthmix.task import set_precision
 from sifa_synthmix.trainer import load_run_config
 
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
@@ -337,3 +340,32 @@ def test_predictions_that_would_replace_their_scan_are_refused(trained, tmp_path
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and "would replace the scan" in errors[0] and str(scan) in errors[0], err
     assert scan.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz"]
+
+
+@pytest.mark.parametrize("precision, has_gpu, bfloat16, expected", [
+    ("float32", True, ["avx512_bf16"], "float32"),
+    ("mixed_bfloat16", False, ["avx512_bf16"], "mixed_bfloat16"),
+    ("mixed_bfloat16", False, [], "float32"),  # emulated bfloat16 is slower
+    ("mixed_float16", False, ["amx_bf16"], "float32"),  # a CPU emulates float16
+    ("mixed_float16", True, [], "mixed_float16"),
+])
+def test_inference_runs_in_the_runs_precision_where_it_is_native(precision, has_gpu, bfloat16, expected):
+    assert inference_precision(precision, has_gpu, bfloat16) == expected
+
+
+def test_a_bfloat16_segmenter_gives_float32_logits_close_to_float32s(trained):
+    """The same checkpoint restored for inference in float32 and in mixed_bfloat16: float32 logits
+    both times, the same labels on nearly every pixel of a test volume."""
+    cfg = load_run_config(trained)
+    data = run_data(trained, cfg)
+    volume = np.load(pathlib.Path(cfg.data.data_dir) / "ct" / "test" / "ct_test_00.npz")["arr_0"]
+    labels = {}
+    try:
+        for precision in ("float32", "mixed_bfloat16"):
+            predict_logits, _ = restore_target_segmenter(trained, cfg, precision=precision)
+            assert predict_logits(np.zeros((2, SIZE, SIZE, 1), np.float32)).dtype == tf.float32
+            labels[precision] = predict_volume(predict_logits, volume, data.target_range, batch_size=8)
+    finally:
+        set_precision("float32")
+    assert np.mean(labels["float32"] == labels["mixed_bfloat16"]) > 0.99
+    assert len(np.unique(labels["mixed_bfloat16"])) > 1

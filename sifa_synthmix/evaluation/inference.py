@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from sifa_synthmix import checkpoint_files, inputs
+from sifa_synthmix import checkpoint_files, cpu_features, inputs
 from sifa_synthmix.data.reader import DataError, to_unit_range
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
@@ -37,8 +37,21 @@ def architecture_difference(checkpoint_path, cfg):
     return "; ".join(differing) or "same model flags; the file may be damaged"
 
 
-def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print):
-    """(SegmenterNetworks with the run's e_B and s_B in float32, checkpoint path).
+def inference_precision(precision, has_gpu=None, bfloat16_flags=None):
+    """The precision evaluation and prediction compute in: the run's where this machine computes
+    it natively (float16 on a GPU; bfloat16 on a GPU or a CPU with bfloat16 instructions, where
+    e_B + s_B at 256 px and official widths took 1.5 instead of 7.3 s per 16 slices, interleaved
+    under load), else float32 (a CPU emulates float16, and bfloat16 without its instructions)."""
+    if precision == "float32":
+        return precision
+    if tf.config.list_physical_devices("GPU") if has_gpu is None else has_gpu:
+        return precision
+    native = cpu_features.native_bfloat16() if bfloat16_flags is None else bfloat16_flags
+    return precision if precision == "mixed_bfloat16" and native else "float32"
+
+
+def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print, precision="float32"):
+    """(SegmenterNetworks with the run's e_B and s_B under `precision`, checkpoint path).
 
     Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
     Without `checkpoint`, the run's newest intact checkpoint (a damaged newer one is named and
@@ -53,7 +66,7 @@ def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print):
         path = checkpoint_files.newest_intact(run_dir / trainer.CHECKPOINT_DIR, log)
     if path is None:
         raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
-    set_precision("float32")
+    set_precision(precision)
     networks = SegmenterNetworks(cfg.model)
     try:
         status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(for_tensorflow(path))
@@ -63,11 +76,15 @@ def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print):
     return networks, path
 
 
-def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print):
-    """A tf.function mapping [N, H, W, 1] images in [-1, 1] to logits, with the run's e_B and s_B,
-    and the checkpoint path (`restore_segmenter_networks`)."""
-    networks, path = restore_segmenter_networks(run_dir, cfg, checkpoint, log)
-    return tf.function(functools.partial(target_logits, networks), autograph=False), path
+def float32_logits(networks, images):
+    return tf.cast(target_logits(networks, images), tf.float32)
+
+
+def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print, precision="float32"):
+    """A tf.function mapping [N, H, W, 1] float32 images in [-1, 1] to float32 logits, with the
+    run's e_B and s_B computing in `precision`, and the checkpoint path (`restore_segmenter_networks`)."""
+    networks, path = restore_segmenter_networks(run_dir, cfg, checkpoint, log, precision)
+    return tf.function(functools.partial(float32_logits, networks), autograph=False), path
 
 
 @dataclasses.dataclass(frozen=True)
