@@ -5,6 +5,7 @@ in another voxel order than the prepared arrays (RAS against PLS), so the map ba
 flips axes as for a real scan.
 
     python -m benchmarks.prediction [--size 256] [--depth 128] [--widths official] [--scans 2]
+        [--precision float32|mixed_bfloat16]   (the run's; predict computes in it where native)
 """
 import argparse
 import json
@@ -21,7 +22,7 @@ from benchmarks.flops import function_flops
 from benchmarks.settings import model_config
 from sifa_synthmix import scan_recipe
 from sifa_synthmix.config import DataConfig, TrainConfig
-from sifa_synthmix.evaluation.inference import restore_target_segmenter, run_data
+from sifa_synthmix.evaluation.inference import inference_precision, restore_target_segmenter, run_data
 from sifa_synthmix.scan_prediction import predict_scan
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
@@ -32,11 +33,11 @@ BATCH_SIZE = 16  # --eval_batch_size's default
 INTENSITY_RANGE = (-2.8, 3.2)  # SIFA's released CT statistics
 
 
-def untrained_run(folder, size, widths):
-    """A run folder holding an untrained e_B + s_B (ckpt-1) and its flags; and the conv FLOPs of
-    one slice through them."""
+def untrained_run(folder, size, widths, precision="float32"):
+    """A run folder holding an untrained e_B + s_B (ckpt-1) and its flags (trained in `precision`);
+    and the conv FLOPs of one slice through them."""
     cfg = TrainConfig(model=model_config(size, widths), data=DataConfig(target_range=INTENSITY_RANGE),
-                      output_dir=str(folder))
+                      output_dir=str(folder), precision=precision)
     set_precision("float32")
     networks = SegmenterNetworks(cfg.model)
 
@@ -60,19 +61,20 @@ def synthetic_scan(path, size, depth):
     return path
 
 
-def time_prediction(size=256, depth=128, widths="official", scans=2):
+def time_prediction(size=256, depth=128, widths="official", scans=2, precision="float32"):
     """Per scan: wall seconds file to file and of inference alone, and slices per second; and
     the segmenter's conv GFLOP per slice. The first scan includes tracing the segmenter's
     function, as the first scan of a predict call does."""
     with tempfile.TemporaryDirectory() as folder:
         folder = pathlib.Path(folder)
-        run, flops = untrained_run(folder / "run", size, widths)
+        run, flops = untrained_run(folder / "run", size, widths, precision)
         scan = synthetic_scan(folder / "scan.nii.gz", size, depth)
         (folder / "out").mkdir()
         cfg = load_run_config(run)
         recorded = run_data(run, cfg)
         recipe = scan_recipe.recipe_for(recorded.recipe, size)
-        predict_logits, _ = restore_target_segmenter(run, cfg, log=lambda _: None)
+        computed_in = inference_precision(cfg.precision)
+        predict_logits, _ = restore_target_segmenter(run, cfg, log=lambda _: None, precision=computed_in)
         results = []
         for _ in range(scans):
             start = time.perf_counter()
@@ -81,7 +83,7 @@ def time_prediction(size=256, depth=128, widths="official", scans=2):
             seconds = time.perf_counter() - start
             results.append({"seconds": round(seconds, 2), "inference_seconds": round(inference, 2),
                             "slices_per_second": round(slices / seconds, 2)})
-    return {"size": size, "depth": depth, "widths": widths, "batch_size": BATCH_SIZE,
+    return {"size": size, "depth": depth, "widths": widths, "batch_size": BATCH_SIZE, "precision": computed_in,
             "gflop_per_slice": round(flops / 1e9, 2), "scans": results}
 
 
@@ -91,8 +93,9 @@ def main():
     parser.add_argument("--depth", type=int, default=128)
     parser.add_argument("--widths", default="official", choices=("demo", "official"))
     parser.add_argument("--scans", type=int, default=2)
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     args = parser.parse_args()
-    print(json.dumps(time_prediction(args.size, args.depth, args.widths, args.scans)))
+    print(json.dumps(time_prediction(args.size, args.depth, args.widths, args.scans, args.precision)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Every command-line flag of main.py, defined once, and their translation into a TrainConfig."""
 from absl import flags
 
+from sifa_synthmix import cpu_features
 from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainConfig
 
 FLAGS = flags.FLAGS
@@ -8,6 +9,10 @@ MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_offici
          "export")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 GRAPH_OPTIMIZER_SETTINGS = ("auto", "on", "off")
+# --precision=auto on a CPU with bfloat16 instructions: mixed_bfloat16 from this slice size up.
+# benchmarks.precision_choice measured it faster than float32 at 64 px (demo widths), 128 px and
+# 256 px (official widths) on an AVX512_BF16 / AMX CPU; smaller sizes were not measured.
+BFLOAT16_MIN_IMAGE_SIZE = 64
 # The groups of --help, in its order (each flag's group is set where it is defined).
 GROUPS = ("command", "data", "model", "training", "evaluation", "prediction", "distribution", "SynthMix")
 
@@ -80,7 +85,9 @@ def define_flags():
     flags.DEFINE_integer("log_every", 10, "Scalars, batch Dice and the progress line every N steps.", **group)
     flags.DEFINE_integer("image_every", 300, "TensorBoard images every N steps.", **group)
     flags.DEFINE_enum("precision", "auto", PRECISIONS,
-                      "auto: mixed_float16 when a GPU is present, else float32.", **group)
+                      "auto: mixed_float16 when a GPU is present; on a CPU with bfloat16 instructions "
+                      f"(AVX512_BF16, AMX) mixed_bfloat16 from {BFLOAT16_MIN_IMAGE_SIZE} px up; else float32.",
+                      **group)
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.", **group)
     flags.DEFINE_enum("graph_optimizer", "auto", GRAPH_OPTIMIZER_SETTINGS,
                       "TensorFlow's graph optimizer (grappler) on the train step. auto: on with a GPU (its "
@@ -197,10 +204,15 @@ def _has_gpu():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def resolve_precision(precision):
+def resolve_precision(precision, image_size, has_gpu=None, bfloat16_flags=None):
+    """The precision --precision=auto stands for on this machine (`has_gpu`, `bfloat16_flags`:
+    what `_has_gpu` and cpu_features.native_bfloat16 find, unless given)."""
     if precision != "auto":
         return precision
-    return "mixed_float16" if _has_gpu() else "float32"
+    if _has_gpu() if has_gpu is None else has_gpu:
+        return "mixed_float16"
+    native = cpu_features.native_bfloat16() if bfloat16_flags is None else bfloat16_flags
+    return "mixed_bfloat16" if native and image_size >= BFLOAT16_MIN_IMAGE_SIZE else "float32"
 
 
 def resolve_graph_optimizer(setting):
@@ -235,7 +247,7 @@ def config_from_flags(values=FLAGS):
         base_lr=values.base_lr, lambda_cycle=values.lambda_cycle, pool_size=values.pool_size,
         seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
         log_every=values.log_every, image_every=values.image_every, eval_every=values.eval_every,
-        precision=resolve_precision(values.precision), jit_compile=values.jit_compile,
+        precision=resolve_precision(values.precision, values.image_size), jit_compile=values.jit_compile,
         graph_optimizer=resolve_graph_optimizer(values.graph_optimizer),
         deterministic=values.deterministic, max_nonfinite=values.max_nonfinite,
         distribution=values.distribution, seg_loss_batch=values.seg_loss_batch,

@@ -11,7 +11,7 @@ import time
 import keras
 import tensorflow as tf
 
-from sifa_synthmix import checkpoint_files, distribution, inputs, visualize
+from sifa_synthmix import checkpoint_files, cpu_features, distribution, inputs, visualize
 from sifa_synthmix.config import (DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings,
                                   not_a_folder_reason)
 from sifa_synthmix.data.layout import atomic_write_text
@@ -231,7 +231,10 @@ def describe_devices(strategy):
     """The devices a run trains on, for its first lines."""
     gpus = tf.config.list_physical_devices("GPU")
     names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
-    where = f"{len(gpus)} GPU(s) ({', '.join(names)})" if gpus else f"CPU ({os.cpu_count()} cores, no GPU found)"
+    bfloat16 = cpu_features.native_bfloat16()
+    instructions = f"bfloat16 instructions: {' '.join(bfloat16)}" if bfloat16 else "no bfloat16 instructions"
+    where = (f"{len(gpus)} GPU(s) ({', '.join(names)})" if gpus
+             else f"CPU ({os.cpu_count()} cores, {instructions}, no GPU found)")
     replicas = strategy.num_replicas_in_sync
     return where + (f", {replicas} replicas" if replicas > 1 else "")
 

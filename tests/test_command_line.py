@@ -64,3 +64,25 @@ def test_a_command_shows_no_tensorflow_start_up_noise():
                             env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert (result.returncode, result.stderr) == (0, "")
     assert json.loads(result.stdout)["total"] == 555423
+
+
+@pytest.mark.parametrize("has_gpu, bfloat16, image_size, expected", [
+    (True, ["avx512_bf16"], 256, "mixed_float16"),  # a GPU: float16, whatever the CPU
+    (False, ["avx512_bf16"], 256, "mixed_bfloat16"),
+    (False, ["amx_bf16"], flags_lib.BFLOAT16_MIN_IMAGE_SIZE, "mixed_bfloat16"),
+    (False, ["avx512_bf16"], 32, "float32"),  # below the measured sizes
+    (False, [], 256, "float32"),  # no bfloat16 instructions
+])
+def test_auto_precision_resolves_per_device_kind(has_gpu, bfloat16, image_size, expected):
+    assert flags_lib.resolve_precision("auto", image_size, has_gpu, bfloat16) == expected
+    assert flags_lib.resolve_precision("float32", image_size, has_gpu, bfloat16) == "float32"
+
+
+def test_the_start_names_the_cpus_bfloat16_instructions(monkeypatch):
+    from sifa_synthmix import cpu_features, trainer  # pylint: disable=import-outside-toplevel
+
+    strategy = type("OneDevice", (), {"num_replicas_in_sync": 1})()
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda path="": {"avx512f", "avx512_bf16", "amx_bf16"})
+    assert "bfloat16 instructions: amx_bf16 avx512_bf16" in trainer.describe_devices(strategy)
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda path="": {"avx2"})
+    assert "no bfloat16 instructions" in trainer.describe_devices(strategy)
