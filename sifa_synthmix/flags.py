@@ -11,7 +11,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 GRAPH_OPTIMIZER_SETTINGS = ("auto", "on", "off")
 # --precision=auto on a CPU with bfloat16 instructions: mixed_bfloat16 from this slice size up.
 # benchmarks.precision_choice measured it faster than float32 at 64 px (demo widths), 128 px and
-# 256 px (official widths) on an AVX512_BF16 / AMX CPU; smaller sizes were not measured.
+# 256 px (official widths) on an Intel Xeon with AMX; smaller sizes were not measured.
 BFLOAT16_MIN_IMAGE_SIZE = 64
 # The groups of --help, in its order (each flag's group is set where it is defined).
 GROUPS = ("command", "data", "model", "training", "evaluation", "prediction", "distribution", "SynthMix")
