@@ -39,9 +39,9 @@ def architecture_difference(checkpoint_path, cfg):
 
 def inference_precision(precision, has_gpu=None, bfloat16_flags=None):
     """The precision evaluation and prediction compute in: the run's where this machine computes
-    it natively (float16 on a GPU; bfloat16 on a GPU or a CPU with bfloat16 instructions, where
-    e_B + s_B at 256 px and official widths took 1.5 instead of 7.3 s per 16 slices, interleaved
-    under load), else float32 (a CPU emulates float16, and bfloat16 without its instructions)."""
+    it natively (float16 on a GPU; bfloat16 on a GPU or a CPU with bfloat16 instructions, where a
+    256 x 256 x 128 scan at official widths took 5.2 instead of 19.9 s, benchmarks.prediction),
+    else float32 (a CPU emulates float16, and bfloat16 without its instructions)."""
     if precision == "float32":
         return precision
     if tf.config.list_physical_devices("GPU") if has_gpu is None else has_gpu:
