@@ -183,9 +183,10 @@ def build_training_datasets(cfg, resolved):
         raise DataError(f"{cfg.data.data_dir}: the data has {info_size} x {info_size} slices but "
                         f"--image_size is {model.image_size}")
     check_classes(cfg.data.data_dir, resolved.info, model.num_classes)
-    for domain, paths in (("source", resolved.source_train), ("target", resolved.target_train)):
-        slices = count_slices(paths)
-        if cfg.batch_size > slices:  # batches would repeat slices, and take memory in proportion
+    for domain, paths in (("source", resolved.source_train), ("target", resolved.target_train),
+                          ("target validation", resolved.target_val)):
+        slices = sum(reader.check_records(path, model.image_size, model.num_classes) for path in paths)
+        if domain != "target validation" and cfg.batch_size > slices:  # batches would repeat slices, and take memory in proportion
             raise DataError(f"--batch_size={cfg.batch_size} is larger than the {domain} training set "
                             f"({slices} slices in {cfg.data.data_dir})")
 

@@ -93,15 +93,6 @@ def test_bad_data_is_one_error_and_writes_nothing(capsys, tmp_path, data_copy, m
     assert not out.exists()
 
 
-def test_a_record_of_the_wrong_size_is_named(capsys, tmp_path, data_copy, monkeypatch):
-    """Found while reading, after the run folder exists: its message still names the file."""
-    monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
-    bad = next((data_copy / "ct" / "train").glob("*.tfrecords"))
-    records.write_records(bad, [(np.zeros((16, 16, 3)), np.zeros((16, 16, 3)))])
-    assert_one_error(*run_main(capsys, *tiny_args(data_copy, tmp_path / "run"), "--max_steps=1"),
-                     str(bad), "should hold")
-
-
 def test_an_output_dir_holding_another_run_is_left_alone(capsys, tmp_path, tiny_phantom, monkeypatch):
     monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
     out = tmp_path / "run"
@@ -114,24 +105,32 @@ def test_an_output_dir_holding_another_run_is_left_alone(capsys, tmp_path, tiny_
     assert (out / "config.json").read_text(encoding="utf-8") == saved
 
 
-def test_label_values_outside_the_classes_are_named(capsys, tmp_path, data_copy, monkeypatch):
-    """Unmapped raw labels (MMWHS 205, 500, ...) would silently train on nothing: an error."""
-    monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
-    bad = next((data_copy / "mr" / "train").glob("*.tfrecords"))
-    label = np.full((32, 32, 3), 205.0, np.float32)
-    records.write_records(bad, [(np.zeros((32, 32, 3)), label)])
-    assert_one_error(*run_main(capsys, *tiny_args(data_copy, tmp_path / "run"), "--max_steps=1"),
-                     str(bad), "label values outside 0..5", "205")
-
-
-def test_a_corrupt_record_is_named(capsys, tmp_path, data_copy, monkeypatch):
-    monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
-    bad = sorted((data_copy / "ct" / "train").glob("*.tfrecords"))[-1]
-    data = bytearray(bad.read_bytes())
+def flip_a_byte(path):
+    data = bytearray(path.read_bytes())
     data[100] ^= 0xFF  # inside the first record's data: its checksum no longer matches
-    bad.write_bytes(bytes(data))
-    assert_one_error(*run_main(capsys, *tiny_args(data_copy, tmp_path / "run"), "--max_steps=1"),
-                     str(bad), "corrupt")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("split, damage, parts", [
+    ("ct/train", lambda p: records.write_records(p, [(np.zeros((16, 16, 3)), np.zeros((16, 16, 3)))]),
+     ("should hold", "record 1 of 1")),
+    # Unmapped raw labels (MMWHS 205, 500, ...) would silently train on nothing.
+    ("mr/train", lambda p: records.write_records(p, [(np.zeros((32, 32, 3)), np.full((32, 32, 3), 205.0))]),
+     ("label values outside 0..5", "205")),
+    ("ct/train", flip_a_byte, ("corrupt",)),
+    ("ct/val", lambda p: records.write_records(p, [(np.full((32, 32, 3), np.nan), np.zeros((32, 32, 3)))]),
+     ("data_vol holds NaN",)),
+], ids=["wrong size", "unknown label", "corrupt", "nan in validation"])
+def test_a_bad_record_is_named_before_anything_is_written(capsys, tmp_path, data_copy, monkeypatch, split, damage,
+                                                          parts):
+    """Every record is read before the run folder, its log or events exist (and before TensorFlow
+    logs the failing pipeline)."""
+    monkeypatch.chdir(main.pathlib.Path(main.__file__).parent)
+    bad = sorted((data_copy / split).glob("*.tfrecords"))[-1]
+    damage(bad)
+    out = tmp_path / "run"
+    assert_one_error(*run_main(capsys, *tiny_args(data_copy, out), "--max_steps=1"), str(bad), *parts)
+    assert not out.exists()
 
 
 def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, tiny_config):
