@@ -247,13 +247,14 @@ def run_command(argv):
     from sifa_synthmix.evaluation.compare import ComparisonError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.official_checkpoint import OfficialCheckpointError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.run_lock import RunLockError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.step_memory import StepMemoryError  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.trainer import (  # pylint: disable=import-outside-toplevel
         NonFiniteError, RunFolderError, TrainingStopped)
 
     try:
         MODES[FLAGS.mode](cfg)
     except (DataError, DistributionError, OfficialCheckpointError, RunFolderError, RunLockError, CheckpointError,
-            ComparisonError, OSError) as error:
+            ComparisonError, StepMemoryError, OSError) as error:
         fail(error)
     except NonFiniteError as error:
         fail(error, code=3)

@@ -11,7 +11,7 @@ import time
 import keras
 import tensorflow as tf
 
-from sifa_synthmix import checkpoint_files, cpu_features, distribution, inputs, visualize
+from sifa_synthmix import checkpoint_files, cpu_features, distribution, inputs, step_memory, visualize
 from sifa_synthmix.config import (DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings,
                                   not_a_folder_reason)
 from sifa_synthmix.data.layout import atomic_write_text
@@ -282,6 +282,8 @@ class Trainer:
                                        class_names, cfg.batch_size)
         with strategy.scope():
             self.task = build_task(cfg)
+        if cfg.kind == "sifa" and not tf.config.list_physical_devices("GPU"):
+            step_memory.check_step_fits(cfg, self.task.parameter_counts()["total"], step_memory.reachable_megabytes())
         self.out = pathlib.Path(cfg.output_dir)
         if self.chief:
             self.lock = RunLock(self.out, self.log).acquire()
