@@ -2,6 +2,8 @@
 import tensorflow as tf
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from sifa_synthmix.evaluation.training_scalars import event_values
+
 
 def read_events(run_dir):
     """{tag: {step: value or image count}} and the set of plugins, from a run's event files."""
@@ -11,14 +13,6 @@ def read_events(run_dir):
         tensor = tf.make_ndarray(value.tensor)
         values.setdefault(value.tag, {})[event.step] = tensor if tensor.dtype != object else len(tensor)
     return values, plugins
-
-
-def event_values(run_dir):
-    """(event, summary value) of every value in a run's event files."""
-    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                yield event, value
 
 
 def hparams_records(run_dir):

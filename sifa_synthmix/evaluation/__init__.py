@@ -6,6 +6,7 @@ label_files  label and image volumes as NIfTI, label colour tables for ITK-SNAP 
 table        the paper's table layout (column order, mean(std) cells)
 report       evaluate a run on test volumes -> eval/metrics.json, metrics.csv, table.md, NIfTI in world geometry
 methods      method names of runs from their config.json
+training_scalars  TensorBoard scalars of runs as a table over steps, mean and spread over seeds
 significance paired t-test and Wilcoxon test of Dice against a reference method, over (seed, volume)
              pairs and over seeds
 figures      qualitative grid and per-class Dice bars (one dot per seed)
