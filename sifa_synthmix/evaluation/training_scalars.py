@@ -7,7 +7,8 @@ accuracy, a loss) moved over training across several runs.
 
 Each --runs entry is a run folder (with tb/) or a folder of run folders (an experiment's
 variant: seed1234/, seed1235/, ...), pooled as seeds. A row averages each run's values in a step
-range [start, end), then gives the mean and standard deviation over runs.
+range [start, end), then gives the mean and the sample standard deviation over runs (as
+--mode=compare does over seeds).
 """
 import argparse
 import math
@@ -56,7 +57,8 @@ def run_folders(path):
 
 
 def scalar_table(runs, tags, every):
-    """Rows (start, end, {tag: (mean, std, runs with values)}) over step ranges of `every` steps."""
+    """Rows (start, end, {tag: (mean, sample std, runs with values)}) over step ranges of `every`
+    steps; a range where no run has a value is NaN."""
     per_run = [read_scalars(run, tags) for run in runs]
     for tag in tags:
         if not any(scalars[tag] for scalars in per_run):
@@ -70,8 +72,8 @@ def scalar_table(runs, tags, every):
         for tag in tags:
             means = [np.mean([v for s, v in scalars[tag].items() if start <= s < start + every])
                      for scalars in per_run if any(start <= s < start + every for s in scalars[tag])]
-            cells[tag] = (float(np.mean(means)) if means else math.nan,
-                          float(np.std(means)) if means else math.nan, len(means))
+            spread = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0 if means else math.nan
+            cells[tag] = (float(np.mean(means)) if means else math.nan, spread, len(means))
         rows.append((start, start + every, cells))
     return rows
 
