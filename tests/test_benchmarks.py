@@ -10,6 +10,7 @@ import tensorflow as tf
 from benchmarks.flops import function_flops, graph_flops, network_name, profiler_flops
 from benchmarks.peak import matmul_flops_per_second, matmul_peaks
 from benchmarks.run import arithmetic
+from benchmarks import settings
 from benchmarks.settings import PAPER_SCALE, PAPER_SCALE_BF16, throughput_specs
 from sifa_synthmix import cpu_features
 from benchmarks.suite_cpu import summary
@@ -112,3 +113,12 @@ def test_the_prediction_benchmark_times_every_scan_and_counts_the_segmenters_flo
     assert all(0 < scan["inference_seconds"] <= scan["seconds"] for scan in result["scans"])
     # e_B's 7 x 7 stem alone: 2 x 49 x 4 multiply-adds per pixel of a 32 x 32 slice.
     assert result["gflop_per_slice"] * 1e9 > 2 * 49 * 4 * 32 * 32
+
+
+def test_the_learning_curve_benchmark_times_the_trainers_evaluation():
+    from benchmarks import learning_curve  # pylint: disable=import-outside-toplevel
+
+    cfg = settings.train_config(settings.spec(32, 2, "demo", "float32"))
+    evaluation, first = learning_curve.evaluation_seconds(cfg, volumes=2, depth=4, calls=1)
+    assert 0 < evaluation and 0 < first
+    assert learning_curve.shares(2.0, 0.5, [12, 36]) == {12: 0.25, 36: 0.1}
