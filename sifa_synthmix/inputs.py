@@ -186,7 +186,8 @@ def build_training_datasets(cfg, resolved):
     for domain, paths in (("source", resolved.source_train), ("target", resolved.target_train),
                           ("target validation", resolved.target_val)):
         slices = sum(reader.check_records(path, model.image_size, model.num_classes) for path in paths)
-        if domain != "target validation" and cfg.batch_size > slices:  # batches would repeat slices, and take memory in proportion
+        # A batch larger than the set would repeat slices, and take memory in proportion.
+        if domain != "target validation" and cfg.batch_size > slices:
             raise DataError(f"--batch_size={cfg.batch_size} is larger than the {domain} training set "
                             f"({slices} slices in {cfg.data.data_dir})")
 

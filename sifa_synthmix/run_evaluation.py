@@ -11,6 +11,7 @@ from sifa_synthmix.evaluation.inference import inference_precision, restore_targ
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation import result_files
 from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, spacing_by_volume
+from sifa_synthmix.run_lock import EVAL_LOCK_FILE, RunLock
 from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.tensorflow_paths import for_tensorflow
 from sifa_synthmix.trainer import CONFIG_FILE, EVAL_DIR, check_data_fingerprint, load_run_config
@@ -49,8 +50,10 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision)
     step = checkpoint_step(path)
     log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes in {precision}")
-    # Written beside RUN/eval and swapped in whole: a failed or killed evaluation leaves the previous one.
-    with result_files.replaced_folder(run_dir / EVAL_DIR) as eval_dir:
+    # Written beside RUN/eval and swapped in whole: a failed or killed evaluation leaves the previous
+    # one; under a lock of its own, so that a second evaluation of the run cannot clear this one's.
+    with (RunLock(run_dir, log, EVAL_LOCK_FILE, "evaluated"),
+          result_files.replaced_folder(run_dir / EVAL_DIR) as eval_dir):
         record = evaluate_volumes(
             predict_logits, volumes, recorded.target_range, class_names, eval_dir,
             batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,

@@ -1,7 +1,8 @@
-"""An exclusive lock on a run folder, so that two trainers never write the same run.
+"""An exclusive lock on a run folder, so that two trainers never write the same run (and, with
+its own lock file, two evaluations never write the same eval/).
 
-The lock is a file in the run folder holding the trainer's PID and host, created atomically
-(O_CREAT | O_EXCL) and removed when the trainer ends. A trainer killed hard leaves it behind: a
+The lock is a file in the run folder holding the holder's PID and host, created atomically
+(O_CREAT | O_EXCL) and removed when the holder ends. A trainer killed hard leaves it behind: a
 lock whose process no longer runs on this host is stale and replaced.
 """
 import json
@@ -10,6 +11,7 @@ import pathlib
 import socket
 
 LOCK_FILE = "train.lock"
+EVAL_LOCK_FILE = "eval.lock"
 
 
 class RunLockError(Exception):
@@ -27,11 +29,13 @@ def _running(pid):
 
 
 class RunLock:
-    """`with RunLock(folder):` holds the folder's lock for the block (creating the folder)."""
+    """`with RunLock(folder):` holds the folder's lock for the block (creating the folder).
+    `activity` names what the holder does, in the refusal ("being trained by process ...")."""
 
-    def __init__(self, folder, log=print):
-        self.path = pathlib.Path(folder) / LOCK_FILE
+    def __init__(self, folder, log=print, file_name=LOCK_FILE, activity="trained"):
+        self.path = pathlib.Path(folder) / file_name
         self.log = log
+        self.activity = activity
         self.owner = {"pid": os.getpid(), "host": socket.gethostname()}
 
     def _holder(self):
@@ -56,11 +60,11 @@ class RunLock:
                 if holder is None:  # released meanwhile
                     continue
                 if not holder:
-                    raise RunLockError(f"{self.path}: another trainer is taking this run folder's lock, or "
-                                       "the lock file is unreadable (remove it if no trainer runs)") from None
+                    raise RunLockError(f"{self.path}: another process is taking this lock, or the lock "
+                                       "file is unreadable (remove it if no other process runs)") from None
                 if not self._is_stale(holder):
                     raise RunLockError(
-                        f"{self.path.parent} is being trained by process {holder['pid']} on {holder['host']} "
+                        f"{self.path.parent} is being {self.activity} by process {holder['pid']} on {holder['host']} "
                         f"(lock file {self.path}; remove it only if that process is gone)") from None
                 self.log(f"removed the stale lock {self.path} of process {holder['pid']}, which no longer runs")
                 self.path.unlink(missing_ok=True)
@@ -68,7 +72,7 @@ class RunLock:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 json.dump(self.owner, handle)
             return self
-        raise RunLockError(f"{self.path}: could not take the run folder's lock (other trainers keep taking it)")
+        raise RunLockError(f"{self.path}: could not take the lock (other processes keep taking it)")
 
     def release(self):
         """Removes the lock file if it is still this process's."""

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -465,6 +466,21 @@ def test_an_evaluation_stopped_midway_leaves_the_previous_one_whole(run_copy, mo
     with pytest.raises(KeyboardInterrupt):
         evaluate_run(run, log=lambda _: None)
     assert folder_contents(run / "eval") == before
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("eval")) == ["eval"]
+
+
+def test_a_second_evaluation_of_a_run_is_refused_and_clears_nothing(capsys, run_copy):
+    """Two evaluations of one run at once would share eval.partial/: the second is refused while
+    the first holds the run's evaluation lock (a live process on this host; here, this one)."""
+    run = run_copy / "run"
+    (run / "eval.partial").mkdir()
+    (run / "eval.partial" / "metrics.json").write_text("being written")
+    (run / "eval.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    code, _, err = evaluate(capsys, run)
+    assert_one_error(code, err, f"{run} is being evaluated by process {os.getpid()}", "eval.lock")
+    assert (run / "eval.partial" / "metrics.json").read_text() == "being written"
+    (run / "eval.lock").unlink()
+    assert evaluate(capsys, run)[0] == 0
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("eval")) == ["eval"]
 
 
