@@ -9,7 +9,7 @@ from matplotlib.collections import PathCollection
 from scipy import stats
 
 from sifa_synthmix.evaluation import figures, result_files
-from sifa_synthmix.evaluation.compare import (compare_methods, compare_runs, method_folders,
+from sifa_synthmix.evaluation.compare import (_curve_table, compare_methods, compare_runs, method_folders,
                                               slices_showing_every_class, write_experiment_file)
 from sifa_synthmix.evaluation.significance import paired_tests
 from test_evaluation import CARDIAC_HEADER, FAKE_DICE, write_fake_run
@@ -187,3 +187,15 @@ def test_learning_curves_are_drawn_per_method_with_a_band_over_seeds(tmp_path, m
     assert line.get_ydata() == pytest.approx([100 * np.mean([0.2, 0.3, 0.4]), 100 * np.mean([0.5, 0.6, 0.7])])
     band = figure.axes[0].collections[0].get_paths()[0].vertices[:, 1]
     assert max(band) == pytest.approx(60 + 10, abs=1e-6)  # mean + sample std (10 points) at step 500
+    curve_table = "| step | SIFA+SynthMix |\n|---|---|\n| 250 | 30.0(10.0) |\n| 500 | 60.0(10.0) |"
+    assert curve_table in markdown
+    assert curve_table in (root / "comparison" / "comparison.md").read_text(encoding="utf-8")
+    written = (root / "comparison" / "dice_curves.csv").read_text(encoding="utf-8").splitlines()
+    assert written[0] == "method,step,dice_mean,dice_std,runs"
+    assert [float(v) for v in written[2].split(",")[1:]] == pytest.approx([500, 60.0, 10.0, 3])
+
+
+def test_a_curve_of_one_run_shows_its_mean_alone_and_a_step_a_method_skipped_as_a_dash():
+    statistics = {"SIFA": figures.curve_statistics([{250: 0.5, 500: 0.625}]),
+                  "Oracle": figures.curve_statistics([{500: 0.7}, {500: 0.8}])}
+    assert _curve_table(statistics).splitlines()[2:] == ["| 250 | 50.0 | - |", "| 500 | 62.5 | 75.0(7.1) |"]

@@ -10,6 +10,8 @@ written by report.py), or several runs of it that differ only in their seed:
     dice_bars.png                 mean Dice per class and Avg, one bar per method, one dot per seed
     dice_curves.png               mean Dice against the training step per method (mean and band over
                                   seeds), when the runs recorded learning curves (--eval_every)
+    dice_curves.csv               its numbers: method, step, mean and std over runs (also a table in
+                                  comparison.md)
 
 The markdown starts with a warning for each way the runs are unlike: a run evaluated before its
 max_steps (unfinished), and runs trained for other step counts, on other data or with other seeds.
@@ -439,6 +441,7 @@ def compare_methods(groups, out_dir, names=None, figure_rows=3):
     markdown = _comparison_markdown(methods, summaries, columns, differences, tests, warnings)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    markdown += _write_curves(methods, out_dir)
     atomic_write_text(out_dir / "comparison.md", markdown)
     result_files.write_csv(out_dir / "comparison.csv",
                            ["method", "runs", "class", "dice_mean", "dice_std", "dice_difference", "assd_mean",
@@ -459,12 +462,12 @@ def compare_methods(groups, out_dir, names=None, figure_rows=3):
     result_files.write_figure(out_dir / "dice_bars.png",
                               figures.dice_bars([(m.name, summaries[m.name]) for m in methods], columns,
                                                 _error_bar_caption(methods), dots=per_seed))
-    return markdown + _write_curves(methods, out_dir)
+    return markdown
 
 
 def _write_curves(methods, out_dir):
-    """dice_curves.png from the runs' eval_curve.csv (methods whose runs all have one); returns a
-    line for the markdown, or "" when no method has curves."""
+    """dice_curves.png and .csv from the runs' eval_curve.csv (methods whose runs all have one);
+    returns their paragraph and table for the markdown, or "" when no method has curves."""
     curves, kinds = {}, set()
     for method in methods:
         runs = []
@@ -479,8 +482,27 @@ def _write_curves(methods, out_dir):
     volumes = " and ".join(sorted(kinds))
     result_files.write_figure(out_dir / "dice_curves.png",
                               figures.dice_curves(curves, f"target {volumes} Dice, mean over classes (%)"))
-    return (f"\nLearning curves (target {volumes} volumes, --eval_every): {out_dir / 'dice_curves.png'}, for "
-            f"{', '.join(curves)}.\n")
+    statistics = {name: figures.curve_statistics(runs) for name, runs in curves.items()}
+    rows = [[name, step, mean, None if spreads is None else spreads[i], len(curves[name])]
+            for name, (steps, means, spreads) in statistics.items() for i, (step, mean) in enumerate(zip(steps, means))]
+    result_files.write_csv(out_dir / "dice_curves.csv", ["method", "step", "dice_mean", "dice_std", "runs"], rows)
+    return (f"\nLearning curves (target {volumes} volumes, --eval_every): {out_dir / 'dice_curves.png'} and "
+            f"dice_curves.csv, for {', '.join(curves)}. Mean Dice over classes (%), mean(std) over runs:\n\n"
+            + _curve_table(statistics) + "\n")
+
+
+def _curve_table(statistics):
+    """Markdown: a row per step, a column per method, mean(std) Dice (the mean alone for one run);
+    "-" where a method did not evaluate at that step."""
+    cells = {}
+    for name, (steps, means, spreads) in statistics.items():
+        spreads = [None] * len(steps) if spreads is None else spreads
+        cells[name] = {step: f"{mean:.1f}" + ("" if spread is None else f"({spread:.1f})")
+                       for step, mean, spread in zip(steps, means, spreads)}
+    lines = ["| step | " + " | ".join(statistics) + " |", "|---|" + "---|" * len(statistics)]
+    lines += [f"| {step} | " + " | ".join(cells[name].get(step, "-") for name in statistics) + " |"
+              for step in sorted({step for by_step in cells.values() for step in by_step})]
+    return "\n".join(lines)
 
 
 def compare_runs(paths, out_dir, names=None, figure_rows=3):

@@ -80,6 +80,14 @@ def dice_bars(named_summaries, columns, error_bars, dots=None):
     return figure
 
 
+def curve_statistics(runs):
+    """(steps every run evaluated, mean Dice in % over the runs, sample std over them or None for
+    one run) of [{step: Dice in [0, 1]} per run]."""
+    steps = sorted(set.intersection(*(set(run) for run in runs)))
+    values = 100 * np.array([[run[step] for step in steps] for run in runs], np.float64)
+    return steps, values.mean(axis=0), values.std(axis=0, ddof=1) if len(runs) > 1 else None
+
+
 def dice_curves(curves, ylabel):
     """Mean Dice (%) against the training step, one line per method: the mean over its runs at the
     steps every run evaluated, with a band of +-1 std over the runs where there are several.
@@ -90,13 +98,10 @@ def dice_curves(curves, ylabel):
     axis = figure.subplots()
     bands = False
     for name, runs in curves.items():
-        steps = sorted(set.intersection(*(set(run) for run in runs)))
-        values = 100 * np.array([[run[step] for step in steps] for run in runs], np.float64)
-        mean = values.mean(axis=0)
+        steps, mean, spread = curve_statistics(runs)
         (line,) = axis.plot(steps, mean, marker="o", markersize=3, label=f"{name} ({len(runs)} run"
                                                                              f"{'s' if len(runs) > 1 else ''})")
-        if len(runs) > 1:
-            spread = values.std(axis=0, ddof=1)
+        if spread is not None:
             axis.fill_between(steps, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0)
             bands = True
     axis.set_xlabel("training step")
