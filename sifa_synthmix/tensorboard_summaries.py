@@ -70,10 +70,12 @@ METRIC_DESCRIPTIONS = {
     "inspector_accuracy_target": "Share of the Mixup Inspector's decisions that are right on {B} images.",
     "inspector_accuracy_unaligned_mix": "Share of the Mixup Inspector's decisions that are right on "
                                         "unaligned mixes M' * B + (1 - M') * A.",
-    "inspector_accuracy_S_mix": "Share of the Mixup Inspector's decisions that are right on S_mix (g_A "
-                                "wants it low).",
-    "inspector_accuracy_T_mix": "Share of the Mixup Inspector's decisions that are right on T_mix (de_B "
-                                "wants it low).",
+    "inspector_accuracy_S_mix": "Share of the Mixup Inspector's decisions that are right on S_mix: "
+                                "fake_B cells read as {B}, {A} cells as {A}. g_A wants it high (its "
+                                "L_adv^mix asks for the answer M).",
+    "inspector_accuracy_T_mix": "Share of the Mixup Inspector's decisions that are right on T_mix: "
+                                "{B} cells read as {B}, fake_A cells as {A}. de_B wants it high (its "
+                                "L_adv^mix asks for the answer M).",
     "skipped_updates": "Updates of this step skipped because a loss or gradient was not finite; "
                        "--max_nonfinite steps in a row with one stop the run.",
     "loss_scale_overflows": "Updates of this step skipped because the float16-scaled gradients "
