@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -106,6 +107,18 @@ def test_an_output_dir_holding_another_run_is_left_alone(capsys, tmp_path, tiny_
     assert (out / "config.json").read_text(encoding="utf-8") == saved
 
 
+def tf_record_framing(data):
+    """One record holding `data`, with valid checksums."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "one.tfrecords")
+        with tf.io.TFRecordWriter(path) as writer:
+            writer.write(data)
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
 def flip_a_byte(path):
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF  # inside the first record's data: its checksum no longer matches
@@ -121,7 +134,9 @@ def flip_a_byte(path):
     ("ct/train", flip_a_byte, ("corrupt",)),
     ("ct/val", lambda p: records.write_records(p, [(np.full((32, 32, 3), np.nan), np.zeros((32, 32, 3)))]),
      ("data_vol holds NaN",)),
-], ids=["wrong size", "unknown label", "corrupt", "nan in validation"])
+    ("mr/train", lambda p: p.write_bytes(tf_record_framing(b"\xff\xff not a protocol buffer")),
+     ("not a tf.train.Example",)),
+], ids=["wrong size", "unknown label", "corrupt", "nan in validation", "not an example"])
 def test_a_bad_record_is_named_before_anything_is_written(capsys, tmp_path, data_copy, monkeypatch, split, damage,
                                                           parts):
     """Every record is read before the run folder, its log or events exist (and before TensorFlow

@@ -15,6 +15,7 @@ import struct
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message
 
 from sifa_synthmix.data import records
 
@@ -253,7 +254,10 @@ def _read_records(path):
 
 def _record_problem(serialized, image_size, num_classes):
     """What `parse_record` would refuse in one record, in its words, or None."""
-    features = tf.train.Example.FromString(serialized).features.feature
+    try:
+        features = tf.train.Example.FromString(serialized).features.feature
+    except message.DecodeError:
+        return ": record is not a tf.train.Example"
     expected_bytes = image_size * image_size * records.SLICES_PER_RECORD * 4
     middles = []
     for key, size_keys in ((records.IMAGE_KEY, records.IMAGE_SIZE_KEYS),
