@@ -484,7 +484,8 @@ def _write_curves(methods, out_dir):
                               figures.dice_curves(curves, f"target {volumes} Dice, mean over classes (%)"))
     statistics = {name: figures.curve_statistics(runs) for name, runs in curves.items()}
     rows = [[name, step, mean, None if spreads is None else spreads[i], len(curves[name])]
-            for name, (steps, means, spreads) in statistics.items() for i, (step, mean) in enumerate(zip(steps, means))]
+            for name, (steps, means, spreads) in statistics.items()
+            for i, (step, mean) in enumerate(zip(steps, means))]
     result_files.write_csv(out_dir / "dice_curves.csv", ["method", "step", "dice_mean", "dice_std", "runs"], rows)
     return (f"\nLearning curves (target {volumes} volumes, --eval_every): {out_dir / 'dice_curves.png'} and "
             f"dice_curves.csv, for {', '.join(curves)}. Mean Dice over classes (%), mean(std) over runs:\n\n"
