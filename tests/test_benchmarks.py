@@ -122,3 +122,13 @@ def test_the_learning_curve_benchmark_times_the_trainers_evaluation():
     evaluation, first = learning_curve.evaluation_seconds(cfg, volumes=2, depth=4, calls=1)
     assert 0 < evaluation and 0 < first
     assert learning_curve.shares(2.0, 0.5, [12, 36]) == {12: 0.25, 36: 0.1}
+
+
+def test_the_pipeline_benchmark_times_the_check_of_every_training_record(tiny_phantom):
+    from benchmarks import pipeline  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix import inputs  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.data import layout, reader  # pylint: disable=import-outside-toplevel
+
+    count, seconds = pipeline.record_check_seconds(tiny_phantom, image_size=32)
+    paths = reader.resolve_record_paths(str(layout.PreparedLayout(tiny_phantom).datalist("mr", "train")))
+    assert count == inputs.count_slices(paths) > 0 and seconds > 0
