@@ -17,16 +17,14 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 from benchmarks import flops as flops_lib  # pylint: disable=wrong-import-position
 from benchmarks import op_profile  # pylint: disable=wrong-import-position
 from benchmarks import settings, step_time  # pylint: disable=wrong-import-position
+from sifa_synthmix.step_memory import resident_megabytes  # pylint: disable=wrong-import-position
 from sifa_synthmix.traced_model import inline_calls  # pylint: disable=wrong-import-position
 
 
 def resident_mb():
-    """Current resident memory (VmRSS) of this process in MB."""
-    with open("/proc/self/status", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Current resident memory (VmRSS) of this process in MB (NaN where /proc is not there)."""
+    resident = resident_megabytes()
+    return float("nan") if resident is None else resident
 
 
 def peak_resident_mb():

@@ -54,43 +54,43 @@ def _read_number(path):
     return int(text) if text.isdigit() else None
 
 
-def _resident_mb(status="/proc/self/status"):
+def proc_megabytes(path, key):
+    """The `key:` line of a /proc file whose values are in kB (/proc/meminfo, /proc/self/status),
+    in MB; None when the file or line is not there."""
     try:
-        with open(status, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return None
+
+
+def resident_megabytes():
+    """This process's resident memory now (VmRSS), in MB; None where /proc is not there."""
+    return proc_megabytes("/proc/self/status", "VmRSS")
 
 
 def reachable_megabytes(meminfo="/proc/meminfo", cgroup="/sys/fs/cgroup"):
     """The peak resident memory this process can reach (MB): what it holds now plus the kernel's
     MemAvailable, or less under a cgroup (v2) memory limit, as in a container or a batch job.
     None where neither can be read."""
-    available = None
-    try:
-        with open(meminfo, encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    available = proc_megabytes(meminfo, "MemAvailable")
     limit, used = _read_number(os.path.join(cgroup, "memory.max")), _read_number(os.path.join(cgroup, "memory.current"))
     if limit is not None and used is not None:
         in_group = (limit - used) / 2 ** 20
         available = in_group if available is None else min(available, in_group)
-    return None if available is None else available + _resident_mb()
+    return None if available is None else available + (resident_megabytes() or 0.0)
 
 
 def check_step_fits(cfg, parameters, available_mb):
     """Raises StepMemoryError naming the flags when the estimated peak exceeds `available_mb`
     (what `reachable_megabytes` returns)."""
-    fixed, per_slice = step_parts(cfg, parameters)
-    needed = fixed + cfg.batch_size * per_slice
+    needed = step_megabytes(cfg, parameters)
     if available_mb is None or needed <= available_mb:
         return
+    fixed, per_slice = step_parts(cfg, parameters)
     fitting = int((available_mb - fixed) // per_slice)
     advice = (f"--batch_size={fitting} would fit" if fitting >= 1 else
               "even one slice does not fit: lower --image_size or the widths (--ngf, --ndf, --encoder_base)")

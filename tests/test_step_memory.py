@@ -31,7 +31,7 @@ def test_the_estimate_matches_the_measured_peaks(cfg, parameters, measured_mb):
 
 
 def test_reachable_memory_is_the_smaller_of_the_kernel_and_the_cgroup(tmp_path, monkeypatch):
-    monkeypatch.setattr(step_memory, "_resident_mb", lambda: 500.0)
+    monkeypatch.setattr(step_memory, "resident_megabytes", lambda: 500.0)
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    4096000 kB\n")
     assert step_memory.reachable_megabytes(meminfo, tmp_path / "no cgroup") == 4000 + 500
