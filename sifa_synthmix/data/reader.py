@@ -238,7 +238,7 @@ def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _read_records(path):
+def read_records(path):
     """The serialized records of one file, checksums verified (TensorFlow's C++ reader: no log
     lines, unlike a failing tf.data iterator)."""
     logger = tf.get_logger()
@@ -288,7 +288,7 @@ def check_records(path, image_size, num_classes):
     its folder, log or events are written. Returns the number of records (1.3 ms each at
     256 x 256: python -m benchmarks.pipeline)."""
     count = check_record_framing(path)
-    for index, serialized in enumerate(_read_records(path)):
+    for index, serialized in enumerate(read_records(path)):
         problem = _record_problem(serialized, image_size, num_classes)
         if problem:
             raise DataError(f"{path}{problem} (record {index + 1} of {count})")
@@ -299,9 +299,9 @@ def find_corrupt_file(paths):
     """The first record file whose records fail TensorFlow's checksum, or None (reads them all)."""
     for path in paths:
         try:
-            for _ in tf.data.TFRecordDataset(path):
+            for _ in read_records(path):
                 pass
-        except tf.errors.DataLossError:
+        except DataError:
             return path
     return None
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from sifa_synthmix import inputs
-from sifa_synthmix.data import layout, records
+from sifa_synthmix.data import layout, reader, records
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.evaluation import metrics
@@ -29,7 +29,7 @@ COLUMNS = ("step", "volumes", "class", "dice", "assd")
 
 def record_volume(path):
     """(image, labels) H x W x N of a record file: the middle slice of each 3-slice record, in order."""
-    slices = [records.decode_example_numpy(serialized.numpy()) for serialized in tf.data.TFRecordDataset(str(path))]
+    slices = [records.decode_example_numpy(serialized) for serialized in reader.read_records(str(path))]
     image = np.stack([image[:, :, 1] for image, _ in slices], axis=2)
     labels = np.stack([label[:, :, 1] for _, label in slices], axis=2)
     return image, np.rint(labels).astype(np.int16)
