@@ -42,9 +42,9 @@ def evaluation_seconds(cfg, volumes, depth, calls=2):
     return statistics.median(seconds[1:]), seconds[0]
 
 
-def shares(evaluation_seconds_, step_seconds, every):
+def shares(seconds_per_evaluation, step_seconds, every):
     """{N: share of training time in evaluations} with one evaluation per N steps."""
-    return {n: evaluation_seconds_ / (evaluation_seconds_ + n * step_seconds) for n in every}
+    return {n: seconds_per_evaluation / (seconds_per_evaluation + n * step_seconds) for n in every}
 
 
 def measure(size, widths, batch_size, precision, volumes, depth, every, rounds=3):
