@@ -17,9 +17,8 @@ def _op_type(event_name):
     return event_name.rpartition(":")[2]
 
 
-def op_type_seconds(xspace):
-    """{op type: seconds summed over the compute threads} of a parsed XSpace."""
-    totals = collections.Counter()
+def _compute_events(xspace):
+    """(op type, start, duration), in picoseconds, of every op event on the compute threads."""
     for plane in xspace.planes:
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):
@@ -27,12 +26,40 @@ def op_type_seconds(xspace):
             for event in line.events:
                 kind = _op_type(plane.event_metadata[event.metadata_id].name)
                 if kind and kind not in CONTAINER_OPS:
-                    totals[kind] += event.duration_ps * 1e-12
+                    yield kind, line.timestamp_ns * 1000 + event.offset_ps, event.duration_ps
+
+
+def op_type_seconds(xspace):
+    """{op type: seconds summed over the compute threads} of a parsed XSpace."""
+    totals = collections.Counter()
+    for kind, _, duration in _compute_events(xspace):
+        totals[kind] += duration * 1e-12
     return dict(totals.most_common())
 
 
+def is_convolution(kind):
+    """Forward and backward convolutions, also those oneDNN fused with a pad, bias or activation."""
+    return "Conv2D" in kind
+
+
+def seconds_without_convolutions(xspace):
+    """(wall seconds from the first op's start to the last op's end, the seconds of it in which no
+    convolution runs on any compute thread): the time a faster convolution could not shorten."""
+    events = list(_compute_events(xspace))
+    if not events:
+        return 0.0, 0.0
+    first = min(start for _, start, _ in events)
+    last = max(start + duration for _, start, duration in events)
+    covered, reached = 0, first
+    for start, end in sorted((s, s + d) for kind, s, d in events if is_convolution(kind)):
+        covered += max(0, end - max(start, reached))
+        reached = max(reached, end)
+    return (last - first) * 1e-12, (last - first - covered) * 1e-12
+
+
 def profile_calls(function, args, calls=2):
-    """{op type: seconds per call} of `calls` calls of an already traced function."""
+    """({op type: seconds per call}, {"wall": s, "without_convolutions": s} per call) of `calls`
+    calls of an already traced function."""
     with tempfile.TemporaryDirectory() as folder:
         tf.profiler.experimental.start(folder)
         for _ in range(calls):
@@ -41,4 +68,6 @@ def profile_calls(function, args, calls=2):
         tf.profiler.experimental.stop()
         space = xplane_pb2.XSpace()
         space.ParseFromString(next(pathlib.Path(folder).rglob("*.xplane.pb")).read_bytes())
-    return {kind: seconds / calls for kind, seconds in op_type_seconds(space).items()}
+    wall, without = seconds_without_convolutions(space)
+    return ({kind: seconds / calls for kind, seconds in op_type_seconds(space).items()},
+            {"wall": wall / calls, "without_convolutions": without / calls})

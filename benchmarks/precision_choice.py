@@ -6,6 +6,7 @@ machine's load hits all of them alike): the measurements behind --precision=auto
     python -m benchmarks.precision_choice --image_size=64 --widths=demo --batch_size=4
     python -m benchmarks.precision_choice --image_size=256 --widths=official --batch_size=2 --rounds=2
 """
+import dataclasses
 import json
 import statistics
 import time
@@ -15,7 +16,6 @@ from absl import app, flags
 
 from benchmarks import settings
 from benchmarks.step_time import random_batch
-from sifa_synthmix.task import set_graph_optimizer
 from sifa_synthmix.task_factory import build_task
 
 FLAGS = flags.FLAGS
@@ -23,12 +23,13 @@ CONFIGURATIONS = (("float32", "off"), ("float32", "on"), ("mixed_bfloat16", "off
 
 
 def traced_steps(image_size, widths, batch_size):
-    """{(precision, graph optimizer): (step function, batch, first-call seconds)}. The graph
-    optimizer setting applies to a function when it first runs, so each is set before that."""
+    """{(precision, graph optimizer): (step function, batch, first-call seconds)}. The task sets
+    the graph optimizer when it is built; a function takes the setting when it first runs, so
+    each runs once right after its task is built."""
     steps = {}
     for precision, optimizer in CONFIGURATIONS:
-        cfg = settings.train_config(settings.spec(image_size, batch_size, widths, precision))
-        set_graph_optimizer(optimizer)
+        cfg = dataclasses.replace(settings.train_config(settings.spec(image_size, batch_size, widths, precision)),
+                                  graph_optimizer=optimizer)
         task = build_task(cfg)
         step = tf.function(task.train_step, autograph=False)
         batch = random_batch(cfg)

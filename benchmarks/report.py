@@ -56,12 +56,23 @@ def passes_section(overhead):
         for row in overhead)
 
 
+def _convolution_free_line(row):
+    """How much of a profiled step's wall time no convolution ran, per method."""
+    walls = row["measured"].get("profiled_wall_seconds", {})
+    return "".join(
+        f"\n{method}: {walls[protocol]['wall']:.3f} s of wall time per profiled step, "
+        f"{walls[protocol]['without_convolutions']:.3f} s "
+        f"({walls[protocol]['without_convolutions'] / walls[protocol]['wall']:.0%}) with no convolution running."
+        for protocol, method in (("none", "SIFA"), ("synthmix", "SIFA+SynthMix")) if protocol in walls)
+
+
 def profile_section(overhead, top=10):
     overhead = [row for row in overhead if row["op_seconds"]]
     return "\n\n".join(
         f"Op time by type, {spec_name(row['spec'])} (TensorFlow profiler, seconds per profiled step summed "
         f"over compute threads; profiling slows ops, read the shares):\n\n"
         + _table(["op type", "SIFA s", "share", "SIFA+SynthMix s", "share"], _op_rows(row["op_seconds"], top))
+        + _convolution_free_line(row)
         for row in overhead)
 
 

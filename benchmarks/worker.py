@@ -65,8 +65,9 @@ def measure(request):
         result["profiler_flops_per_step"] = {p: flops_lib.profiler_flops(g) for p, g in graphs.items()}
         result["uncounted_nested_ops"] = {p: flops_lib.nested_conv_ops(g) for p, g in graphs.items()}
     if request.get("profile_calls", 0):
-        result["op_seconds"] = {p: op_profile.profile_calls(step, batch, request["profile_calls"])
-                                for p, step in steps.items()}
+        profiles = {p: op_profile.profile_calls(step, batch, request["profile_calls"]) for p, step in steps.items()}
+        result["op_seconds"] = {p: op_seconds for p, (op_seconds, _) in profiles.items()}
+        result["profiled_wall_seconds"] = {p: wall for p, (_, wall) in profiles.items()}
     return result
 
 

@@ -15,6 +15,11 @@ def truncated_normal(stddev):
     return keras.initializers.TruncatedNormal(mean=0.0, stddev=stddev)
 
 
+# The official blocks' activations (LeakyReLU with slope 0.2) and the suffix of their layer names.
+ACTIVATIONS = {None: lambda x: x, "relu": tf.nn.relu, "leaky_relu": lambda x: tf.nn.leaky_relu(x, alpha=0.2)}
+ACTIVATION_SUFFIXES = {"relu": "relu", "leaky_relu": "lrelu"}
+
+
 class InstanceNorm(keras.layers.Layer):
     """Per-sample, per-channel normalisation over H and W with a learned scale and offset.
 
@@ -28,11 +33,18 @@ class InstanceNorm(keras.layers.Layer):
     (benchmarks.op_profile); the kernel computes the same statistics in float32, its output in
     the compute dtype. Not under float16, nor on a GPU, whose cuDNN batch norm takes no epsilon
     below 1e-5.
+
+    `activation` ("relu", "leaky_relu" or None) is applied to the result. On the fused path it
+    runs on the kernel's output before the transpose back, where TensorFlow's graph optimizer
+    merges a ReLU into the batch-norm kernel (one pass over the activation fewer, forward).
     """
 
-    def __init__(self, epsilon=1e-6, **kwargs):
+    def __init__(self, epsilon=1e-6, activation=None, **kwargs):
         super().__init__(**kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
         self.epsilon = epsilon
+        self.activation = activation
 
     def build(self, input_shape):
         channels = (input_shape[-1],)
@@ -49,7 +61,7 @@ class InstanceNorm(keras.layers.Layer):
         centred = x - mean
         variance = ops.mean(ops.square(centred), axis=(1, 2), keepdims=True)
         normalised = centred * ops.rsqrt(variance + self.epsilon)
-        return ops.cast(normalised * self.gamma + self.beta, self.compute_dtype)
+        return ACTIVATIONS[self.activation](ops.cast(normalised * self.gamma + self.beta, self.compute_dtype))
 
     def _fused_call(self, inputs):
         """Instance norm of [N, H, W, C] as the batch norm (training statistics) of one image
@@ -61,10 +73,11 @@ class InstanceNorm(keras.layers.Layer):
         outputs = tf.raw_ops.FusedBatchNormV3(
             x=stacked, scale=tf.tile(self.gamma, [n]), offset=tf.tile(self.beta, [n]), mean=tf.zeros([0]),
             variance=tf.zeros([0]), epsilon=self.epsilon, data_format="NHWC", is_training=True)[0]
+        outputs = ACTIVATIONS[self.activation](outputs)
         return tf.transpose(tf.reshape(outputs, [h, w, n, c]), [2, 0, 1, 3])
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {**super().get_config(), "epsilon": self.epsilon, "activation": self.activation}
 
 
 class FusedBatchNorm(keras.layers.Layer):
@@ -146,12 +159,23 @@ class BilinearResize(keras.layers.Layer):
         return {**super().get_config(), "size": self.size}
 
 
+def instance_norm(x, activation, *, norm_name, activation_name):
+    """InstanceNorm with its activation inside, then an identity layer named `activation_name`
+    where the activation layer of earlier versions stood: a run's checkpoint keys its
+    non-trainable variables by layer position, so the positions stay those of earlier runs."""
+    x = InstanceNorm(activation=activation, name=norm_name)(x)
+    return x if activation is None else keras.layers.Identity(name=activation_name)(x)
+
+
 def _normalise_and_activate(x, norm, activation, name):
     """norm: "instance", "batch", "sync_batch" (statistics over all replicas of a tf.distribute
     strategy) or None; activation: "relu", "leaky_relu" or None."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}")
+    activation_name = activation and f"{name}_{ACTIVATION_SUFFIXES[activation]}"
     if norm == "instance":
-        x = InstanceNorm(name=f"{name}_instance_norm")(x)
-    elif norm == "batch":
+        return instance_norm(x, activation, norm_name=f"{name}_instance_norm", activation_name=activation_name)
+    if norm == "batch":
         x = FusedBatchNorm(momentum=0.9, epsilon=1e-3, name=f"{name}_batch_norm")(x)
     elif norm == "sync_batch":
         x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, synchronized=True,
@@ -159,11 +183,9 @@ def _normalise_and_activate(x, norm, activation, name):
     elif norm is not None:
         raise ValueError(f"unknown norm {norm!r}")
     if activation == "relu":
-        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+        x = keras.layers.ReLU(name=activation_name)(x)
     elif activation == "leaky_relu":
-        x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"{name}_lrelu")(x)
-    elif activation is not None:
-        raise ValueError(f"unknown activation {activation!r}")
+        x = keras.layers.LeakyReLU(negative_slope=0.2, name=activation_name)(x)
     return x
 
 

@@ -34,9 +34,9 @@ BATCH = 2
 MODEL = ModelConfig(image_size=32, ngf=8, ndf=4, encoder_base=4, num_classes=5, decoder_dropout=0.0)
 
 
-def reference_config(protocol):
+def reference_config(protocol, graph_optimizer="off"):
     return TrainConfig(model=MODEL, synthmix=SynthMixConfig(protocol=protocol, k=4, inspector_ndf=4),
-                       batch_size=BATCH, pool_size=3, seed=11, precision="float32")
+                       batch_size=BATCH, pool_size=3, seed=11, precision="float32", graph_optimizer=graph_optimizer)
 
 
 def path_noise(path, shape, salt):
@@ -86,9 +86,9 @@ def gradient_summary(variables, gradients):
             for v, g in zip(variables, gradients)}
 
 
-def update_records(protocol):
+def update_records(protocol, graph_optimizer="off"):
     """{update: {"loss", "gradients"}} of one step's updates, all from the fixed weights."""
-    task = build_task(reference_config(protocol))
+    task = build_task(reference_config(protocol, graph_optimizer))
     set_fixed_weights(task)
     records, current = {}, []
 

@@ -1,4 +1,5 @@
-"""The benchmark suite's FLOP counter against hand counts, its matmul timer, and the test suite's CPU log."""
+"""The benchmark suite's FLOP counter against hand counts, its matmul timer, its op profile's
+arithmetic, and the test suite's CPU log."""
 import json
 import os
 import subprocess
@@ -6,7 +7,9 @@ import sys
 
 import pytest
 import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+from benchmarks import op_profile
 from benchmarks.flops import function_flops, graph_flops, network_name, profiler_flops
 from benchmarks.peak import matmul_flops_per_second, matmul_peaks
 from benchmarks.run import arithmetic
@@ -132,3 +135,33 @@ def test_the_pipeline_benchmark_times_the_check_of_every_training_record(tiny_ph
     count, seconds = pipeline.record_check_seconds(tiny_phantom, image_size=32)
     paths = reader.resolve_record_paths(str(layout.PreparedLayout(tiny_phantom).datalist("mr", "train")))
     assert count == inputs.count_slices(paths) > 0 and seconds > 0
+
+
+def _xspace(events):
+    """A profiler XSpace with one compute thread per (thread, op name, start ps, duration ps) group."""
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add()
+    names = sorted({name for _, name, _, _ in events})
+    for index, name in enumerate(names, start=1):
+        plane.event_metadata[index].name = name
+    lines = {}
+    for thread, name, start, duration in events:
+        if thread not in lines:
+            lines[thread] = plane.lines.add(name=f"tf_Compute/{thread}", timestamp_ns=0)
+        lines[thread].events.add(metadata_id=names.index(name) + 1, offset_ps=start, duration_ps=duration)
+    return space
+
+
+def test_the_op_profile_finds_the_wall_time_no_convolution_runs():
+    ps = 10 ** 12
+    space = _xspace([
+        (0, "g_A/c1/convolution:_MklNativeConv2D", 0, 2 * ps),
+        (1, "gradients/c1:_MklNativeConv2DBackpropFilter", 1 * ps, 2 * ps),  # overlaps the first: 0-3 s
+        (0, "g_A/c1_instance_norm:_MklNativeFusedBatchNormEx", 3 * ps, 1 * ps),  # 3-4 s, no convolution
+        (1, "g_A/r1_c1:_MklNativePadWithConv2D", 4 * ps, 1 * ps),  # 4-5 s
+        (0, "g_A/r1_relu:Relu", 5 * ps, 2 * ps),  # 5-7 s, no convolution
+        (1, "PartitionedCall:PartitionedCall", 0, 7 * ps),  # a container: not an op of its own
+    ])
+    assert op_profile.seconds_without_convolutions(space) == pytest.approx((7.0, 3.0))
+    assert op_profile.op_type_seconds(space)["Relu"] == pytest.approx(2.0)
+    assert "PartitionedCall" not in op_profile.op_type_seconds(space)

@@ -78,6 +78,16 @@ def test_auto_precision_resolves_per_device_kind(has_gpu, bfloat16, image_size, 
     assert flags_lib.resolve_precision("float32", image_size, has_gpu, bfloat16) == "float32"
 
 
+@pytest.mark.parametrize("has_gpu, image_size, expected", [
+    (True, 32, "on"),  # a GPU: on at every size
+    (False, flags_lib.GRAPH_OPTIMIZER_MIN_IMAGE_SIZE, "on"),
+    (False, flags_lib.GRAPH_OPTIMIZER_MIN_IMAGE_SIZE // 2, "off"),
+])
+def test_auto_graph_optimizer_resolves_per_device_kind_and_size(has_gpu, image_size, expected):
+    assert flags_lib.resolve_graph_optimizer("auto", image_size, has_gpu) == expected
+    assert flags_lib.resolve_graph_optimizer("off", image_size, has_gpu) == "off"
+
+
 def test_the_start_names_the_cpus_bfloat16_instructions(monkeypatch):
     from sifa_synthmix import cpu_features, trainer  # pylint: disable=import-outside-toplevel
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 from sifa_synthmix.config import ModelConfig
 from sifa_synthmix.layers import AlwaysOnDropout, BilinearResize, ChannelZeroPad, InstanceNorm, UnaddedBiasConv2D
 from sifa_synthmix.networks import SIFANetworks, build_de_B, build_e_B, build_g_A
+from sifa_synthmix.task import set_graph_optimizer
 from sifa_synthmix.traced_model import compiled_step
 
 # Trainable parameters of the official TF1 graph at its defaults (docs/sifa_reference.md).
@@ -237,6 +238,54 @@ def test_fused_instance_norm_is_per_sample_and_bfloat16_matches_float32_to_its_r
     assert not half.fused
     np.testing.assert_allclose(tf.cast(half(tf.cast(x, tf.float16)), tf.float32).numpy(),
                                numpy_instance_norm(x, gamma, beta), rtol=1e-2, atol=2e-2)
+
+
+def _instance_norm_forward_and_back(layer, x, upstream):
+    """The layer's float32 output and the gradient of sum(output * upstream) by its input, traced."""
+    @tf.function
+    def forward_and_back(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = tf.cast(layer(tf.cast(inputs, layer.compute_dtype)), tf.float32)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, inputs)
+
+    return [t.numpy() for t in forward_and_back(tf.constant(x))]
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_instance_norm_applies_its_activation_also_where_the_graph_optimizer_fuses_it(policy):
+    """The activation inside the layer (on the fused path before the transpose back, where the
+    graph optimizer merges a ReLU into the batch-norm kernel) gives activation(norm) and the
+    gradient of the float32 element-wise layer, with the optimizer off and on; float16 takes the
+    element-wise path."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(1.0, 2.0, size=(2, 6, 7, 4)).astype(np.float32)
+    gamma, beta = rng.normal(1.0, 0.3, size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    normalised = numpy_instance_norm(x, gamma, beta)
+    expected = {"relu": np.maximum(normalised, 0.0),
+                "leaky_relu": np.where(normalised > 0, normalised, 0.2 * normalised)}
+    tolerance = 1e-4 if policy == "float32" else 3e-2
+    saved_options = tf.config.optimizer.get_experimental_options()
+    try:
+        for graph_optimizer in ("off", "on"):
+            set_graph_optimizer(graph_optimizer)
+            for activation, values in expected.items():
+                layers = {}
+                for name, layer_policy in (("tested", policy), ("reference", "float32")):
+                    layers[name] = InstanceNorm(activation=activation, dtype=layer_policy)
+                    layers[name].build(x.shape)
+                    layers[name].set_weights([gamma, beta])
+                layers["reference"].fused = False
+                y, gradient = _instance_norm_forward_and_back(layers["tested"], x, upstream)
+                _, reference_gradient = _instance_norm_forward_and_back(layers["reference"], x, upstream)
+                message = f"{activation}, graph optimizer {graph_optimizer}"
+                np.testing.assert_allclose(y, values, rtol=tolerance, atol=tolerance, err_msg=message)
+                assert (np.linalg.norm(gradient - reference_gradient)
+                        <= tolerance * np.linalg.norm(reference_gradient)), message
+    finally:
+        tf.config.optimizer.set_experimental_options(saved_options)
 
 
 def test_bilinear_resize_uses_tf1_sampling_for_a_2x2_upsample():

@@ -1,6 +1,7 @@
 """The step computes what it computed before it was made faster (issue 15): every update's loss and
 gradients from fixed weights and a fixed batch, against tests/data/step_reference.json, written by
-tests/step_reference.py at commit 88afabb (plain Keras calls, Keras Adam and batch norm)."""
+tests/step_reference.py at commit 88afabb (plain Keras calls, Keras Adam and batch norm), with
+TensorFlow's graph optimizer off and on (on, it fuses kernels: batch norm with its ReLU)."""
 import json
 
 import numpy as np
@@ -15,10 +16,11 @@ GRADIENT_RTOL = 2e-3
 GRADIENT_FLOOR = 1e-5
 
 
+@pytest.mark.parametrize("graph_optimizer", ["off", "on"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_every_update_has_the_recorded_loss_and_gradients(protocol):
+def test_every_update_has_the_recorded_loss_and_gradients(protocol, graph_optimizer):
     recorded = json.loads(RECORD.read_text(encoding="utf-8"))[protocol]
-    current = update_records(protocol)
+    current = update_records(protocol, graph_optimizer)
     assert list(current) == list(recorded)
     for update, reference in recorded.items():
         now = current[update]

@@ -7,7 +7,7 @@ domain of one (H/k) x (H/k) patch with the whole image as context.
 """
 import keras
 
-from sifa_synthmix.layers import InstanceNorm, conv_block, truncated_normal
+from sifa_synthmix.layers import conv_block, instance_norm, truncated_normal
 
 _WEIGHT_STDDEV = 0.02
 _BOTTLENECK_SIZE = 4
@@ -59,8 +59,7 @@ def build_mixup_inspector(image_size, k, ndf=64, max_channels=512, name="inspect
         x = keras.layers.Conv2DTranspose(
             skip.shape[-1], 4, strides=2, padding="same", use_bias=False,
             kernel_initializer=truncated_normal(_WEIGHT_STDDEV), name=f"decoder{size}")(x)
-        x = InstanceNorm(name=f"decoder{size}_instance_norm")(x)
-        x = keras.layers.ReLU(name=f"decoder{size}_relu")(x)
+        x = instance_norm(x, "relu", norm_name=f"decoder{size}_instance_norm", activation_name=f"decoder{size}_relu")
         x = keras.layers.Concatenate(name=f"decoder{size}_skip")([x, skip])
     patch_logits = conv_block(x, 1, 4, padding="same", name="patch_logits",
                               stddev=_WEIGHT_STDDEV, use_bias=True, dtype="float32")
@@ -73,7 +72,7 @@ def build_mixup_inspector(image_size, k, ndf=64, max_channels=512, name="inspect
 def _preact_block(x, filters, strides, name):
     """Pre-activation basic block: norm-ReLU, 3x3 conv (strides), norm-ReLU, 3x3 conv, plus the
     shortcut: the input, or a 1x1 projection of the pre-activated input when the shape changes."""
-    pre = keras.layers.ReLU(name=f"{name}_pre_relu")(InstanceNorm(name=f"{name}_pre_instance_norm")(x))
+    pre = instance_norm(x, "relu", norm_name=f"{name}_pre_instance_norm", activation_name=f"{name}_pre_relu")
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False,
