@@ -59,11 +59,11 @@ def passes_section(overhead):
 def _convolution_free_line(row):
     """How much of a profiled step's wall time no convolution ran, per method."""
     walls = row["measured"].get("profiled_wall_seconds", {})
-    return "".join(
-        f"\n{method}: {walls[protocol]['wall']:.3f} s of wall time per profiled step, "
-        f"{walls[protocol]['without_convolutions']:.3f} s "
-        f"({walls[protocol]['without_convolutions'] / walls[protocol]['wall']:.0%}) with no convolution running."
-        for protocol, method in (("none", "SIFA"), ("synthmix", "SIFA+SynthMix")) if protocol in walls)
+    lines = [f"{method}: {walls[protocol]['wall']:.3f} s of wall time per profiled step, "
+             f"{walls[protocol]['without_convolutions']:.3f} s "
+             f"({walls[protocol]['without_convolutions'] / walls[protocol]['wall']:.0%}) with no convolution running."
+             for protocol, method in (("none", "SIFA"), ("synthmix", "SIFA+SynthMix")) if protocol in walls]
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 def profile_section(overhead, top=10):
