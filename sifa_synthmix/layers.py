@@ -35,8 +35,8 @@ class InstanceNorm(keras.layers.Layer):
     below 1e-5.
 
     `activation` ("relu", "leaky_relu" or None) is applied to the result. On the fused path it
-    runs on the kernel's output before the transpose back, where TensorFlow's graph optimizer
-    merges a ReLU into the batch-norm kernel (one pass over the activation fewer, forward).
+    runs on the kernel's output, where TensorFlow's graph optimizer merges a ReLU into the
+    batch-norm kernel (one pass over the activation fewer, forward).
     """
 
     def __init__(self, epsilon=1e-6, activation=None, **kwargs):
@@ -64,17 +64,26 @@ class InstanceNorm(keras.layers.Layer):
         return ACTIVATIONS[self.activation](ops.cast(normalised * self.gamma + self.beta, self.compute_dtype))
 
     def _fused_call(self, inputs):
-        """Instance norm of [N, H, W, C] as the batch norm (training statistics) of one image
-        [1, H, W, N * C] whose channels are the (sample, channel) pairs; gamma and beta tiled
-        over the samples, so the kernel applies them too."""
+        """Instance norm of [N, H, W, C] as batch norm with training statistics. With a static
+        batch size, of each sample alone: splitting the batch axis shares memory, so only the
+        concatenation copies. Otherwise, of one image [1, H, W, N * C] whose channels are the
+        (sample, channel) pairs, gamma and beta tiled over the samples: two transposes."""
+        if inputs.shape[0] is not None:
+            samples = [self._batch_norm(sample, self.gamma, self.beta) for sample in tf.split(inputs, inputs.shape[0])]
+            return tf.concat(samples, 0) if len(samples) > 1 else samples[0]
         shape = tf.shape(inputs)
         n, h, w, c = shape[0], shape[1], shape[2], shape[3]
         stacked = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, h, w, n * c])
-        outputs = tf.raw_ops.FusedBatchNormV3(
-            x=stacked, scale=tf.tile(self.gamma, [n]), offset=tf.tile(self.beta, [n]), mean=tf.zeros([0]),
-            variance=tf.zeros([0]), epsilon=self.epsilon, data_format="NHWC", is_training=True)[0]
-        outputs = ACTIVATIONS[self.activation](outputs)
+        outputs = self._batch_norm(stacked, tf.tile(self.gamma, [n]), tf.tile(self.beta, [n]))
         return tf.transpose(tf.reshape(outputs, [h, w, n, c]), [2, 0, 1, 3])
+
+    def _batch_norm(self, x, scale, offset):
+        """The fused kernel, then the activation: adjacent, so that the graph optimizer can merge a
+        ReLU into the kernel."""
+        outputs = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=tf.zeros([0]), variance=tf.zeros([0]), epsilon=self.epsilon,
+            data_format="NHWC", is_training=True)[0]
+        return ACTIVATIONS[self.activation](outputs)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon, "activation": self.activation}

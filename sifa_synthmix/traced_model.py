@@ -3,10 +3,14 @@
 A SIFA step calls e_B six times, de_B seven, g_A five (issue 15). Called plainly inside the step's
 tf.function, every call re-runs Keras' layer-by-layer Python and adds the network's ops (and, under
 a tape, their gradient ops) to the step's graph again. Here each network is traced once per training
-mode and input type (dtype and shape without the batch axis, so stacked batches of 2B or 3B samples
-reuse the B-sample trace), and TensorFlow builds the gradient of that function once. At run time
-TensorFlow inlines the calls, so the step runs the same ops as before: only Python and graph-building
-work is saved.
+mode and input type (dtype and shape), and TensorFlow builds the gradient of that function once. At
+run time TensorFlow inlines the calls, so the step runs the same ops as before: only Python and
+graph-building work is saved. The shape leaves out the batch axis, so that stacked batches of 2B
+samples reuse the B-sample trace, except in networks with instance norm on large images: knowing
+its batch size, instance norm normalises each sample on its own instead of transposing the batch
+(layers.InstanceNorm; 8% of a bfloat16 step at 256 px, docs/benchmarks.md). On small images the
+extra traces and ops cost more than they save (the 32 px test suite ran 8 min 32 s instead of 7 min
+24 s).
 
 Under a tf.distribute strategy with several replicas each replica traces the step in its own
 thread, reading its own copies of the variables: each replica gets its own functions. A network
@@ -15,15 +19,20 @@ plainly: its all-reduce belongs in the step's own graph.
 """
 import contextlib
 import functools
+import math
 
 import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
 
 from sifa_synthmix import distribution
+from sifa_synthmix.layers import InstanceNorm
 
 
 _INLINED = []  # non-empty inside inline_calls()
+# Networks with instance norm whose largest input has this many pixels or more are traced with
+# their batch size (measured faster at 256 x 256; not measured between 32 x 32 and 256 x 256).
+STATIC_BATCH_MIN_PIXELS = 256 * 256
 
 
 @contextlib.contextmanager
@@ -52,8 +61,8 @@ def compiled_step(step, jit_compile=False):
     return tf.function(flat_step, jit_compile=True, autograph=False)
 
 
-def _batch_free_spec(tensor):
-    return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
+def _input_spec(tensor, static_batch):
+    return tf.TensorSpec(tensor.shape if static_batch else [None, *tensor.shape[1:]], tensor.dtype)
 
 
 class TracedModel(keras.Model):
@@ -64,12 +73,14 @@ class TracedModel(keras.Model):
         super().__init__(inputs, outputs, name=name)
         self._traced_calls = {}
         self._synchronised = any(getattr(layer, "synchronized", False) for layer in self.layers)
+        self._static_batch = (any(isinstance(layer, InstanceNorm) for layer in self.layers)
+                              and max(math.prod(x.shape[1:3]) for x in self.inputs) >= STATIC_BATCH_MIN_PIXELS)
 
     def call(self, inputs, training=None, mask=None):
         if any(m is not None for m in tf.nest.flatten(mask)) or self._synchronised or _INLINED:
             return Functional.call(self, inputs, training=training, mask=mask)
         inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
-        specs = tf.nest.map_structure(_batch_free_spec, inputs)
+        specs = tf.nest.map_structure(functools.partial(_input_spec, static_batch=self._static_batch), inputs)
         key = (distribution.replica_index(), training,
                tuple((s.dtype, tuple(s.shape)) for s in tf.nest.flatten(specs)))
         if key not in self._traced_calls:

@@ -8,7 +8,7 @@ from sifa_synthmix.config import ModelConfig
 from sifa_synthmix.layers import AlwaysOnDropout, BilinearResize, ChannelZeroPad, InstanceNorm, UnaddedBiasConv2D
 from sifa_synthmix.networks import SIFANetworks, build_de_B, build_e_B, build_g_A
 from sifa_synthmix.task import set_graph_optimizer
-from sifa_synthmix.traced_model import compiled_step
+from sifa_synthmix.traced_model import STATIC_BATCH_MIN_PIXELS, TracedModel, compiled_step
 
 # Trainable parameters of the official TF1 graph at its defaults (docs/sifa_reference.md).
 OFFICIAL_PARAMETER_COUNTS = {
@@ -240,6 +240,31 @@ def test_fused_instance_norm_is_per_sample_and_bfloat16_matches_float32_to_its_r
                                numpy_instance_norm(x, gamma, beta), rtol=1e-2, atol=2e-2)
 
 
+def test_fused_instance_norm_gives_the_same_with_and_without_a_static_batch_size():
+    """With the batch size known, each sample is normalised on its own; traced without it, the
+    batch is transposed into channels. Both give the same values and gradients."""
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(3, 5, 6, 4)).astype(np.float32))
+    layer = InstanceNorm(activation="relu")
+    layer.build(x.shape)
+    layer.set_weights([rng.normal(1.0, 0.3, size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)])
+
+    def forward_and_back(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = layer(inputs)
+            loss = tf.reduce_sum(y * tf.reshape(tf.range(360, dtype=tf.float32), [3, 5, 6, 4]) / 100.0)
+        return y, tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+
+    static = tf.function(forward_and_back)
+    batch_free = tf.function(forward_and_back, input_signature=[tf.TensorSpec([None, 5, 6, 4])])
+    for name, function in (("static", static), ("batch-free", batch_free)):
+        ops = {op.type for op in function.get_concrete_function(x).graph.get_operations()}
+        assert ("Transpose" in ops) == (name == "batch-free"), name
+    for per_sample, stacked in zip(tf.nest.flatten(static(x)), tf.nest.flatten(batch_free(x))):
+        np.testing.assert_allclose(per_sample.numpy(), stacked.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def _instance_norm_forward_and_back(layer, x, upstream):
     """The layer's float32 output and the gradient of sum(output * upstream) by its input, traced."""
     @tf.function
@@ -363,3 +388,17 @@ def test_a_step_calls_networks_as_functions_except_under_xla(tiny_networks):
     spec = tf.TensorSpec([BATCH, TINY.image_size, TINY.image_size, 1])
     assert len(_function_calls(compiled_step(step).get_concrete_function(spec).graph)) == 2
     assert not _function_calls(compiled_step(step, jit_compile=True).get_concrete_function(spec).graph)
+
+
+@pytest.mark.parametrize("size, transposes", [(256, False), (32, True)])
+def test_networks_with_instance_norm_on_large_images_are_traced_with_their_batch_size(size, transposes):
+    """From STATIC_BATCH_MIN_PIXELS up, a traced network with instance norm knows its batch size, so
+    its instance norm runs per sample; below, batches of any size share one trace (transposed form)."""
+    assert size * size >= STATIC_BATCH_MIN_PIXELS or transposes
+    image = keras.Input((size, size, 1))
+    model = TracedModel(image, InstanceNorm(activation="relu")(keras.layers.Conv2D(2, 3, padding="same")(image)))
+    batch = tf.zeros([2, size, size, 1])
+    model(batch)
+    traced = next(iter(model._traced_calls.values()))  # pylint: disable=protected-access
+    ops = {op.type for op in traced.get_concrete_function(batch).graph.get_operations()}
+    assert ("Transpose" in ops) == transposes
