@@ -240,6 +240,19 @@ def test_fused_instance_norm_is_per_sample_and_bfloat16_matches_float32_to_its_r
                                numpy_instance_norm(x, gamma, beta), rtol=1e-2, atol=2e-2)
 
 
+def _instance_norm_forward_and_back(layer, upstream, input_signature=None):
+    """A tf.function of the layer's float32 output and the gradients of sum(output * upstream) by
+    its input, gamma and beta."""
+    def forward_and_back(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = tf.cast(layer(tf.cast(inputs, layer.compute_dtype)), tf.float32)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+
+    return tf.function(forward_and_back, input_signature=input_signature)
+
+
 def test_fused_instance_norm_gives_the_same_with_and_without_a_static_batch_size():
     """With the batch size known, each sample is normalised on its own; traced without it, the
     batch is transposed into channels. Both give the same values and gradients."""
@@ -248,16 +261,9 @@ def test_fused_instance_norm_gives_the_same_with_and_without_a_static_batch_size
     layer = InstanceNorm(activation="relu")
     layer.build(x.shape)
     layer.set_weights([rng.normal(1.0, 0.3, size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)])
-
-    def forward_and_back(inputs):
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            y = layer(inputs)
-            loss = tf.reduce_sum(y * tf.reshape(tf.range(360, dtype=tf.float32), [3, 5, 6, 4]) / 100.0)
-        return y, tape.gradient(loss, [inputs, layer.gamma, layer.beta])
-
-    static = tf.function(forward_and_back)
-    batch_free = tf.function(forward_and_back, input_signature=[tf.TensorSpec([None, 5, 6, 4])])
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    static = _instance_norm_forward_and_back(layer, upstream)
+    batch_free = _instance_norm_forward_and_back(layer, upstream, [tf.TensorSpec([None, 5, 6, 4])])
     for name, function in (("static", static), ("batch-free", batch_free)):
         ops = {op.type for op in function.get_concrete_function(x).graph.get_operations()}
         assert ("Transpose" in ops) == (name == "batch-free"), name
@@ -265,25 +271,12 @@ def test_fused_instance_norm_gives_the_same_with_and_without_a_static_batch_size
         np.testing.assert_allclose(per_sample.numpy(), stacked.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def _instance_norm_forward_and_back(layer, x, upstream):
-    """The layer's float32 output and the gradient of sum(output * upstream) by its input, traced."""
-    @tf.function
-    def forward_and_back(inputs):
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            y = tf.cast(layer(tf.cast(inputs, layer.compute_dtype)), tf.float32)
-            loss = tf.reduce_sum(y * upstream)
-        return y, tape.gradient(loss, inputs)
-
-    return [t.numpy() for t in forward_and_back(tf.constant(x))]
-
-
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16", "mixed_float16"])
 def test_instance_norm_applies_its_activation_also_where_the_graph_optimizer_fuses_it(policy):
-    """The activation inside the layer (on the fused path before the transpose back, where the
-    graph optimizer merges a ReLU into the batch-norm kernel) gives activation(norm) and the
-    gradient of the float32 element-wise layer, with the optimizer off and on; float16 takes the
-    element-wise path."""
+    """The activation inside the layer (on the fused path right after the batch-norm kernel, where
+    the graph optimizer merges a ReLU into it) gives activation(norm) and the gradient of the
+    float32 element-wise layer, with the optimizer off and on; float16 takes the element-wise
+    path."""
     rng = np.random.default_rng(3)
     x = rng.normal(1.0, 2.0, size=(2, 6, 7, 4)).astype(np.float32)
     gamma, beta = rng.normal(1.0, 0.3, size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)
@@ -303,8 +296,10 @@ def test_instance_norm_applies_its_activation_also_where_the_graph_optimizer_fus
                     layers[name].build(x.shape)
                     layers[name].set_weights([gamma, beta])
                 layers["reference"].fused = False
-                y, gradient = _instance_norm_forward_and_back(layers["tested"], x, upstream)
-                _, reference_gradient = _instance_norm_forward_and_back(layers["reference"], x, upstream)
+                y, (gradient, _, _) = _instance_norm_forward_and_back(layers["tested"], upstream)(tf.constant(x))
+                _, (reference_gradient, _, _) = _instance_norm_forward_and_back(layers["reference"], upstream)(
+                    tf.constant(x))
+                y, gradient, reference_gradient = y.numpy(), gradient.numpy(), reference_gradient.numpy()
                 message = f"{activation}, graph optimizer {graph_optimizer}"
                 np.testing.assert_allclose(y, values, rtol=tolerance, atol=tolerance, err_msg=message)
                 assert (np.linalg.norm(gradient - reference_gradient)
