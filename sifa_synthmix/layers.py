@@ -20,6 +20,23 @@ ACTIVATIONS = {None: lambda x: x, "relu": tf.nn.relu, "leaky_relu": lambda x: tf
 ACTIVATION_SUFFIXES = {"relu": "relu", "leaky_relu": "lrelu"}
 
 
+# In bfloat16, oneDNN's batch-norm kernel took 1.7-5.5 times as long per sample on 4, 8, 24 or 40
+# channels as on the same data transposed into a multiple of 16 channels (docs/benchmarks.md,
+# "Instance norm by channel count"). In float32 per sample took at most 1.2 times as long.
+CHANNEL_BLOCK = 16
+
+
+def _per_sample(batch_size, channels, dtype):
+    """Whether the fused instance norm runs per sample (else with the batch transposed into
+    channels): with a static batch size, unless in bfloat16 only the transposed form's N * C
+    channels fill whole channel blocks."""
+    if batch_size is None:
+        return False
+    if dtype != "bfloat16":
+        return True
+    return channels % CHANNEL_BLOCK == 0 or batch_size * channels % CHANNEL_BLOCK != 0
+
+
 class InstanceNorm(keras.layers.Layer):
     """Per-sample, per-channel normalisation over H and W with a learned scale and offset.
 
@@ -66,11 +83,20 @@ class InstanceNorm(keras.layers.Layer):
     def _fused_call(self, inputs):
         """Instance norm of [N, H, W, C] as batch norm with training statistics. With a static
         batch size, of each sample alone: splitting the batch axis shares memory, so only the
-        concatenation copies. Otherwise, of one image [1, H, W, N * C] whose channels are the
+        concatenation copies. Otherwise, or where in bfloat16 C is not a multiple of the kernel's
+        channel block and N * C is (`_per_sample`), of one image [1, H, W, N * C] whose channels are the
         (sample, channel) pairs, gamma and beta tiled over the samples: two transposes."""
-        if inputs.shape[0] is not None:
-            samples = [self._batch_norm(sample, self.gamma, self.beta) for sample in tf.split(inputs, inputs.shape[0])]
-            return tf.concat(samples, 0) if len(samples) > 1 else samples[0]
+        if _per_sample(inputs.shape[0], inputs.shape[-1], self.compute_dtype):
+            return self.fused_per_sample(inputs)
+        return self.fused_transposed(inputs)
+
+    def fused_per_sample(self, inputs):
+        """The fused form of each sample alone (needs a static batch size)."""
+        samples = [self._batch_norm(sample, self.gamma, self.beta) for sample in tf.split(inputs, inputs.shape[0])]
+        return tf.concat(samples, 0) if len(samples) > 1 else samples[0]
+
+    def fused_transposed(self, inputs):
+        """The fused form of the batch transposed into channels."""
         shape = tf.shape(inputs)
         n, h, w, c = shape[0], shape[1], shape[2], shape[3]
         stacked = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, h, w, n * c])

@@ -9,13 +9,13 @@ import pytest
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from benchmarks import op_profile
+from benchmarks import instance_norm_forms, op_profile
 from benchmarks.flops import function_flops, graph_flops, network_name, profiler_flops
 from benchmarks.peak import matmul_flops_per_second, matmul_peaks
 from benchmarks.run import arithmetic
 from benchmarks import settings
 from benchmarks.settings import PAPER_SCALE, PAPER_SCALE_BF16, throughput_specs
-from sifa_synthmix import cpu_features
+from sifa_synthmix import cpu_features, traced_model
 from benchmarks.suite_cpu import summary
 from conftest import REPO
 
@@ -165,3 +165,14 @@ def test_the_op_profile_finds_the_wall_time_no_convolution_runs():
     assert op_profile.seconds_without_convolutions(space) == pytest.approx((7.0, 3.0))
     assert op_profile.op_type_seconds(space)["Relu"] == pytest.approx(2.0)
     assert "PartitionedCall" not in op_profile.op_type_seconds(space)
+
+
+def test_the_instance_norm_benchmark_times_both_forms_and_restores_the_threshold():
+    """Both forms are timed on the same layer; the step comparison's threshold is put back."""
+    seconds = instance_norm_forms.layer_seconds(2, 8, 8, "mixed_bfloat16")
+    assert sorted(seconds) == ["per_sample", "transposed"] and all(0 < s < 1 for s in seconds.values())
+    saved = traced_model.STATIC_BATCH_MIN_PIXELS
+    with pytest.raises(RuntimeError), instance_norm_forms.static_batch_from(0):
+        assert traced_model.STATIC_BATCH_MIN_PIXELS == 0
+        raise RuntimeError("a failed build")
+    assert traced_model.STATIC_BATCH_MIN_PIXELS == saved

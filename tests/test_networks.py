@@ -271,6 +271,21 @@ def test_fused_instance_norm_gives_the_same_with_and_without_a_static_batch_size
         np.testing.assert_allclose(per_sample.numpy(), stacked.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("policy, batch, channels, transposes", [
+    ("mixed_bfloat16", 2, 16, False), ("mixed_bfloat16", 2, 8, True), ("mixed_bfloat16", 3, 4, False),
+    ("mixed_bfloat16", None, 16, True), ("float32", 2, 8, False), ("float32", None, 16, True)])
+def test_fused_instance_norm_form_follows_the_kernels_channel_block(policy, batch, channels, transposes):
+    """Per sample where the batch size is static, except in bfloat16 where only N * C fills whole
+    channel blocks (C = 8, N = 2: transposed, 2-5 times faster); transposed where the batch size is
+    unknown."""
+    layer = InstanceNorm(activation="relu", dtype=policy)
+    layer.build((batch, 8, 8, channels))
+    function = tf.function(layer, input_signature=[tf.TensorSpec([batch, 8, 8, channels], layer.compute_dtype)])
+    ops = {op.type for op in function.get_concrete_function().graph.get_operations()}
+    assert ("Transpose" in ops) == transposes
+    assert ("Split" in ops) == (not transposes)
+
+
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16", "mixed_float16"])
 def test_instance_norm_applies_its_activation_also_where_the_graph_optimizer_fuses_it(policy):
     """The activation inside the layer (on the fused path right after the batch-norm kernel, where
