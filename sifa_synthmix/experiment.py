@@ -22,8 +22,9 @@ from sifa_synthmix.evaluation.compare import (compare_methods, evaluated_step, e
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
-from sifa_synthmix.run_evaluation import EVAL_DIR, evaluate_run
-from sifa_synthmix.trainer import CONFIG_FILE, Trainer, TrainingStopped, check_run_folder
+from sifa_synthmix.run_evaluation import evaluate_run
+from sifa_synthmix.run_folder import CONFIG_FILE, EVAL_DIR
+from sifa_synthmix.trainer import Trainer, TrainingStopped, check_run_folder
 
 # variant -> (TrainConfig fields, SynthMixConfig fields)
 VARIANTS = {

@@ -22,7 +22,8 @@ from sifa_synthmix.data.reader import DataError, to_unit_range
 from sifa_synthmix.evaluation.inference import restore_segmenter_networks, run_data
 from sifa_synthmix.task import target_logits
 from sifa_synthmix.traced_model import inline_calls
-from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
+from sifa_synthmix.run_folder import require_run_folder
+from sifa_synthmix.trainer import load_run_config
 
 EXPORT_INFO = "sifa_export.json"
 SIGNATURES = ("serving_default", "segment_intensities")
@@ -50,9 +51,7 @@ class TargetSegmenter(tf.Module):
 def export_run(run_dir, export_dir, checkpoint=None, log=print):
     """Writes the SavedModel of the run's target segmenter to `export_dir` (absent or empty; it
     appears whole or not at all); returns the sifa_export.json record."""
-    run_dir = pathlib.Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise DataError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    run_dir = require_run_folder(run_dir)
     if not export_dir:
         raise DataError("--mode=export needs --export_dir=DIR, the folder to write the SavedModel to")
     export_dir = pathlib.Path(export_dir)

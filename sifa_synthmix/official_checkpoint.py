@@ -31,7 +31,8 @@ from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import UPDATE_SCOPES
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-from sifa_synthmix.trainer import CHECKPOINT_DIR, checkpoint_manager, run_checkpoint, step_variable, write_run_config
+from sifa_synthmix.run_folder import CHECKPOINT_DIR
+from sifa_synthmix.trainer import checkpoint_manager, run_checkpoint, step_variable, write_run_config
 
 IMPORT_RECORD = "official_import.json"
 MOMENTS = ("Adam", "Adam_1")  # TF1 Adam's slot names: first and second moment

@@ -14,7 +14,8 @@ from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, 
 from sifa_synthmix.run_lock import EVAL_LOCK_FILE, RunLock
 from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-from sifa_synthmix.trainer import CONFIG_FILE, EVAL_DIR, check_data_fingerprint, load_run_config
+from sifa_synthmix.run_folder import EVAL_DIR, require_run_folder
+from sifa_synthmix.trainer import check_data_fingerprint, load_run_config
 
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step variable of trainer.run_checkpoint
 
@@ -32,9 +33,7 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     """Writes RUN/eval (metrics.json/csv, table.md, predictions/*.nii.gz, colour tables; with
     write_images the test images and ground truth too) and the eval/ scalars into RUN/tb at the
     evaluated step; returns the record."""
-    run_dir = pathlib.Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise DataError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    run_dir = require_run_folder(run_dir)
     cfg = load_run_config(run_dir)
     data = layout_lib.PreparedLayout(cfg.data.data_dir)
     modality = cfg.data.target_modality

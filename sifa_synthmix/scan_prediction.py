@@ -25,7 +25,8 @@ from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files
 from sifa_synthmix.evaluation.inference import (inference_precision, predict_logits_volume, restore_target_segmenter,
                                                 run_data)
-from sifa_synthmix.trainer import CONFIG_FILE, load_run_config
+from sifa_synthmix.run_folder import require_run_folder
+from sifa_synthmix.trainer import load_run_config
 
 PROBABILITIES_KEY = "probabilities"
 _GRID_TOLERANCE = 1e-3  # voxels: grids closer than this to an exact voxel match are mapped by index
@@ -153,9 +154,7 @@ def predict_run(run_dir, specs, out_dir, checkpoint=None, batch_size=16, save_pr
     """Writes the label map of every scan of `specs` into `out_dir`, with the colour tables;
     returns the scans that failed (each already reported as one `error:` line on `errors`).
     Bad input that concerns every scan (the run, the flags, no scans) raises DataError first."""
-    run_dir = pathlib.Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise DataError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    run_dir = require_run_folder(run_dir)
     if not out_dir:
         raise DataError("--mode=predict needs --predictions_dir=OUT, the folder to write the label maps to")
     cfg = load_run_config(run_dir)

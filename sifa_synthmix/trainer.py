@@ -18,6 +18,7 @@ from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
 from sifa_synthmix.evaluation.learning_curve import LearningCurve, curve_volumes
 from sifa_synthmix.evaluation.methods import method_name
+from sifa_synthmix.run_folder import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, EVAL_DIR
 from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.run_log import RunLog
 from sifa_synthmix.tensorboard_summaries import RunSummaries
@@ -25,12 +26,6 @@ from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.tensorflow_paths import for_people, for_tensorflow
 from sifa_synthmix.task import foreground_dice
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-# What evaluation must find unchanged in the data (inputs.data_fingerprint), as at training.
-DATA_FINGERPRINT_FILE = "data_fingerprint.json"
-# Where --mode=evaluate writes (run_evaluation.py).
-EVAL_DIR = "eval"
 # Where --overwrite keeps the run it replaces until the new run saves a checkpoint, and what it moves there.
 REPLACED_DIR = "replaced_run"
 REPLACED_PARTS = (CONFIG_FILE, DATA_FINGERPRINT_FILE, CHECKPOINT_DIR, "tb", EVAL_DIR)

@@ -19,7 +19,8 @@ from sifa_synthmix.config import ModelConfig
 from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import UPDATE_ORDER, UPDATE_SCOPES
 from sifa_synthmix.task_factory import build_task
-from sifa_synthmix.trainer import CHECKPOINT_DIR, load_run_config, run_checkpoint, step_variable
+from sifa_synthmix.run_folder import CHECKPOINT_DIR
+from sifa_synthmix.trainer import load_run_config, run_checkpoint, step_variable
 
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_sifa_tf1"

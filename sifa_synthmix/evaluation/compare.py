@@ -32,9 +32,8 @@ from sifa_synthmix.evaluation.methods import method_names
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
 from sifa_synthmix.evaluation.significance import paired_dice_tests, seed_ttest
+from sifa_synthmix.run_folder import CONFIG_FILE, EVAL_DIR
 
-EVAL_DIR = "eval"
-CONFIG_FILE = "config.json"
 EXPERIMENT_FILE = "experiment.json"
 METRICS = ("dice", "assd")
 _SEED_FOLDER = re.compile(r"seed(\d+)")

@@ -15,12 +15,13 @@ import tensorflow as tf
 
 from sifa_synthmix import checkpoint_files, cpu_features, inputs
 from sifa_synthmix.data.reader import DataError, to_unit_range
+from sifa_synthmix.run_folder import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorflow_paths import for_tensorflow
 
-# trainer imports this module (its learning curve predicts volumes): the run-folder names below
-# come from it at call time.
+# trainer imports this module (its learning curve predicts volumes): load_run_config comes from it
+# at call time.
 
 
 def architecture_difference(checkpoint_path, cfg):
@@ -28,7 +29,7 @@ def architecture_difference(checkpoint_path, cfg):
     from sifa_synthmix import trainer  # pylint: disable=import-outside-toplevel
 
     run_dir = pathlib.Path(checkpoint_path).parent.parent
-    if not (run_dir / trainer.CONFIG_FILE).is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         return "its run's flags are unknown"
     saved = trainer.load_run_config(run_dir).model
     differing = [f"--{name}={getattr(saved, name)} there, {getattr(cfg.model, name)} here"
@@ -63,9 +64,9 @@ def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print, precisi
     if checkpoint:
         path = checkpoint_files.verify(checkpoint)
     else:
-        path = checkpoint_files.newest_intact(run_dir / trainer.CHECKPOINT_DIR, log)
+        path = checkpoint_files.newest_intact(run_dir / CHECKPOINT_DIR, log)
     if path is None:
-        raise DataError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate (train the run first)")
+        raise DataError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint to evaluate (train the run first)")
     set_precision(precision)
     networks = SegmenterNetworks(cfg.model)
     try:
@@ -100,8 +101,6 @@ class RunData:
 def run_data(run_dir, cfg, target_range=None):
     """The RunData of a run folder: its data fingerprint, else its data flags (`data_facts`);
     an explicit `target_range` wins over both."""
-    from sifa_synthmix.trainer import DATA_FINGERPRINT_FILE  # pylint: disable=import-outside-toplevel
-
     path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
     recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     known = recorded if inputs.target_range_of(recorded, cfg.data) else inputs.data_facts(cfg.data)
