@@ -100,8 +100,8 @@ def main(argv):
     for name, median in medians.items():
         print(f"{FLAGS.image_size}px {FLAGS.widths} b{FLAGS.batch_size} {FLAGS.precision} {name:>12}: "
               f"{median:.4f} s/step (median of {FLAGS.rounds} rounds), first call {first_calls[name]:.1f} s")
-    print(json.dumps({"spec": spec, "static_batch_min_pixels": FLAGS.static_batch_min_pixels, "seconds_per_step": medians, "round_seconds": timings,
-                      "first_call_seconds": first_calls}))
+    print(json.dumps({"spec": spec, "static_batch_min_pixels": FLAGS.static_batch_min_pixels,
+                      "seconds_per_step": medians, "round_seconds": timings, "first_call_seconds": first_calls}))
 
 
 if __name__ == "__main__":

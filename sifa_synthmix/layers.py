@@ -84,8 +84,8 @@ class InstanceNorm(keras.layers.Layer):
         """Instance norm of [N, H, W, C] as batch norm with training statistics. With a static
         batch size, of each sample alone: splitting the batch axis shares memory, so only the
         concatenation copies. Otherwise, or where in bfloat16 C is not a multiple of the kernel's
-        channel block and N * C is (`_per_sample`), of one image [1, H, W, N * C] whose channels are the
-        (sample, channel) pairs, gamma and beta tiled over the samples: two transposes."""
+        channel block and N * C is (`_per_sample`), of one image [1, H, W, N * C] whose channels
+        are the (sample, channel) pairs, gamma and beta tiled over the samples: two transposes."""
         if _per_sample(inputs.shape[0], inputs.shape[-1], self.compute_dtype):
             return self.fused_per_sample(inputs)
         return self.fused_transposed(inputs)

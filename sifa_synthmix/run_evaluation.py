@@ -1,6 +1,5 @@
 """Evaluates a trained run on its target test volumes: restore e_B + s_B, predict, score, report,
 and put the scores into the run's TensorBoard events (eval/, the HParams metrics)."""
-import pathlib
 
 import tensorflow as tf
 

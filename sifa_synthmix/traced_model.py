@@ -31,7 +31,7 @@ from sifa_synthmix.layers import InstanceNorm
 
 _INLINED = []  # non-empty inside inline_calls()
 # Networks with instance norm whose largest input has this many pixels or more are traced with
-# # their batch size, so that their instance norm can run per sample: a bfloat16 step took 7% less
+# their batch size, so that their instance norm can run per sample: a bfloat16 step took 7% less
 # at 256 x 256 (official widths), 5% less at 128 x 128 (official) but 2% and 11% more at 128 and
 # 64 (demo widths), and the first call took 1.7-6.3 s longer (benchmarks/instance_norm_forms.py).
 STATIC_BATCH_MIN_PIXELS = 256 * 256
