@@ -42,12 +42,13 @@ def weights(trainer):
 @pytest.fixture(scope="module")
 def resume_runs(tmp_path_factory, tiny_phantom):
     """Deterministic runs: 4 steps straight, and 2 steps then a restart up to 4; both with the
-    learning curve every 2 steps."""
+    learning curve every 2 steps, and TensorFlow's graph optimizer on (its fused kernels), as
+    `--graph_optimizer=auto` has it at the paper's scale."""
     from conftest import config_from_argv  # pylint: disable=import-outside-toplevel
 
     root = tmp_path_factory.mktemp("runs")
     argv = ("--flagfile=configs/tiny_cpu.flags", f"--data_dir={tiny_phantom}", "--deterministic", "--save_every=2",
-            "--eval_every=2")
+            "--eval_every=2", "--graph_optimizer=on")
     straight = Trainer(config_from_argv(*argv, f"--output_dir={root / 'straight'}"), log=lambda _: None)
     straight.run()
     logs = []
