@@ -6,6 +6,7 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import step_reference as reference
 from sifa_synthmix.task_factory import build_task
@@ -77,9 +78,10 @@ def test_mixed_precision_trains_close_to_float32(precision, protocol, float32_lo
 
 def steps_until_no_overflow(task, limit=16):
     """Trains until a step has no overflow; returns (overflowed steps, {optimizer: scales seen})."""
+    step_function = tf.function(task.train_step, autograph=False)
     scales = {name: [float(v)] for name, v in task.loss_scale_values().items()}
     for step in range(1, limit + 1):
-        metrics, _ = task.train_step(*reference.fixed_batch())
+        metrics, _ = step_function(*reference.fixed_batch())
         assert int(metrics["skipped_updates"]) == 0  # overflows are not non-finite updates
         for name, value in task.loss_scale_values().items():
             scales[name].append(float(value))
