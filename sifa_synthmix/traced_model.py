@@ -6,11 +6,9 @@ a tape, their gradient ops) to the step's graph again. Here each network is trac
 mode and input type (dtype and shape), and TensorFlow builds the gradient of that function once. At
 run time TensorFlow inlines the calls, so the step runs the same ops as before: only Python and
 graph-building work is saved. The shape leaves out the batch axis, so that stacked batches of 2B
-samples reuse the B-sample trace, except in networks with instance norm on large images: knowing
-its batch size, instance norm normalises each sample on its own instead of transposing the batch
-(layers.InstanceNorm; 8% of a bfloat16 step at 256 px, docs/benchmarks.md). On small images the
-extra traces and ops cost more than they save (the 32 px test suite ran 8 min 32 s instead of 7 min
-24 s).
+samples reuse the B-sample trace, except in networks with instance norm on large images
+(STATIC_BATCH_MIN_PIXELS): knowing its batch size, instance norm can normalise each sample on its
+own instead of transposing the batch (layers.InstanceNorm, which chooses by channel count).
 
 Under a tf.distribute strategy with several replicas each replica traces the step in its own
 thread, reading its own copies of the variables: each replica gets its own functions. A network
