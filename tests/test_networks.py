@@ -277,8 +277,7 @@ def test_fused_instance_norm_gives_the_same_with_and_without_a_static_batch_size
 def test_fused_instance_norm_form_follows_the_kernels_channel_block(policy, batch, channels, transposes):
     """Per sample where the batch size is static, except in bfloat16 where only N * C fills whole
     channel blocks (C = 8, N = 2: transposed, 1.75-4.15 times as fast in the layer benchmark);
-    transposed where the batch size is
-    unknown."""
+    transposed where the batch size is unknown."""
     layer = InstanceNorm(activation="relu", dtype=policy)
     layer.build((batch, 8, 8, channels))
     function = tf.function(layer, input_signature=[tf.TensorSpec([batch, 8, 8, channels], layer.compute_dtype)])
