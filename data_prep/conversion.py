@@ -3,15 +3,16 @@
 find their files and choose the label mapping and slice orientation.
 
 Per volume: load and check, orient (slices on axis 2), optionally resample in-plane, map the
-labels, add augmented copies (training volumes), crop image_size x image_size around the
-centre `Settings.crop` picks (`preprocessing.crop_centre`: the labelled structure, the body, or
-the array's centre; padding with the volume's minimum), clip the top 2% and z-score
-(`clip_and_standardise`), then keep the record slices (`preprocessing.record_crop`: the
-labelled slices, or an unlabelled scan's body slices, plus a margin) for train/val or every
-slice for test. An unlabelled scan keeps an all-zero label and is listed as unlabelled in
-dataset.json, so that nothing scores against it. A test volume keeps its
-geometry: the voxel -> world (RAS+, mm) affine of the prepared array, so that a prediction
-written with it overlays the raw scan, and the raw file's shape and affine.
+labels, add augmented copies (training volumes), frame it (`preprocessing.framing`: an
+image_size x image_size window centred by `Settings.crop` on the body, the labelled structure
+or the array's centre, kept inside the scan, padded with the volume's minimum; the intensities
+normalised by `Settings.normalisation`), then keep the record slices for train/val or every slice
+for test. Record slices (`preprocessing.record_crop`, plus a margin) are the body's slices
+under the "body" crop, for every scan alike; the labelled slices of a labelled scan under the
+label-centred crops. An unlabelled scan keeps an all-zero label and is listed as unlabelled in
+dataset.json, so that nothing scores against it. A test volume keeps its geometry: the voxel ->
+world (RAS+, mm) affine of the prepared array, so that a prediction written with it overlays the
+raw scan, and the raw file's shape and affine.
 """
 import dataclasses
 import functools
@@ -23,7 +24,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from data_prep import augmentation, preprocessing, volumes
-from data_prep.preprocessing import clip_and_standardise, record_crop
+from data_prep.preprocessing import record_crop
+from sifa_synthmix.command_errors import quiet_worker
 from sifa_synthmix.data import layout
 
 REPORT_NAME = "prep_report.json"
@@ -50,6 +52,7 @@ class Settings:
     seed: int = 0
     ignore_unknown_labels: bool = False
     crop: str = "labels"  # one of preprocessing.CROP_CHOICES
+    normalisation: str = "zscore"  # one of preprocessing.NORMALISATIONS
 
     def crop_mode(self, labelled):
         """The crop centre of one volume: "auto" is "labels" for a labelled volume, else "body"."""
@@ -57,12 +60,20 @@ class Settings:
             return self.crop
         return "labels" if labelled else "body"
 
+    def records_by_labels(self, labelled):
+        """Whether a volume's record slices are its labelled slices (label-centred crops of a
+        labelled volume) rather than its body's."""
+        return labelled and self.crop_mode(labelled) == "labels"
+
     def recipe(self):
         """What a prediction must repeat on a new scan (dataset.json's "preprocessing")."""
         axis = next((name for name, codes in volumes.SLICE_AXES.items() if codes == tuple(self.axcodes)), None)
-        return {"orientation": "".join(self.axcodes), "slice_axis": axis, "spacing_mm": self.spacing_mm,
-                "image_size": self.image_size, "crop": self.crop, "clip_percent": preprocessing.CLIP_PERCENT,
-                "normalisation": "zscore"}
+        recipe = {"orientation": "".join(self.axcodes), "slice_axis": axis, "spacing_mm": self.spacing_mm,
+                  "image_size": self.image_size, "crop": self.crop, "clip_percent": preprocessing.CLIP_PERCENT,
+                  "normalisation": self.normalisation}
+        if self.normalisation == "foreground":
+            recipe["foreground_percentiles"] = list(preprocessing.FOREGROUND_PERCENTILES)
+        return recipe
 
 
 @dataclasses.dataclass
@@ -110,22 +121,26 @@ def split_raw_volumes(modality, sources, load, label_mapping, test_ids, val_coun
                       label_mapping) for i in sorted(sources)]
 
 
-def _finished_copy(raw, volume, name, image, labels, window_start, unknown, size, source_geometry):
-    """Crop, normalisation and record slices of one copy of a volume."""
-    cropped_labels = volumes.cropped_in_plane(labels, window_start, size, 0)
+def _finished_copy(raw, volume, name, image, labels, framing, unknown, body, source_geometry):
+    """Crop, normalisation and record slices of one copy of a volume; its records are the slices
+    of `body` (the volume's body mask, shared by its copies) or, without one, its labelled slices."""
+    cropped_labels = framing.crop(labels, 0)
     outside = int(np.count_nonzero(labels) - np.count_nonzero(cropped_labels))
+    if outside and raw.split == "test":  # evaluation scores them as missed, as prediction misses them
+        counts = np.bincount(labels.ravel()) - np.bincount(cropped_labels.ravel(), minlength=labels.max() + 1)
+        source_geometry = {**source_geometry, "labels_outside_crop": {
+            str(c): int(n) for c, n in enumerate(counts) if c and n}}
     try:
-        cropped = volumes.cropped_in_plane(image, window_start, size, image.min())
-        image = clip_and_standardise(cropped)
+        prepared = framing.image(image)
         record_slices = None
         if raw.split != "test":
-            kept, record_slices = (record_crop(cropped_labels) if raw.labelled
-                                   else record_crop(preprocessing.body_mask(cropped), "body"))
-            image, cropped_labels = image[:, :, kept], cropped_labels[:, :, kept]
+            kept, record_slices = (record_crop(cropped_labels) if body is None
+                                   else record_crop(framing.crop(body, False), "body"))
+            prepared, cropped_labels = prepared[:, :, kept], cropped_labels[:, :, kept]
     except ValueError as error:  # a constant volume, or no labelled (body) slice left in the crop
         raise volumes.RawDataError(f"{volume.source}: {error}") from None
-    geometry = volumes.geometry_record(volumes.cropped_affine(volume.affine, window_start), source_geometry)
-    return PreparedVolume(raw.modality, raw.split, name, volume.source, image, cropped_labels,
+    geometry = volumes.geometry_record(volumes.cropped_affine(volume.affine, framing.start), source_geometry)
+    return PreparedVolume(raw.modality, raw.split, name, volume.source, prepared, cropped_labels,
                           record_slices, volume.spacing, geometry, outside, unknown, augmented=name != raw.name,
                           labelled=raw.labelled)
 
@@ -146,18 +161,20 @@ def prepare_volume(raw, settings):
         raise volumes.RawDataError(f"{volume.label_source}: no voxel holds any of the label values "
                                    f"{list(mapping.centre_values)} to centre the crop on")
     try:
-        centre = preprocessing.crop_centre(mode, volume.image, centre_mask)
+        framing = preprocessing.framing(volume.image, settings.image_size, mode, settings.normalisation,
+                                        structure_mask=centre_mask)
     except ValueError as error:
         raise volumes.RawDataError(f"{volume.source}: {error}") from None
-    finish = functools.partial(_finished_copy, raw, volume,
-                               window_start=volumes.crop_window(centre[:2], settings.image_size),
-                               unknown=unknown, size=settings.image_size,
+    body = None
+    if not settings.records_by_labels(raw.labelled):
+        body = preprocessing.body_mask(volume.image) if framing.body is None else framing.body
+    finish = functools.partial(_finished_copy, raw, volume, framing=framing, unknown=unknown, body=body,
                                source_geometry=volumes.source_geometry(loaded))
     prepared = [finish(raw.name, volume.image, labels)]
     for copy in range(1, settings.augment + 1 if raw.split == "train" else 1):
         matrix = augmentation.random_affine(augmentation.copy_rng(settings.seed, raw.name, copy))
-        prepared.append(finish(f"{raw.name}_aug{copy}",
-                               *augmentation.transformed(volume.image, labels, volume.spacing, centre, matrix)))
+        prepared.append(finish(f"{raw.name}_aug{copy}", *augmentation.transformed(
+            volume.image, labels, volume.spacing, framing.centre, matrix)))
     return prepared
 
 
@@ -167,7 +184,7 @@ def prepared_volumes(raw_volumes, settings, workers):
     if workers <= 1:
         yield from map(prepare, raw_volumes)
         return
-    with multiprocessing.Pool(workers) as pool:
+    with multiprocessing.Pool(workers, initializer=quiet_worker) as pool:
         yield from pool.imap(prepare, raw_volumes)
 
 
@@ -216,7 +233,8 @@ def progress_line(number, total, items, slices):
     first = items[0]
     extra = f" + {len(items) - 1} augmented" if len(items) > 1 else ""
     cut = sum(item.voxels_outside_crop for item in items)
-    warning = f"; WARNING: {cut} labelled voxels fall outside the crop" if cut else ""
+    warning = (f"; WARNING: {cut} labelled voxels fall outside the crop (a coarser --spacing or a larger "
+               "--image_size widens it; data_prep.folder's --spacing auto fits it to the labels)") if cut else ""
     return (f"[{number}/{total}] {first.modality} {first.split} {first.name}{extra}: "
             f"{slices} slices{warning}")
 

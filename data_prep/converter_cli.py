@@ -5,13 +5,13 @@ from sifa_synthmix.data import layout
 
 
 def spacing_option(text):
-    """--spacing: a positive number of mm, "native" (None: keep each scan's), or "median"."""
-    if text in ("native", "median"):
+    """--spacing: a positive number of mm, "native" (None: keep each scan's), "median" or "auto"."""
+    if text in ("native", "median", "auto"):
         return None if text == "native" else text
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"--spacing must be a number of mm, 'native' or 'median', got {text!r}") from None
+        raise UsageError(f"--spacing must be a number of mm, 'native', 'median' or 'auto', got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise UsageError(f"--spacing must be positive and finite, got {text}")
     return value
@@ -20,7 +20,8 @@ def spacing_option(text):
 def add_output_arguments(parser, default_spacing="native"):
     """Output, crop, resampling, augmentation, process and label options."""
     parser.add_argument("--output_dir", required=True, help="absent or empty folder to write")
-    parser.add_argument("--image_size", type=int, default=256, help="crop width and height, pixels")
+    parser.add_argument("--image_size", type=int, default=256,
+                        help="crop width and height, pixels (default: %(default)s)")
     parser.add_argument("--spacing", default=default_spacing,
                         help="in-plane spacing in mm to resample slices to first, or 'native' to keep "
                              "each scan's (default: %(default)s)")
@@ -50,9 +51,9 @@ def split_choices(args):
             {m: getattr(args, f"{m}_val_count") for m in layout.MODALITIES})
 
 
-def settings_from_args(args, axcodes, crop="labels", spacing_mm=None):
+def settings_from_args(args, axcodes, crop="labels", spacing_mm=None, normalisation="zscore"):
     """The conversion settings of the parsed options; `spacing_mm`, when given, stands for a
-    --spacing the caller resolved ("median")."""
+    --spacing the caller resolved ("median", "auto")."""
     if args.image_size < 1:
         raise UsageError(f"--image_size must be positive, got {args.image_size}")
     if args.augment < 0:
@@ -60,11 +61,12 @@ def settings_from_args(args, axcodes, crop="labels", spacing_mm=None):
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     spacing = spacing_mm if spacing_mm is not None else spacing_option(args.spacing)
-    if spacing == "median":
-        raise UsageError("--spacing median is only known to data_prep.folder")
+    if spacing in ("median", "auto"):
+        raise UsageError(f"--spacing {spacing} is only known to data_prep.folder")
     return conversion.Settings(axcodes=tuple(axcodes), image_size=args.image_size,
                                spacing_mm=spacing, augment=args.augment, seed=args.seed,
-                               ignore_unknown_labels=args.ignore_unknown_labels, crop=crop)
+                               ignore_unknown_labels=args.ignore_unknown_labels, crop=crop,
+                               normalisation=normalisation)
 
 
 def run(args, raw_volumes, settings, class_names, generator, inputs):
@@ -74,7 +76,7 @@ def run(args, raw_volumes, settings, class_names, generator, inputs):
         splits.setdefault(raw.modality, {}).setdefault(raw.split, []).append(raw.name)
     provenance = {"generator": generator, **inputs, "orientation": "".join(settings.axcodes),
                   "image_size": settings.image_size, "spacing_mm": settings.spacing_mm,
-                  "crop": settings.crop, "augment": settings.augment, "seed": settings.seed,
+                  "crop": settings.crop, "normalisation": settings.normalisation, "augment": settings.augment, "seed": settings.seed,
                   "ignore_unknown_labels": settings.ignore_unknown_labels, "splits": splits}
     report = conversion.convert(raw_volumes, args.output_dir, settings, class_names, provenance,
                                 workers=args.workers)

@@ -14,13 +14,19 @@ Decathlon layout, or explicit lists (--mr_images, --mr_label_files, --mr_unlabel
 
 Labels map to one list of class names shared by both modalities, from each folder's
 dataset.json or --mr_labels / --ct_labels NAME=VALUE,... (NAME background maps a value to 0).
-Unlabelled scans are cropped around their body (a label-free mask; --crop) and written with an
-all-zero label, listed as unlabelled in dataset.json: SIFA trains on them, and whatever needs
-target labels says the target has none instead of scoring zeros.
+Every scan, labelled or not, is framed alike (--crop body): an image_size window around the
+centroid of its body (a label-free mask), its body's slices as records, intensities scaled by
+the body's percentiles and statistics (--normalisation foreground), so --mode=predict frames a
+new scan exactly as the test scans were framed here. --spacing auto resamples to the scans'
+median in-plane spacing, coarsened where needed so that the window holds every labelled
+structure of the labelled training scans. Unlabelled scans are written with an all-zero label,
+listed as unlabelled in dataset.json: SIFA trains on them, and whatever needs target labels says
+the target has none instead of scoring zeros.
 
     python -m data_prep.folder --mr_dir RAW_MR --ct_dir RAW_CT --output_dir DIR [--image_size N]
-        [--spacing median|native|MM] [--slice_axis axial|coronal|sagittal]
-        [--crop auto|labels|body|centre] [--mr_labels NAME=VALUE,...] [--ct_labels ...]
+        [--spacing auto|median|native|MM] [--slice_axis axial|coronal|sagittal]
+        [--crop body|auto|labels|centre] [--normalisation foreground|zscore]
+        [--mr_labels NAME=VALUE,...] [--ct_labels ...]
         [--mr_test_cases CASE ...] [--mr_val_count N] [--augment N] [--workers N]
 """
 import argparse
@@ -41,6 +47,9 @@ from sifa_synthmix.data import layout
 GENERATOR = "data_prep.folder"
 # Names that are neither scans nor to be reported: a header's data file, notes, hidden files.
 COMPANION_ENDINGS = (".raw", ".zraw", ".json", ".txt", ".md", ".csv")
+# --spacing auto leaves this much room (relative) beyond the labelled structure farthest from
+# its body's centre, for subjects whose structures reach farther than the training scans'.
+FIT_MARGIN = 0.15
 IMAGE_SUFFIXES = ("_0000", "_image", "_img")  # stripped from an image's name to give its case
 LABEL_SUFFIXES = ("_label", "_labels", "_seg", "_mask", "_gt")  # stripped from a label's name
 FOLDERS = {"train": ("imagesTr", "labelsTr"), "unlabelled": ("imagesTrUnlabelled", None),
@@ -165,14 +174,20 @@ def expanded(patterns, option):
     return paths
 
 
-def listed_cases(args, modality):
-    """The cases of --MOD_images, --MOD_label_files and --MOD_unlabelled_images."""
-    option = f"--{modality}_images"
-    images = by_case(expanded(getattr(args, f"{modality}_images") or [], option), IMAGE_SUFFIXES, "image")
-    label_files = getattr(args, f"{modality}_label_files")
-    labels = (by_case(expanded(label_files, f"--{modality}_label_files"), LABEL_SUFFIXES, "label")
+def listed_pairs(args, modality, images_option, labels_option, split):
+    """The cases of one list of images (--MOD_images or --MOD_test_images) and its label files."""
+    images = by_case(expanded(getattr(args, images_option) or [], f"--{images_option}"), IMAGE_SUFFIXES, "image")
+    label_files = getattr(args, labels_option)
+    labels = (by_case(expanded(label_files, f"--{labels_option}"), LABEL_SUFFIXES, "label")
               if label_files else None)
-    cases = paired_cases(images, labels, "train", f"--{modality}_label_files")
+    return paired_cases(images, labels, split, f"--{labels_option}")
+
+
+def listed_cases(args, modality):
+    """The cases of --MOD_images, --MOD_label_files, --MOD_unlabelled_images, --MOD_test_images
+    and --MOD_test_label_files."""
+    cases = listed_pairs(args, modality, f"{modality}_images", f"{modality}_label_files", "train")
+    cases += listed_pairs(args, modality, f"{modality}_test_images", f"{modality}_test_label_files", "test")
     unlabelled = by_case(expanded(getattr(args, f"{modality}_unlabelled_images") or [],
                                   f"--{modality}_unlabelled_images"), IMAGE_SUFFIXES, "image")
     cases += paired_cases(unlabelled, None, "train", None)
@@ -286,6 +301,54 @@ def median_spacing(cases, axcodes):
     return round(float(np.median(values)), 3)
 
 
+def structure_reach_mm(case, structure_values, axcodes):
+    """How far (mm, along a row or a column) the farthest voxel of a labelled scan that holds one
+    of `structure_values` lies from its body's centroid, the centre of the body framing; the
+    voxel's own half-width included."""
+    volume = volumes.oriented(volumes.load_pair(case.image, case.label), axcodes)
+    labelled = np.isin(volume.label, structure_values).any(axis=2)
+    if not labelled.any():
+        return 0.0
+    try:
+        centre = preprocessing.crop_centre("body", volume.image)
+    except ValueError as error:
+        raise RawDataError(f"{case.image}: {error}") from None
+    return max((np.abs(np.flatnonzero(labelled.any(axis=1 - axis)) - centre[axis]).max() + 0.5)
+               * volume.spacing[axis] for axis in (0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class FittingSpacing:
+    """--spacing auto's choice and why: the scans' median, and the reach that may coarsen it."""
+    spacing_mm: float
+    median_mm: float
+    reach_mm: float  # of the labelled structure farthest from its body's centre
+    farthest: pathlib.Path  # the scan it lies in (None: no labelled training scan)
+
+    def note(self, image_size):
+        if self.spacing_mm == self.median_mm:
+            return (f"in-plane spacing: {self.spacing_mm} mm (the median of the scans; a {image_size} px window "
+                    f"holds every labelled structure; --spacing chooses another)")
+        return (f"in-plane spacing: {self.spacing_mm} mm instead of the scans' median {self.median_mm} mm, so that "
+                f"the {image_size} px window around each body holds its labelled structures (the farthest lies "
+                f"{self.reach_mm:.0f} mm from its body's centre, in {self.farthest}); a larger --image_size keeps "
+                "finer pixels, --spacing chooses another")
+
+
+def fitting_spacing(found, axcodes, image_size):
+    """--spacing auto: the median in-plane spacing of all scans, coarsened (to 0.01 mm) where the
+    image_size window centred on a labelled training scan's body would not hold its labelled
+    structures with FIT_MARGIN to spare."""
+    median = median_spacing([c for cases, _ in found.values() for c in cases], axcodes)
+    reaches = [(structure_reach_mm(case, [v for v, name in mapping.items() if v and not is_background(name)],
+                                   axcodes), case.image)
+               for cases, mapping in found.values() if mapping for case in cases
+               if case.label is not None and case.split == "train"]
+    reach, farthest = max(reaches, key=lambda item: item[0], default=(0.0, None))
+    needed = float(np.ceil(2 * reach * (1 + FIT_MARGIN) / image_size * 100) / 100)
+    return FittingSpacing(max(median, needed), median, reach, farthest)
+
+
 def assign_splits(cases, test_cases, val_count, modality):
     """{case name: split}: imagesTs and --MOD_test_cases for test, the last `val_count` labelled
     training cases (by name) for validation, the rest for training."""
@@ -308,8 +371,9 @@ def assign_splits(cases, test_cases, val_count, modality):
 def modality_cases(args, modality):
     """(cases, {raw value: class name} or None, where the mapping came from) of one modality."""
     folder = getattr(args, f"{modality}_dir")
-    if folder and getattr(args, f"{modality}_images"):
-        raise UsageError(f"give --{modality}_dir or --{modality}_images, not both")
+    if folder and (getattr(args, f"{modality}_images") or getattr(args, f"{modality}_test_images")):
+        raise UsageError(f"give --{modality}_dir or lists of scans (--{modality}_images, --{modality}_test_images), "
+                         "not both")
     cases = folder_cases(folder) if folder else listed_cases(args, modality)
     option = getattr(args, f"{modality}_labels")
     if option:
@@ -324,6 +388,31 @@ def modality_cases(args, modality):
     return cases, mapping
 
 
+def check_label_values(found, ignore_unknown):
+    """Every label file's values against its modality's mapping, on the raw files and before any
+    conversion (as nnU-Net's verify_dataset_integrity): a RawDataError names the first file with
+    values the mapping does not know, with their raw voxel counts."""
+    for cases, mapping in found.values():
+        known = volumes.LabelMapping(classes={0: 0, **{v: 1 for v in mapping or {}}}, centre_values=())
+        for case in cases:
+            if case.label is None or ignore_unknown:
+                continue
+            unknown = known.unknown_values(scans.read_scan(case.label)[0])
+            if unknown:
+                listed = ", ".join(f"{v} ({n} voxels)" for v, n in sorted(unknown.items()))
+                raise RawDataError(f"{case.label}: unknown label values {listed}; known values are {sorted(known.classes)} "
+                                   "(--ignore_unknown_labels maps the others to background)")
+
+
+def note_missing_test_scans(found):
+    """A note at conversion for a modality without test scans: evaluation would have none."""
+    for modality, (cases, _) in found.items():
+        if not any(c.split == "test" for c in cases):
+            print(f"note: no {modality.upper()} test scans: --mode=evaluate will have nothing to score on "
+                  f"{modality.upper()} (give imagesTs/, --{modality}_test_images with --{modality}_test_label_files, "
+                  f"or --{modality}_test_cases)")
+
+
 def raw_volumes(args, axcodes):
     """(RawVolumes of both modalities, class names, in-plane spacing or None)."""
     found = {m: modality_cases(args, m) for m in layout.MODALITIES}
@@ -332,10 +421,17 @@ def raw_volumes(args, axcodes):
     if not mappings:
         raise UsageError("neither modality has labelled scans: the source modality needs labels to train on")
     class_names = class_list(mappings)
+    check_label_values(found, args.ignore_unknown_labels)
+    if not any(getattr(args, f"{m}_test_cases") for m in layout.MODALITIES):
+        note_missing_test_scans(found)
     spacing = converter_cli.spacing_option(args.spacing)
     if spacing == "median":
         spacing = median_spacing([c for cases, _ in found.values() for c in cases], axcodes)
         print(f"in-plane spacing: {spacing} mm (the median of the scans; --spacing chooses another)")
+    elif spacing == "auto":
+        fitting = fitting_spacing(found, axcodes, args.image_size)
+        spacing = fitting.spacing_mm
+        print(fitting.note(args.image_size))
     result = []
     for modality, (cases, mapping) in found.items():
         splits = assign_splits(cases, getattr(args, f"{modality}_test_cases"), getattr(args, f"{modality}_val_count"),
@@ -348,16 +444,21 @@ def raw_volumes(args, axcodes):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m data_prep.folder", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m data_prep.folder", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    converter_cli.add_output_arguments(parser, default_spacing="median")
+    converter_cli.add_output_arguments(parser, default_spacing="auto")
     parser.add_argument("--slice_axis", choices=sorted(volumes.SLICE_AXES), default="axial",
                         help="the axis slices are cut across (default: %(default)s)")
-    parser.add_argument("--crop", choices=preprocessing.CROP_CHOICES, default="auto",
-                        help="what the crop is centred on: auto = a labelled scan's labelled structures, an "
-                             "unlabelled scan's body; labels; body (a label-free body mask); centre (default: "
-                             "%(default)s)")
+    parser.add_argument("--crop", choices=preprocessing.CROP_CHOICES, default="body",
+                        help="what the crop is centred on: body = a label-free body mask, for every scan alike, as "
+                             "--mode=predict frames new scans; auto = a labelled scan's labelled structures, an "
+                             "unlabelled scan's body (the test scores then flatter what prediction gets); labels; "
+                             "centre (default: %(default)s)")
+    parser.add_argument("--normalisation", choices=preprocessing.NORMALISATIONS, default="foreground",
+                        help="foreground = clip to the body's 0.5/99.5 percentiles and z-score with the body's "
+                             "statistics (nnU-Net's CT normalisation); zscore = SIFA's: clip the top 2%% of the "
+                             "crop, z-score it (default: %(default)s)")
     for modality in layout.MODALITIES:
         upper = modality.upper()
         parser.add_argument(f"--{modality}_dir", help=f"{upper} folder in the nnU-Net / MSD layout")
@@ -369,8 +470,15 @@ def parse_args(argv=None):
                             help=f"{upper} training scans without labels")
         parser.add_argument(f"--{modality}_labels", help=f"{upper} label values: NAME=VALUE,... (overrides "
                                                          "dataset.json; NAME background maps to 0)")
+        parser.add_argument(f"--{modality}_test_images", nargs="+",
+                            help=f"{upper} test scans (files, globs, DICOM folders, .txt lists), scored by "
+                                 "--mode=evaluate")
+        parser.add_argument(f"--{modality}_test_label_files", nargs="+",
+                            help=f"labels of --{modality}_test_images, paired by case name")
         parser.add_argument(f"--{modality}_test_cases", nargs="+", default=[],
-                            help=f"{upper} training cases to hold out for testing (imagesTs/ is test anyway)")
+                            help=f"names of {upper} cases given as training scans (--{modality}_dir's imagesTr/ or "
+                                 f"--{modality}_images) to move to the test split (imagesTs/ and "
+                                 f"--{modality}_test_images are test anyway)")
         parser.add_argument(f"--{modality}_val_count", type=int, default=0,
                             help=f"{upper} labelled training cases (the last by name) for validation")
     return parser.parse_args(argv)
@@ -382,7 +490,8 @@ def main(argv=None):
     found, class_names, spacing = raw_volumes(args, axcodes)
     if args.crop == "labels" and not all(raw.labelled for raw in found):
         raise UsageError("--crop labels needs labels, and some scans have none: use --crop auto, body or centre")
-    settings = converter_cli.settings_from_args(args, axcodes, crop=args.crop, spacing_mm=spacing)
+    settings = converter_cli.settings_from_args(args, axcodes, crop=args.crop, spacing_mm=spacing,
+                                                normalisation=args.normalisation)
     inputs = {f"{m}_input": str(pathlib.Path(getattr(args, f"{m}_dir")).resolve()) if getattr(args, f"{m}_dir")
               else "lists" for m in layout.MODALITIES}
     return converter_cli.run(args, found, settings, class_names, GENERATOR, inputs)

@@ -17,7 +17,11 @@ SLICE_THICKNESS pixel widths thick, so the default depth D = image_size // 2 spa
 length as the slice width, enough for the heart from apex to aortic arch.
 
     python -m data_prep.phantom --output_dir data/phantom [--image_size 64] [--seed 0]
-    python -m data_prep.phantom --as_raw raw/phantom [--image_size 64]   (raw NIfTI scans instead)
+    python -m data_prep.phantom --as_raw raw/phantom [--seed 0]   (raw scans for data_prep.folder instead)
+
+--as_raw writes scanner-like scans (data_prep/scanner_phantom.py: off-centre anatomy, a grid
+per subject, artefacts, NIfTI / NRRD / MHA / DICOM); --kind centred writes this phantom's own
+volumes as NIfTI instead (--image_size, --depth).
 """
 import argparse
 import functools
@@ -30,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from data_prep.augmentation import rotation_matrix
-from data_prep.errors import exit_on_bad_input
+from data_prep.errors import UsageError, exit_on_bad_input
 from data_prep.preprocessing import clip_and_standardise, record_crop
 from data_prep.volumes import geometry_record
 from sifa_synthmix.data import layout
@@ -51,11 +55,14 @@ MR_BLUR = 0.04
 MR_BIAS_STRENGTH = 0.25  # spread of the log bias field's coefficients
 
 SPLITS = layout.RECORD_SPLITS + ("test",)
+DEFAULT_IMAGE_SIZE = 64
+RAW_KINDS = ("scanner", "centred")  # --as_raw: scanner_phantom's scans, or this phantom's volumes
 DEFAULT_COUNTS = {"mr_train": 16, "ct_train": 14, "mr_val": 4, "ct_val": 2, "mr_test": 4, "ct_test": 4}
 BODY_UNIT_MM = 200.0
 VIEW_CENTRE = (-0.05, 0.04)  # row, column of the image centre, body units
 VIEW_HALF_WIDTH = 0.65  # body units
 SLICE_THICKNESS = 2.0  # pixel widths
+HEART_CENTRE = (-0.1, 0.06, -0.02)  # row, column, slice of the heart's frame, body units (anterior, left)
 LABEL_COLOURS = ("#e41a1c", "#4daf4a", "#377eb8", "#ffd92f")  # MYO, LAC, LVC, AA
 # --as_raw: label values as MMWHS stores them (background, MYO, LAC, LVC, AA), MR's stored scale.
 RAW_LABEL_VALUES = np.array([0, 205, 420, 500, 820], dtype=np.int16)
@@ -94,12 +101,45 @@ def voxel_grid(image_size, depth):
             slices[None, None, :])
 
 
-def ellipsoid(grid, centre, semi_axes, rotation=None):
-    """Voxels inside an ellipsoid; a semi-axis of np.inf makes it a cylinder along that axis."""
+def per_axis_coordinates(grid):
+    """The 1D coordinates of each axis when every grid array holds ascending coordinates along its
+    own axis only (as `voxel_grid`'s), else None."""
+    shape = np.broadcast_shapes(*(g.shape for g in grid))
+    if any(g.shape != tuple(n if k == axis else 1 for k, n in enumerate(shape)) for axis, g in enumerate(grid)):
+        return None
+    values = [g.ravel() for g in grid]
+    return values if all(np.all(np.diff(v) > 0) for v in values) else None
+
+
+def bounding_box(axes, centre, semi_axes, rotation):
+    """Index slices of the grid `axes` (per-axis coordinates) that hold the ellipsoid, one voxel wider."""
+    matrix = np.eye(3) if rotation is None else np.asarray(rotation)
+    with np.errstate(invalid="ignore"):  # 0 * inf: a cylinder has no extent across its axis
+        spread = np.where(matrix == 0, 0.0, (matrix * np.asarray(semi_axes, dtype=float)) ** 2)
+    extents = np.sqrt(spread.sum(axis=1))
+    return tuple(slice(max(int(np.searchsorted(values, c - extent, side="left")) - 1, 0),
+                       int(np.searchsorted(values, c + extent, side="right")) + 1)
+                 for values, c, extent in zip(axes, centre, extents))
+
+
+def inside_ellipsoid(grid, centre, semi_axes, rotation):
     offsets = [g - c for g, c in zip(grid, centre)]
     if rotation is not None:
         offsets = [sum(rotation[k, i] * offsets[k] for k in range(3)) for i in range(3)]
     return sum((offset / axis) ** 2 for offset, axis in zip(offsets, semi_axes)) <= 1.0
+
+
+def ellipsoid(grid, centre, semi_axes, rotation=None):
+    """Voxels inside an ellipsoid; a semi-axis of np.inf makes it a cylinder along that axis.
+    On a grid of per-axis coordinates only the bounding box is tested, so large grids stay fast."""
+    axes = per_axis_coordinates(grid)
+    if axes is None:
+        return inside_ellipsoid(grid, centre, semi_axes, rotation)
+    box = bounding_box(axes, centre, semi_axes, rotation)
+    mask = np.zeros(tuple(len(values) for values in axes), dtype=bool)
+    mask[box] = inside_ellipsoid([g[tuple(box[k] if k == axis else slice(None) for k in range(3))]
+                                  for axis, g in enumerate(grid)], centre, semi_axes, rotation)
+    return mask
 
 
 def quadratic_bezier(start, control, end, count):
@@ -138,7 +178,7 @@ class HeartFrame:
     """The heart's own coordinates: scaled, rotated and placed in the grid per subject."""
 
     def __init__(self, rng):
-        self.centre = np.array([-0.1, 0.06, -0.02]) + rng.uniform(-0.04, 0.04, 3)
+        self.centre = np.array(HEART_CENTRE) + rng.uniform(-0.04, 0.04, 3)
         self.scale = rng.uniform(0.88, 1.12)
         self.rotation = rotation_matrix(rng.uniform(-0.35, 0.35), rng.uniform(-0.25, 0.25),
                                         rng.uniform(-0.25, 0.25))
@@ -242,8 +282,13 @@ def blurred(image, sigma):
 
 
 def mr_bias_field(rng, shape):
-    """A smooth multiplicative field: exp of a random quadratic polynomial of the coordinates."""
-    grid = voxel_grid(shape[0], shape[2])
+    """`bias_field` over the grid of a volume of `shape`."""
+    return bias_field(rng, voxel_grid(shape[0], shape[2]))
+
+
+def bias_field(rng, grid):
+    """A smooth multiplicative field: exp of a random quadratic polynomial of the grid's
+    coordinates (body units, about 0 at the centre of the view)."""
     linear = rng.normal(0, MR_BIAS_STRENGTH, 3)
     quadratic = rng.normal(0, MR_BIAS_STRENGTH / 2, (3, 3))
     log_field = sum(linear[i] * grid[i] for i in range(3))
@@ -348,7 +393,7 @@ def write_subjects(writer, grid, seed, counts):
     return first
 
 
-def generate_phantom(output_dir, image_size=64, depth=None, seed=0, counts=None):
+def generate_phantom(output_dir, image_size=DEFAULT_IMAGE_SIZE, depth=None, seed=0, counts=None):
     """Writes a phantom data set to `output_dir` (absent or empty); returns the stats dict.
 
     `counts` overrides DEFAULT_COUNTS entries, e.g. {"mr_train": 2}. Everything is written to
@@ -376,7 +421,7 @@ def raw_scan_arrays(image, label, modality):
     return np.clip(stored, info.min, info.max).astype(kind), RAW_LABEL_VALUES[label]
 
 
-def write_raw(output_dir, image_size=64, depth=None, seed=0, counts=None):
+def write_raw(output_dir, image_size=DEFAULT_IMAGE_SIZE, depth=None, seed=0, counts=None):
     """Writes the phantom as a folder of raw scans, one nnU-Net v2 style folder per modality
     (DIR/{mr,ct}/dataset.json, imagesTr/, labelsTr/, imagesTs/, labelsTs/), NIfTI with the
     phantom's world affine, for `python -m data_prep.folder`. CT training scans have no labels
@@ -410,7 +455,7 @@ def write_raw(output_dir, image_size=64, depth=None, seed=0, counts=None):
     return written
 
 
-def ensure_phantom(output_dir, image_size=64, seed=0):
+def ensure_phantom(output_dir, image_size=DEFAULT_IMAGE_SIZE, seed=0):
     """Generates the default phantom unless `output_dir` already holds one (has dataset.json);
     returns the stats. An existing data set made with other settings is an error, not reused."""
     prepared = layout.PreparedLayout(output_dir)
@@ -430,11 +475,19 @@ def parse_args(argv=None):
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--output_dir", help="absent or empty folder to write the prepared data set to")
     target.add_argument("--as_raw", metavar="DIR",
-                        help="write raw NIfTI scans instead, one nnU-Net style folder per modality (DIR/mr, "
+                        help="write raw scans instead, one nnU-Net style folder per modality (DIR/mr, "
                              "DIR/ct; CT training scans without labels), for python -m data_prep.folder")
-    parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--depth", type=int, default=None, help="slices per volume (image_size // 2)")
+    parser.add_argument("--kind", choices=RAW_KINDS, default=None,
+                        help="--as_raw: scanner-like scans in mixed formats (default) or the centred "
+                             "phantom's volumes as NIfTI")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help=f"centred phantom: slice width and height (default {DEFAULT_IMAGE_SIZE})")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="centred phantom: slices per volume (default image_size // 2)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target_labels", action="store_true",
+                        help="scanner-like scans: write the CT training scans' labels too (ct/labelsTr/), for an "
+                             "oracle to train on; without, the CT training scans are unlabelled as a user's are")
     for name, count in DEFAULT_COUNTS.items():
         parser.add_argument(f"--{name}", type=int, default=count, help="number of subjects")
     return parser.parse_args(argv)
@@ -444,13 +497,25 @@ def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
     counts = {name: getattr(args, name) for name in DEFAULT_COUNTS}
+    kind = args.kind or ("scanner" if args.as_raw else "centred")
+    image_size = DEFAULT_IMAGE_SIZE if args.image_size is None else args.image_size
+    if kind == "scanner" and not args.as_raw:
+        raise UsageError("--kind scanner writes raw scans: use --as_raw DIR, then python -m data_prep.folder")
+    if kind == "scanner" and (args.image_size, args.depth) != (None, None):
+        raise UsageError("--image_size and --depth set the centred phantom's grid; scanner-like scans draw "
+                         "their own grid per subject (add --kind centred for the centred phantom)")
     if args.as_raw:
-        written = write_raw(args.as_raw, args.image_size, args.depth, args.seed, counts)
+        if kind == "scanner":  # imported here: scanner_phantom imports this module
+            from data_prep import scanner_phantom  # pylint: disable=import-outside-toplevel
+            written = len(scanner_phantom.write_raw(args.as_raw, args.seed, counts,
+                                                    target_labels=args.target_labels))
+        else:
+            written = write_raw(args.as_raw, image_size, args.depth, args.seed, counts)
         print(f"wrote {written} raw scans to {args.as_raw} in {time.perf_counter() - started:.1f} s; "
               f"prepare them with: python -m data_prep.folder --mr_dir {args.as_raw}/mr --ct_dir {args.as_raw}/ct "
-              "--output_dir DIR")
+              f"--mr_val_count {counts['mr_val']} --output_dir DIR")
         return
-    stats = generate_phantom(args.output_dir, args.image_size, args.depth, args.seed, counts)
+    stats = generate_phantom(args.output_dir, image_size, args.depth, args.seed, counts)
     print(f"wrote {args.output_dir} in {time.perf_counter() - started:.1f} s; stats {json.dumps(stats)}")
 
 

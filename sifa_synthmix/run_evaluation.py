@@ -3,29 +3,17 @@ and put the scores into the run's TensorBoard events (eval/, the HParams metrics
 
 import tensorflow as tf
 
-from sifa_synthmix import checkpoint_files, inputs
+from sifa_synthmix import inputs
 from sifa_synthmix.data import layout as layout_lib
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation.inference import inference_precision, restore_target_segmenter, run_data
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation import result_files
-from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, spacing_by_volume
+from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, missed_by_volume, spacing_by_volume
 from sifa_synthmix.run_lock import EVAL_LOCK_FILE, RunLock
 from sifa_synthmix.tensorboard_summaries import RunSummaries
-from sifa_synthmix.tensorflow_paths import for_tensorflow
 from sifa_synthmix.run_folder import EVAL_DIR, require_run_folder
 from sifa_synthmix.trainer import check_data_fingerprint, load_run_config
-
-STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the step variable of trainer.run_checkpoint
-
-
-def checkpoint_step(path):
-    """The training step a checkpoint holds (its saved step variable, else the N of ckpt-N)."""
-    reader = tf.train.load_checkpoint(for_tensorflow(path))
-    if reader.has_tensor(STEP_KEY):
-        return int(reader.get_tensor(STEP_KEY))
-    return checkpoint_files.step_of(path)
-
 
 def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, write_images=False,
                  log=print):
@@ -34,6 +22,7 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     evaluated step; returns the record."""
     run_dir = require_run_folder(run_dir)
     cfg = load_run_config(run_dir)
+    recorded = run_data(run_dir, cfg)  # the run folder's own contradictions first
     data = layout_lib.PreparedLayout(cfg.data.data_dir)
     modality = cfg.data.target_modality
     if not data.test_volumes(modality):
@@ -42,12 +31,11 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     volumes = inputs.labelled_test_volumes(data.root, info, modality, log)
     check_data_fingerprint(run_dir, cfg, inputs.data_facts(cfg.data), "evaluate", log)
     inputs.check_classes(cfg.data.data_dir, info, cfg.model.num_classes)
-    recorded = run_data(run_dir, cfg)
     class_names = recorded.class_names
     precision = inference_precision(cfg.precision)
-    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision)
-    step = checkpoint_step(path)
-    log(f"evaluating {path} (step {step}) on {len(volumes)} {modality} test volumes in {precision}")
+    predict_logits, restored = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision)
+    step = restored.step
+    log(f"evaluating {restored.path} (step {step}) on {len(volumes)} {modality} test volumes in {precision}")
     # Written beside RUN/eval and swapped in whole: a failed or killed evaluation leaves the previous
     # one; under a lock of its own, so that a second evaluation of the run cannot clear this one's.
     with (RunLock(run_dir, log, EVAL_LOCK_FILE, "evaluated"),
@@ -56,8 +44,9 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
             predict_logits, volumes, recorded.target_range, class_names, eval_dir,
             batch_size=batch_size, flip=bool(info.get("flip_test_volumes", False)) if flip is None else flip,
             spacing=spacing_by_volume(info, modality) or None, spacing_unit=assd_unit,
-            method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality), write_images=write_images,
-            checkpoint=path, step=step, image_size=cfg.model.image_size)
+            method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality),
+            missed=missed_by_volume(info, modality), write_images=write_images,
+            checkpoint=restored.path, step=step, image_size=cfg.model.image_size)
     writer = tf.summary.create_file_writer(str(run_dir / "tb"))
     with writer.as_default():
         RunSummaries(cfg, class_names).write_evaluation(record, step)

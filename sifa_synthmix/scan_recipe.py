@@ -4,9 +4,9 @@ geometry that maps the prepared array back onto the scan's own grid.
 
 A prepared data set's dataset.json records its recipe under "preprocessing" (kept in the run's
 data fingerprint); data that recorded none (the phantom, SIFA's released records, an imported
-checkpoint) get DEFAULT_RECIPE, the converters' own. A new scan has no labels, so every crop but
-"centre" is centred on its body (data_prep.preprocessing.body_mask), as the converters crop
-unlabelled scans.
+checkpoint) get DEFAULT_RECIPE, the named converters' own. A new scan has no labels, so every crop
+but "centre" is centred on its body (data_prep.preprocessing.framing), as data_prep.folder crops
+every scan by default: a test scan is then framed here exactly as it was for evaluation.
 """
 import dataclasses
 from typing import Optional
@@ -17,7 +17,7 @@ from data_prep import preprocessing, scans, volumes
 from data_prep.errors import RawDataError
 from sifa_synthmix.data.reader import DataError
 
-# The converters' recipe: axial slices, native in-plane spacing, a crop around the labelled
+# The named converters' recipe: axial slices, native in-plane spacing, a crop around the labelled
 # structure (the body for a scan without labels), the top 2% clipped and a z-score per volume.
 DEFAULT_RECIPE = {"orientation": "".join(volumes.AXIAL), "slice_axis": "axial", "spacing_mm": None, "crop": "auto",
                   "clip_percent": preprocessing.CLIP_PERCENT, "normalisation": "zscore"}
@@ -30,15 +30,16 @@ class Recipe:
     image_size: int
     crop: str
     clip_percent: float
+    normalisation: str = "zscore"  # one of data_prep.preprocessing.NORMALISATIONS
 
 
 def recipe_for(recorded, image_size, slice_axis="recorded", spacing="recorded"):
     """The Recipe of a run: its recorded one (None: DEFAULT_RECIPE) at the model's image size,
     with --predict_slice_axis and --predict_spacing ("recorded", "native" or mm) applied."""
     values = {**DEFAULT_RECIPE, **(recorded or {})}
-    if values["normalisation"] != "zscore":
+    if values["normalisation"] not in preprocessing.NORMALISATIONS:
         raise DataError(f"the run's preprocessing recipe normalises with {values['normalisation']!r}; "
-                        "prediction knows only 'zscore'")
+                        f"prediction knows {preprocessing.NORMALISATIONS}")
     if values["crop"] not in preprocessing.CROP_CHOICES:
         raise DataError(f"the run's preprocessing recipe crops with {values['crop']!r}; expected one of "
                         f"{preprocessing.CROP_CHOICES}")
@@ -49,7 +50,7 @@ def recipe_for(recorded, image_size, slice_axis="recorded", spacing="recorded"):
     if spacing != "recorded":
         spacing_mm = None if spacing == "native" else float(spacing)
     return Recipe(orientation, None if spacing_mm is None else float(spacing_mm), int(image_size), values["crop"],
-                  float(values["clip_percent"]))
+                  float(values["clip_percent"]), values["normalisation"])
 
 
 def read_scan(path):
@@ -65,22 +66,20 @@ def read_scan(path):
     return array, np.asarray(affine, dtype=float)
 
 
-def crop_centre(image, crop):
-    """In-plane (row, column) a new scan's crop is centred on: the array centre for "centre",
-    else the centroid of the scan's body (the array centre when no body is found)."""
+def scan_framing(image, recipe, source):
+    """The framing of an oriented, resampled scan (`preprocessing.framing`): centred on its body
+    (the array's centre for "centre", and for a scan with no body under SIFA's z-score); a
+    RawDataError names the scan."""
+    mode = "centre" if recipe.crop == "centre" else "body"
     try:
-        return preprocessing.crop_centre("centre" if crop == "centre" else "body", image)[:2]
-    except ValueError:  # no body in the scan: it fails its z-score later if it is constant
-        return preprocessing.crop_centre("centre", image)[:2]
-
-
-def crop_start(image, recipe):
-    """Start (row, column) of the image_size window around `crop_centre`, kept inside the scan
-    where the scan is wider than the window (more scan, less padding) and centred on it where
-    it is narrower."""
-    size = recipe.image_size
-    wanted = volumes.crop_window(crop_centre(image, recipe.crop), size)
-    return tuple(min(max(s, 0), n - size) if n >= size else (n - size) // 2 for s, n in zip(wanted, image.shape[:2]))
+        try:
+            return preprocessing.framing(image, recipe.image_size, mode, recipe.normalisation, recipe.clip_percent)
+        except ValueError:
+            if mode == "centre" or recipe.normalisation != "zscore":
+                raise
+            return preprocessing.framing(image, recipe.image_size, "centre", recipe.normalisation, recipe.clip_percent)
+    except ValueError as error:
+        raise RawDataError(f"{source}: {error}") from None
 
 
 def prepare_scan(image, affine, recipe, source):
@@ -89,10 +88,9 @@ def prepare_scan(image, affine, recipe, source):
     volume = volumes.oriented(volume, tuple(recipe.orientation))
     if recipe.spacing_mm:
         volume = volumes.resampled_in_plane(volume, recipe.spacing_mm)
-    start = crop_start(volume.image, recipe)
-    cropped = volumes.cropped_in_plane(volume.image, start, recipe.image_size, volume.image.min())
+    framing = scan_framing(volume.image, recipe, source)
     try:
-        prepared = preprocessing.clip_and_standardise(cropped, recipe.clip_percent)
+        prepared = framing.image(volume.image)
     except ValueError as error:
         raise RawDataError(f"{source}: {error}") from None
-    return prepared, volumes.cropped_affine(volume.affine, start)
+    return prepared, volumes.cropped_affine(volume.affine, framing.start)

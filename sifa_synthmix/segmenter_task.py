@@ -3,7 +3,8 @@
 "source only" trains on labelled source slices (no adaptation: the gap SIFA has to close);
 "oracle" trains on labelled target slices (the ceiling). Same networks, loss terms and
 optimizer settings as SIFA's segmentation update, without the deep-supervision head, the
-adversarial terms and the generators.
+adversarial terms and the generators. Its step computes no adaptation signal (source only sees no
+target image): the trainer takes it from s_B's prediction on each logged target batch.
 """
 import tensorflow as tf
 

@@ -3,9 +3,10 @@
 Tags keep SIFA's names (A the labelled source domain, B the target; g_A, d_B, ... the scopes)
 and name the run's modalities, e.g. images/fake_B_MR_to_CT. Groups: loss/ (each update's loss
 and its terms), dice/, lr/, updates/ (skipped updates), loss_scale/ (mixed_float16), synthmix/
-and inspector/ (mixing protocols), images/, masks/ (prediction | truth), mix/ (mixed image |
-mask | Inspector's answer), legend/ and eval/ (written by --mode=evaluate). Every tag carries a
-description, which TensorBoard shows beside its chart.
+and inspector/ (mixing protocols), signal/ (the adaptation signal, adaptation_signal.py), images/,
+masks/ (prediction | truth), mix/ (mixed image | mask | Inspector's answer), legend/ and eval/
+(written by --mode=evaluate). Every tag carries a description, which TensorBoard shows beside its
+chart.
 
 The HParams plugin gets an experiment config (the run's settings without paths and cadences,
 integers as integer domains; metrics: the final target Dice and ASSD and a few key losses), a
@@ -81,6 +82,21 @@ METRIC_DESCRIPTIONS = {
     "loss_scale_overflows": "Updates of this step skipped because the float16-scaled gradients "
                             "overflowed (mixed_float16); that optimizer's loss scale was halved.",
 }
+# signal/ scalars (adaptation_signal.py): measure -> description; {A}, {B} name the run's
+# modalities and {cls} the class of a volume ratio.
+SIGNAL_DESCRIPTIONS = {
+    "target_foreground_slices": "Share of {B} training slices where s_B predicts any foreground pixel; compare "
+                                "signal/source_foreground_slices. Near 0: s_B finds no anatomy on the target.",
+    "source_foreground_slices": "Share of {A} training slices with any labelled foreground: what "
+                                "signal/target_foreground_slices should come near.",
+    "volume_ratio": "Pixels of {B} training slices predicted as {cls}, as a share of all pixels, over the share "
+                    "of {A} pixels labelled {cls}: near 1 when the target predictions cover the class as the source "
+                    "anatomy does; near 0 when the class vanished on the target.",
+    "target_entropy": "Mean over {B} pixels of the entropy of s_B's softmax / log(classes): 0 sure, 1 uniform.",
+    "d_P_accuracy": "Share of d_P's patch decisions that are right (output >= 0.5: a prediction on fake_B), on "
+                    "s_B's predictions on fake_B and on {B}: 0.5 when d_P cannot tell them apart, 1 when it "
+                    "always can.",
+}
 IMAGE_DESCRIPTIONS = {
     "A": "A: {A} training images (the labelled source domain).",
     "B": "B: {B} training images (the unlabelled target domain).",
@@ -143,6 +159,22 @@ class RunSummaries:
         return (f"dice/B_{self.B}_{split}_batch",
                 f"Foreground Dice of s_B on {what} of {self.B} images against their labels (monitoring "
                 "only: target labels are never trained on, except by the oracle).")
+
+    def signal_scalars(self, adaptation):
+        """{(tag, description): value} of a window's adaptation signal, the measures it leaves
+        undefined left out."""
+        if self.cfg.kind == "segmenter":
+            window = "the logged batches alone, s_B's target prediction with e_B in inference mode"
+        else:
+            window = "mean over the steps since the previous log line, s_B's target predictions from the train step"
+        named = [(f"signal/{measure}", measure, "", adaptation[measure])
+                 for measure in ("target_foreground_slices", "source_foreground_slices", "target_entropy",
+                                 "d_P_accuracy")]
+        named += [(f"signal/volume_ratio_{_safe(name)}", "volume_ratio", name, values["volume_ratio"])
+                  for name, values in adaptation["classes"].items()]
+        return {(tag, f"{SIGNAL_DESCRIPTIONS[measure].format(A=self.A, B=self.B, cls=name)} ({window}; no "
+                      "target labels used.)"): value
+                for tag, measure, name, value in named if value is not None}
 
     @staticmethod
     def learning_rate(name):

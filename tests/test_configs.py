@@ -89,9 +89,18 @@ def test_flagfile_parses_and_builds_its_task(flagfile, phantoms, tmp_path, monke
 
 
 def test_the_demo_runs_its_experiment(phantoms, tmp_path, monkeypatch, capsys):
+    """The demo as a user runs it: the scanner-like phantom's raw scans (here few and coarse) are
+    prepared through data_prep.folder by --prepare_phantom, then the four variants train."""
+    from data_prep import demo_data, scanner_phantom  # pylint: disable=import-outside-toplevel
+
     monkeypatch.chdir(REPO)
-    out = tmp_path / "demo"
-    assert main_exit_code(*flagfile_argv(DEMO, phantoms, out)) == 0
+    data, out = tmp_path / "scan32", tmp_path / "demo"
+    counts = {"mr_train": 2, "ct_train": 2, "mr_val": 1, "ct_val": 1, "mr_test": 1, "ct_test": 1}
+    scanner_phantom.write_raw(demo_data.raw_dir(data), seed=0, counts=counts, voxel_scale=3.0, target_labels=True)
+    argv = [arg if not arg.startswith("--data_dir=") else f"--data_dir={data}"
+            for arg in flagfile_argv(DEMO, phantoms, out)]
+    assert main_exit_code(*argv) == 0
+    assert json.loads((data / "dataset.json").read_text(encoding="utf-8"))["preprocessing"]["crop"] == "body"
     printed = capsys.readouterr().out
     for variant in demo_variants():
         assert (out / variant / "eval" / "metrics.json").is_file(), variant

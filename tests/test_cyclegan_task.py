@@ -64,7 +64,8 @@ def test_a_full_step_runs_four_gan_updates_and_one_seg_update():
     metrics, images = task.train_step(*random_batch(seed=1))
     assert_all_finite(metrics)
     assert {"g_loss_A", "d_loss_B", "seg_loss", "g_loss_B", "d_loss_A", "dice_fake_B"} <= set(metrics)
-    assert not {"d_loss_P", "d_loss_P_ll", "seg_ce_ll", "seg_adv_g_loss_B"} & set(metrics)
+    assert not {"d_loss_P", "d_loss_P_ll", "seg_ce_ll", "seg_adv_g_loss_B", "signal_d_P_accuracy"} & set(metrics)
+    assert "signal_target_entropy" in metrics  # the adaptation signal without d_P
     assert images["seg_logits"].shape == (test_train_step.BATCH, 32, 32, NUM_CLASSES)
     assert int(task.gan_optimizer.iterations) == 4 and int(task.seg_optimizer.iterations) == 1
 

@@ -408,3 +408,18 @@ def test_a_replaced_folder_is_swapped_in_whole_and_a_swap_killed_midway_is_undon
     with result_files.replaced_folder(folder) as staging:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "eval.partial"]
         assert sorted(p.name for p in folder.iterdir()) == ["new.txt"] and not any(staging.iterdir())
+
+
+def test_true_voxels_outside_the_crop_count_as_missed_in_the_dice():
+    """A test scan's labels beyond its prepared crop are background in every prediction: Dice
+    = 2 |P & G| / (|P| + |G| + missed), as numpy gives it on the whole scan."""
+    truth = np.zeros((6, 6, 2), np.uint8)
+    truth[1:4, 1:4, 0] = 1
+    prediction = truth.copy()
+    prediction[3, 1:4, 0] = 0
+    missed = 5  # true voxels of class 1 outside the grid
+    scored = metrics.volume_metrics(prediction, truth, 2, missed={1: missed})[1]
+    assert scored["dice"] == pytest.approx(2 * 6 / (6 + 9 + missed))
+    assert metrics.volume_metrics(prediction, truth, 2)[1]["dice"] == pytest.approx(2 * 6 / (6 + 9))
+    outside_only = metrics.volume_metrics(prediction, np.zeros_like(truth), 2, missed={1: 3})[1]
+    assert outside_only["dice"] == 0.0 and outside_only["status"] != metrics.EMPTY_TRUTH

@@ -2,6 +2,7 @@
 with flipped, anisotropic axes, one scan at another spacing, CT in HU and MR in arbitrary units,
 unlabelled CT training scans (one a DICOM series), then training on it and what needs target
 labels refusing in one line."""
+import functools
 import json
 import pathlib
 import shutil
@@ -14,7 +15,8 @@ import tensorflow as tf
 from scipy import ndimage
 
 from conftest import REPO, main_exit_code
-from data_prep import folder, phantom, preprocessing
+from data_prep import conversion, folder, phantom, preprocessing, volumes
+from sifa_synthmix import scan_recipe
 from sifa_synthmix.data import layout, records
 
 SHAPE = (44, 40, 16)
@@ -110,7 +112,8 @@ def test_layout_class_names_unlabelled_scans_and_recipe(prepared):
     assert info["class_names"] == CLASSES
     assert info["unlabelled"] == {"ct_train": ["scan7", "scan8"]}
     assert info["preprocessing"] == {"orientation": "PLS", "slice_axis": "axial", "spacing_mm": 1.5, "image_size": 32,
-                                     "crop": "auto", "clip_percent": 2.0, "normalisation": "zscore"}
+                                     "crop": "body", "clip_percent": 2.0, "normalisation": "foreground",
+                                     "foreground_percentiles": [0.5, 99.5]}
     splits = report["splits"]
     assert (splits["mr_train"]["volumes"], splits["mr_val"]["volumes"], splits["mr_test"]["volumes"]) == (2, 1, 1)
     assert (splits["ct_train"]["volumes"], splits["ct_train"]["unlabelled_volumes"]) == (5, 2)
@@ -297,3 +300,106 @@ def test_an_experiment_with_the_oracle_on_an_unlabelled_target_stops_before_trai
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and "oracle" in errors[0], errors
     assert not (tmp_path / "experiment" / "sifa").exists()
+
+
+def test_a_labelled_and_an_unlabelled_copy_of_a_scan_get_the_same_crop(prepared):
+    """The body framing places and scales a scan without looking at its labels."""
+    root, _, _ = prepared
+    image = root / "raw" / "ct" / "imagesTr" / "case1_0000.nii.gz"
+    mapping = folder.label_mapping({v: n for v, n in enumerate(CLASSES)}, CLASSES)
+    settings = conversion.Settings(axcodes=volumes.AXIAL, image_size=32, spacing_mm=1.5, crop="body",
+                                   normalisation="foreground")
+    copies = [conversion.prepare_volume(conversion.RawVolume(
+        "ct", "train", "case1", functools.partial(volumes.load_pair, image, label), mapping, labelled=label is not None),
+        settings)[0] for label in (root / "raw" / "ct" / "labelsTr" / "case1.nii.gz", None)]
+    labelled, unlabelled = copies
+    assert labelled.geometry == unlabelled.geometry and labelled.record_slices == unlabelled.record_slices
+    np.testing.assert_array_equal(labelled.image, unlabelled.image)
+    assert labelled.labels.any() and not unlabelled.labels.any()
+
+
+def test_a_test_scan_is_framed_for_evaluation_exactly_as_prediction_frames_it(prepared):
+    """The prepared test volume that --mode=evaluate scores is, voxel for voxel and in place, the
+    array --mode=predict prepares from the raw scan with the data set's recipe."""
+    root, _, _ = prepared
+    info = json.loads((root / "out" / "dataset.json").read_text(encoding="utf-8"))
+    recipe = scan_recipe.recipe_for(info["preprocessing"], info["image_size"])
+    for modality in layout.MODALITIES:
+        stored, _ = layout.read_test_volume(root / "out" / modality / "test" / "case9.npz")
+        path = root / "raw" / modality / "imagesTs" / "case9_0000.nii.gz"
+        prepared_image, prepared_affine = scan_recipe.prepare_scan(*scan_recipe.read_scan(path), recipe, path)
+        np.testing.assert_array_equal(prepared_image, stored)
+        np.testing.assert_allclose(prepared_affine, info["test_geometry"][f"{modality}/case9"]["affine"], atol=1e-9)
+
+
+def test_spacing_auto_coarsens_the_median_until_the_window_holds_the_labels(prepared, tmp_path, capsys):
+    """At 8 px the median 1.5 mm window (12 mm) cannot hold structures that reach ~10 mm from
+    the body's centre: the spacing grows so that 8 px span twice the reach plus the margin."""
+    root, _, _ = prepared
+    report = convert(root / "raw", tmp_path / "out", "--image_size", "8")
+    spacing = report["provenance"]["spacing_mm"]
+    out = capsys.readouterr().out
+    assert "instead of the scans' median 1.5 mm" in out
+    reach = float(out.split("the farthest lies ")[1].split(" mm")[0])
+    assert spacing > 1.5 and spacing * 8 >= 2 * reach * (1 + folder.FIT_MARGIN)
+    assert sum(v["voxels_outside_crop"] for v in report["volumes"] if v["labelled"]) == 0
+
+
+def test_test_labels_outside_the_crop_are_recorded_for_evaluation_to_count(prepared, tmp_path):
+    root, raw, _ = prepared
+    convert(root / "raw", tmp_path / "out", "--image_size", "8", "--spacing", "1.5")
+    info = json.loads((tmp_path / "out" / "dataset.json").read_text(encoding="utf-8"))
+    _, kept = layout.read_test_volume(tmp_path / "out" / "ct" / "test" / "case9.npz")
+    outside = info["test_geometry"]["ct/case9"]["labels_outside_crop"]
+    raw_counts = np.bincount(raw["ct", "case9"].ravel(), minlength=5)
+    assert {int(c): n for c, n in outside.items()} == {
+        c: int(raw_counts[c] - np.count_nonzero(kept == c)) for c in range(1, 5) if raw_counts[c] > np.count_nonzero(kept == c)}
+
+
+def test_body_mask_takes_a_dark_mr_body_whole_and_lungs_open_to_the_edge():
+    """A bSSFP-like slice: air with Rician-like noise, a dark body (muscle) inside a bright fat
+    ring, a field of view that cuts the chest at both sides, and dark lungs open to those edges.
+    The body mask is the whole chest: the threshold sits between noise and muscle, and the array
+    edge between the body's first and last pixel along it closes the lungs."""
+    rng = np.random.default_rng(0)
+    rows, columns = np.ogrid[:60, :48]
+    chest = ((rows - 30) / 24.0) ** 2 + ((columns - 24) / 30.0) ** 2 <= 1  # wider than the array
+    inner = ((rows - 30) / 21.0) ** 2 + ((columns - 24) / 27.0) ** 2 <= 1
+    lungs = inner & ((columns < 10) | (columns > 37)) & (np.abs(rows - 30) < 12)
+    image = np.where(chest, 900.0, 0.0)
+    image[inner] = 180.0
+    image[lungs] = 40.0
+    image = np.hypot(image[:, :, None] + rng.normal(0, 25, (60, 48, 6)), rng.normal(0, 25, (60, 48, 6)))
+    mask = preprocessing.body_mask(image)
+    assert (mask == chest[:, :, None]).mean() > 0.97
+    assert mask[lungs].all()
+
+
+def test_unknown_label_values_stop_before_any_scan_is_converted_with_their_raw_counts(prepared, tmp_path, capsys):
+    """The raw label files are checked first: the error counts the raw file's voxels (not the
+    resampled ones) and comes before the converter prepares a single scan."""
+    raw = damaged_copy(prepared, tmp_path, lambda root: None)
+    path = raw / "ct" / "labelsTs" / "case9.nii.gz"  # the last scan the converter would prepare
+    label = np.asarray(nib.load(str(path)).dataobj).copy()
+    label[:2, :3, :4] = 7
+    save(path, label)
+    code, errors = run_converter(capsys, "--mr_dir", str(raw / "mr"), "--ct_dir", str(raw / "ct"),
+                                 "--output_dir", str(tmp_path / "out"), "--image_size", "32")
+    assert code == 2 and errors == [errors[0]] and "case9.nii.gz: unknown label values 7 (24 voxels)" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_list_mode_takes_test_scans_and_says_when_a_modality_has_none(prepared, tmp_path, capsys):
+    root, _, _ = prepared
+    raw = root / "raw"
+    argv = ["--mr_dir", str(raw / "mr"), "--ct_images", str(raw / "ct" / "imagesTr" / "*_0000.nii.gz"),
+            "--ct_label_files", str(raw / "ct" / "labelsTr" / "*.nii.gz"), "--ct_labels",
+            ",".join(f"{name}={index}" for index, name in enumerate(CLASSES) if index),
+            "--output_dir", str(tmp_path / "without"), "--image_size", "32"]
+    folder.main(argv)
+    assert "note: no CT test scans: --mode=evaluate will have nothing to score" in capsys.readouterr().out
+    report = folder.main([*argv[:-4], "--ct_test_images", str(raw / "ct" / "imagesTs" / "case9_0000.nii.gz"),
+                          "--ct_test_label_files", str(raw / "ct" / "labelsTs" / "case9.nii.gz"),
+                          "--output_dir", str(tmp_path / "with"), "--image_size", "32"])
+    assert report["splits"]["ct_test"]["volumes"] == 1 and report["splits"]["ct_test"]["label_voxels"]["LVC"] > 0
+    assert "no CT test scans" not in capsys.readouterr().out

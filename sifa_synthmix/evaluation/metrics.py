@@ -51,25 +51,36 @@ def crop_to_union(prediction_mask, truth_mask):
     return prediction_mask[box], truth_mask[box]
 
 
-def class_metrics(prediction_mask, truth_mask, spacing=None):
-    """{dice, assd, status} of one binary class mask pair, following the empty-case rule."""
-    status = _status(bool(prediction_mask.any()), bool(truth_mask.any()))
+def class_metrics(prediction_mask, truth_mask, spacing=None, missed=0):
+    """{dice, assd, status} of one binary class mask pair, following the empty-case rule.
+
+    `missed` ground-truth voxels lie outside the prepared grid (the scan's labels beyond the crop):
+    prediction writes background there, so they count as false negatives in the Dice; ASSD sees
+    the surfaces inside the grid only."""
+    status = _status(bool(prediction_mask.any()), bool(truth_mask.any()) or missed > 0)
     if status != OK:
         return {"dice": 1.0 if status == BOTH_EMPTY else 0.0, "assd": float("nan"), "status": status}
+    if not truth_mask.any():  # every true voxel lies outside the grid
+        return {"dice": 0.0, "assd": float("nan"), "status": EMPTY_PREDICTION}
     prediction_mask, truth_mask = crop_to_union(prediction_mask, truth_mask)
-    return {"dice": float(binary.dc(prediction_mask, truth_mask)),
-            "assd": float(binary.assd(prediction_mask, truth_mask, voxelspacing=spacing)),
+    dice = float(binary.dc(prediction_mask, truth_mask))
+    if missed:
+        overlap = np.count_nonzero(prediction_mask & truth_mask)
+        dice = 2.0 * overlap / (np.count_nonzero(prediction_mask) + np.count_nonzero(truth_mask) + missed)
+    return {"dice": dice, "assd": float(binary.assd(prediction_mask, truth_mask, voxelspacing=spacing)),
             "status": status}
 
 
-def volume_metrics(prediction, truth, num_classes, spacing=None):
+def volume_metrics(prediction, truth, num_classes, spacing=None, missed=None):
     """Class index (1 .. num_classes - 1) -> {dice, assd, status} of one label volume.
 
     ASSD is in voxel units unless `spacing` (one number per axis) is given, then in its units.
+    `missed`: class index -> ground-truth voxels outside the volume's grid (`class_metrics`).
     """
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction {prediction.shape} and ground truth {truth.shape} differ in shape")
-    return {c: class_metrics(prediction == c, truth == c, spacing) for c in range(1, num_classes)}
+    missed = missed or {}
+    return {c: class_metrics(prediction == c, truth == c, spacing, missed.get(c, 0)) for c in range(1, num_classes)}
 
 
 def volume_average(per_class):

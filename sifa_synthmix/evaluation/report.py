@@ -44,6 +44,13 @@ def affine_by_volume(dataset_info, modality):
             _by_volume(dataset_info.get("test_geometry", {}), modality).items()}
 
 
+def missed_by_volume(dataset_info, modality):
+    """Volume name -> {class index: labelled voxels of the raw scan outside the prepared crop},
+    from dataset.json's test_geometry (absent: none were)."""
+    return {name: {int(c): int(n) for c, n in geometry.get("labels_outside_crop", {}).items()} for name, geometry in
+            _by_volume(dataset_info.get("test_geometry", {}), modality).items()}
+
+
 def _volume_names(volume_paths):
     names = [pathlib.Path(p).name.removesuffix(".npz") for p in volume_paths]
     if not names:
@@ -66,12 +73,14 @@ def check_labels(path, labels, num_classes):
 
 def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names, out_dir,
                      batch_size=16, flip=False, spacing=None, spacing_unit="voxel", method="This run",
-                     affines=None, write_images=False, checkpoint=None, step=None, image_size=None):
+                     affines=None, write_images=False, checkpoint=None, step=None, image_size=None, missed=None):
     """Predicts and scores every test volume (npz: arr_0 image, arr_1 labels, slice axis 2).
 
     spacing: volume name (file name without .npz) -> voxel spacing, or None. ASSD uses it only
     with spacing_unit="mm" (then every volume needs one). affines: volume name -> voxel -> world
-    affine (`affine_by_volume`), or None; the NIfTI files take it, else the spacing. write_images:
+    affine (`affine_by_volume`), or None; the NIfTI files take it, else the spacing. missed: volume
+    name -> {class index: true voxels outside its crop} (`missed_by_volume`), scored as false
+    negatives, as prediction leaves them background. write_images:
     also write each test image and ground truth. checkpoint, step: what was evaluated, recorded.
     image_size: the slice size the model takes, checked in every volume first.
     Returns the record written to metrics.json.
@@ -97,7 +106,7 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     volumes = [_evaluate_volume(predict_logits, pathlib.Path(path), name, intensity_range, class_names,
                                 out_dir, batch_size, flip, spacing.get(name), spacing_unit, affines.get(name),
-                                write_images)
+                                write_images, (missed or {}).get(name))
                for path, name in zip(volume_paths, names)]
     label_files.write_colour_tables(out_dir, class_names)
     record = {
@@ -125,11 +134,11 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
 
 
 def _evaluate_volume(predict_logits, path, name, intensity_range, class_names, out_dir, batch_size, flip,
-                     spacing, spacing_unit, affine, write_images):
+                     spacing, spacing_unit, affine, write_images, missed):
     image, truth = read_test_volume(path)
     prediction = predict_volume(predict_logits, image, intensity_range, batch_size, flip)
     per_class = metrics.volume_metrics(prediction, truth, len(class_names),
-                                       spacing if spacing_unit == "mm" else None)
+                                       spacing if spacing_unit == "mm" else None, missed)
     prediction_path = f"{PREDICTIONS_DIR}/{name}{label_files.SUFFIX}"
     label_files.write_label_volume(out_dir / prediction_path, prediction, affine, spacing)
     if write_images:
