@@ -1,7 +1,6 @@
 """Command line of the toolkit: python main.py --flagfile=configs/mr2ct.flags [--mode=...]."""
 import json
 import pathlib
-import signal
 import sys
 import time
 
@@ -9,6 +8,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from sifa_synthmix.command_errors import error_text, fail, refused_by_the_system, signals_end_the_command
+from sifa_synthmix.errors import ToolkitError, TrainingStopped
 from sifa_synthmix import flags as flags_lib
 from sifa_synthmix.tensorflow_start import import_tensorflow
 
@@ -30,14 +31,17 @@ def run_summary(cfg):
 
 
 def prepare_data(cfg):
-    from data_prep import phantom  # pylint: disable=import-outside-toplevel
+    """--prepare_phantom: the demo's phantom into --data_dir, unless it is there."""
+    if not FLAGS.prepare_phantom:
+        return
+    from data_prep import demo_data  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
 
-    if FLAGS.prepare_phantom:
-        try:
-            phantom.ensure_phantom(cfg.data.data_dir, image_size=cfg.model.image_size, seed=FLAGS.phantom_seed)
-        except ValueError as error:
-            raise DataError(f"{error}; --noprepare_phantom trains on it as it is") from None
+    try:
+        demo_data.ensure_phantom(cfg.data.data_dir, image_size=cfg.model.image_size, seed=FLAGS.phantom_seed,
+                                 kind=FLAGS.phantom)
+    except ValueError as error:
+        raise DataError(f"{error}; --noprepare_phantom trains on it as it is") from None
 
 
 def run_train(cfg):
@@ -106,7 +110,8 @@ def run_predict(cfg):
     failed = predict_run(cfg.output_dir, FLAGS.predict_input, FLAGS.predictions_dir,
                          checkpoint=FLAGS.checkpoint or None, batch_size=FLAGS.eval_batch_size,
                          save_probabilities=FLAGS.save_probabilities, slice_axis=FLAGS.predict_slice_axis,
-                         spacing=FLAGS.predict_spacing, target_range=cfg.data.target_range or None)
+                         spacing=FLAGS.predict_spacing, target_range=cfg.data.target_range or None,
+                         command=sys.argv)
     if failed:  # each already named on its `error:` line
         sys.exit(2)
 
@@ -120,12 +125,6 @@ def run_export(cfg):
 MODES = {"summary": run_summary, "train": run_train, "evaluate": run_evaluate, "compare": run_compare,
          "experiment": run_experiment, "import_official": run_import_official, "predict": run_predict,
          "export": run_export}
-
-
-def fail(message, code=2):
-    """One line on stderr and the exit code; no traceback."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 HELP_FLAGS = {"help": False, "h": False, "?": False, "helpshort": False, "helpfull": True}
@@ -216,21 +215,11 @@ def parse_flags(argv):
         fail(str(error).removeprefix("ERROR:: "))
 
 
-def stop_on_signal(signum, frame):
-    """Outside the training loop (which stops gracefully), SIGINT and SIGTERM end the command
-    with one line and 128 + the signal number; SystemExit still runs cleanups (the run lock)."""
-    del frame
-    fail(f"stopped by {signal.Signals(signum).name}", code=128 + signum)
-
-
 def main(argv):
     import_tensorflow()  # before anything else imports it: its start-up noise filtered out
-    previous_handlers = {s: signal.signal(s, stop_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    # Outside the training loop (which stops gracefully), SIGINT and SIGTERM end the command.
+    with signals_end_the_command():
         run_command(argv)
-    finally:
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
 
 
 def run_command(argv):
@@ -238,26 +227,15 @@ def run_command(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        cfg = flags_lib.config_from_flags(FLAGS)
+        cfg = flags_lib.train_config(FLAGS) if FLAGS.mode == "train" else flags_lib.config_from_flags(FLAGS)
     except (ValueError, flags.ValidationError) as error:
         fail(error)
-    from sifa_synthmix.checkpoint_files import CheckpointError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.data.reader import DataError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.distribution import DistributionError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.evaluation.compare import ComparisonError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.official_checkpoint import OfficialCheckpointError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.run_lock import RunLockError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.step_memory import StepMemoryError  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import (  # pylint: disable=import-outside-toplevel
-        NonFiniteError, RunFolderError, TrainingStopped)
-
     try:
         MODES[FLAGS.mode](cfg)
-    except (DataError, DistributionError, OfficialCheckpointError, RunFolderError, RunLockError, CheckpointError,
-            ComparisonError, StepMemoryError, OSError) as error:
-        fail(error)
-    except NonFiniteError as error:
-        fail(error, code=3)
+    except ToolkitError as error:
+        fail(error_text(error), code=error.exit_code)
+    except refused_by_the_system() as error:
+        fail(error_text(error))
     except TrainingStopped as stop:
         print(stop, file=sys.stderr)
         sys.exit(stop.exit_code)

@@ -3,6 +3,8 @@ voxel -> world (RAS+, mm) affine: NIfTI through nibabel, other files SimpleITK r
 .nhdr, .mha, .mhd, ...) through SimpleITK, and a folder holding one DICOM series through
 SimpleITK's series reader. Array axes are the affine's voxel axes (x, y, z index order).
 """
+import errno
+import os
 import pathlib
 
 import nibabel as nib
@@ -30,9 +32,17 @@ def scan_name(path):
 
 
 def is_dicom_folder(path):
-    """Whether `path` is a folder that holds a DICOM series (SimpleITK finds one in it)."""
+    """Whether `path` is a folder that holds a DICOM series (SimpleITK finds one in it; ITK's
+    warning for a folder without one is not shown: the answer says it)."""
     path = pathlib.Path(path)
-    return path.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    if not path.is_dir():
+        return False
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def sitk_affine(image):
@@ -95,16 +105,48 @@ def _read_nifti(path):
     return _three_d(array, path), np.asarray(nifti.affine, dtype=float)
 
 
+def _checked_geometry(shape, affine, path):
+    """(shape, affine) of a scan, once both can place its voxels: a finite affine whose voxel axes
+    have a length (a zero spacing in a header maps a whole axis onto one point) and point in
+    three directions, and two voxels or more along every axis (a single row or slice has no
+    neighbours to frame, resample or stack)."""
+    affine = np.asarray(affine, dtype=float)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if not np.all(np.isfinite(affine)) or not np.all(spacing > 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise RawDataError(f"{path}: its header places the voxels on no 3D grid (voxel spacing "
+                           f"{[round(float(s), 6) for s in spacing]} mm, affine {affine.round(4).tolist()}); a zero "
+                           "or missing spacing or direction: fix the header")
+    if min(shape) < 2:
+        hint = ("; a DICOM file is one slice of its series: pass the folder that holds the series"
+                if pathlib.Path(path).is_file() and scan_ending(path) is None else "")
+        raise RawDataError(f"{path}: shape {tuple(shape)} has a single row, column or slice; a scan needs two voxels "
+                           f"or more along every axis{hint}")
+    return tuple(shape), affine
+
+
+def _missing(path):
+    """The RawDataError of a path that is neither a file nor a folder."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return RawDataError(f"{path}: a symbolic link loop, not a scan")
+    return RawDataError(f"{path}: no such file or DICOM folder")
+
+
 def read_scan(path):
-    """(array, affine) of a scan file or DICOM series folder; a RawDataError names the path."""
+    """(array, affine) of a scan file or DICOM series folder (`_checked_geometry`); a
+    RawDataError names the path."""
     path = pathlib.Path(path)
     if path.is_dir():
-        return _read_sitk(path, dicom_series_files(path))
-    if not path.is_file():
-        raise RawDataError(f"{path}: no such file or DICOM folder")
-    if scan_ending(path) in NIFTI_ENDINGS:
-        return _read_nifti(path)
-    return _read_sitk(path, [str(path)])
+        array, affine = _read_sitk(path, dicom_series_files(path))
+    elif not path.is_file():
+        raise _missing(path)
+    elif scan_ending(path) in NIFTI_ENDINGS:
+        array, affine = _read_nifti(path)
+    else:
+        array, affine = _read_sitk(path, [str(path)])
+    return array, _checked_geometry(array.shape, affine, path)[1]
 
 
 def read_geometry(path):
@@ -118,7 +160,7 @@ def read_geometry(path):
             nifti = nib.load(str(path))
         except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as error:
             raise RawDataError(f"{path}: cannot read the NIfTI file ({error})") from None
-        return tuple(int(n) for n in nifti.shape[:3]), np.asarray(nifti.affine, dtype=float)
+        return _checked_geometry(tuple(int(n) for n in nifti.shape[:3]), nifti.affine, path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -127,4 +169,4 @@ def read_geometry(path):
         raise RawDataError(f"{path}: cannot read the image header") from None
     if reader.GetDimension() != 3:
         raise RawDataError(f"{path}: expected a 3D volume, got a {reader.GetDimension()}D image")
-    return tuple(reader.GetSize()), sitk_affine(reader)
+    return _checked_geometry(tuple(reader.GetSize()), sitk_affine(reader), path)

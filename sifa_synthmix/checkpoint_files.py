@@ -15,14 +15,19 @@ import shutil
 import tensorflow as tf
 from google.protobuf import text_format
 
+from sifa_synthmix.command_errors import error_text
 from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.errors import ToolkitError
 from sifa_synthmix.tensorflow_paths import for_people, for_tensorflow
 
 _NUMBERED = re.compile(r"^ckpt-(\d+)\.index$")
 _UNFINISHED = re.compile(r"^ckpt-\d+_temp$")  # where TensorFlow writes a checkpoint before moving it into place
+# How often a reader lists a checkpoint folder again when a checkpoint vanishes while it reads it:
+# a trainer deletes one per save, so more than a few in a row means something else deletes them.
+_RELISTS = 5
 
 
-class CheckpointError(Exception):
+class CheckpointError(ToolkitError):
     """A checkpoint is missing or damaged; the message names the file."""
 
 
@@ -32,12 +37,6 @@ class DiskFullError(CheckpointError):
 
 def _data_files(prefix):
     return sorted(glob.glob(glob.escape(prefix) + ".data-*"))
-
-
-def _reason(error):
-    """The first line of a TensorFlow error, without its op and function names."""
-    message = (getattr(error, "message", None) or str(error)).splitlines()[0]
-    return re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message)
 
 
 def verify(prefix):
@@ -52,14 +51,14 @@ def verify(prefix):
     try:
         reader = tf.train.load_checkpoint(readable)
     except (tf.errors.OpError, ValueError) as error:
-        raise CheckpointError(f"{index}: damaged checkpoint index ({_reason(error)})") from None
+        raise CheckpointError(f"{index}: damaged checkpoint index ({error_text(error)})") from None
     data = _data_files(prefix)
     try:
         for name, dtype in reader.get_variable_to_dtype_map().items():
             tf.raw_ops.RestoreV2(prefix=readable, tensor_names=[name], shape_and_slices=[""], dtypes=[dtype])
     except tf.errors.OpError as error:
         damaged = data[0] if len(data) == 1 else f"{prefix}.data-*"
-        raise CheckpointError(f"{damaged}: damaged checkpoint data ({_reason(error)})") from None
+        raise CheckpointError(f"{damaged}: damaged checkpoint data ({error_text(error)})") from None
     return prefix
 
 
@@ -83,21 +82,37 @@ def newest_intact(directory, log=print):
     """The newest checkpoint in `directory` that reads in full, or None when it holds none.
 
     Damaged newer ones are skipped with one line naming their files; when every checkpoint is
-    damaged, a CheckpointError lists them.
+    damaged, a CheckpointError lists them. A checkpoint deleted while it is read (a trainer
+    keeping --keep_checkpoints saved a newer one) is not damaged: the folder is listed again.
     """
-    damaged = []
-    for prefix in newest_first(directory):
-        try:
-            verify(prefix)
-        except CheckpointError as error:
-            damaged.append(str(error))
-            continue
-        if damaged:
-            log(f"warning: skipped damaged checkpoint(s): {'; '.join(damaged)}; using {prefix}")
-        return prefix
+    for _ in range(_RELISTS):
+        damaged, vanished = [], False
+        for prefix in newest_first(directory):
+            try:
+                verify(prefix)
+            except CheckpointError as error:
+                vanished = not os.path.isfile(f"{prefix}.index")
+                if vanished:
+                    break
+                damaged.append(str(error))
+                continue
+            if damaged:
+                log(f"warning: skipped damaged checkpoint(s): {'; '.join(damaged)}; using {prefix}")
+            return prefix
+        if not vanished:
+            break
+    else:
+        raise CheckpointError(vanishing(directory, _RELISTS))
     if damaged:
         raise CheckpointError(f"{directory}: no intact checkpoint ({'; '.join(damaged)})")
     return None
+
+
+def vanishing(directory, times):
+    """The message of a reader whose checkpoint was deleted under it `times` in a row."""
+    return (f"{directory}: the newest checkpoint was deleted while it was read, {times} times in a row (a trainer "
+            "that saves faster than a checkpoint can be read, with few --keep_checkpoints?); try again, or give "
+            "--checkpoint")
 
 
 def repair_state(directory, log=print):
@@ -172,7 +187,7 @@ def _disk_full(directory, number, error, written):
         needed = f"about {_megabytes(_bytes(_files_of(directory, step_of(saved[0]))))} (the size of {saved[0]})"
     else:
         needed = f"more than the {_megabytes(written)} written before the disk filled"
-    return DiskFullError(f"{directory}: no space left to save checkpoint ckpt-{number} ({_reason(error)}); "
+    return DiskFullError(f"{directory}: no space left to save checkpoint ckpt-{number} ({error_text(error)}); "
                          f"{_megabytes(free)} free there, a checkpoint of this run needs {needed}. Free space "
                          "and start the same command again to resume")
 

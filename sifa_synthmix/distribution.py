@@ -19,10 +19,12 @@ import tempfile
 
 import tensorflow as tf
 
+from sifa_synthmix.errors import ToolkitError
+
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
-class DistributionError(Exception):
+class DistributionError(ToolkitError):
     """A distribution setting that cannot work (bad TF_CONFIG, batch not divisible, ...)."""
 
 

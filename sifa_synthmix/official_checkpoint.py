@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from sifa_synthmix.data.layout import atomic_write_text, staged_folder
+from sifa_synthmix.errors import ToolkitError
 from sifa_synthmix.layers import AlwaysOnDropout, FusedBatchNorm, InstanceNorm, UnaddedBiasConv2D
 from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import UPDATE_SCOPES
@@ -56,7 +57,7 @@ _LAYER_KINDS = (
 _LISTED = 10  # names an error line lists before "and N more"
 
 
-class OfficialCheckpointError(Exception):
+class OfficialCheckpointError(ToolkitError):
     """An official checkpoint that cannot be imported exactly; the message names the file."""
 
 

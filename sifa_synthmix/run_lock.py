@@ -10,15 +10,18 @@ import os
 import pathlib
 import socket
 
+from sifa_synthmix.errors import ToolkitError
+
 LOCK_FILE = "train.lock"
 EVAL_LOCK_FILE = "eval.lock"
 
 
-class RunLockError(Exception):
+class RunLockError(ToolkitError):
     """Another trainer holds the run folder."""
 
 
-def _running(pid):
+def process_running(pid):
+    """Whether process `pid` runs on this host (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -48,7 +51,17 @@ class RunLock:
             return {}  # being written by its owner, or not ours to judge
 
     def _is_stale(self, holder):
-        return holder.get("host") == self.owner["host"] and not _running(holder["pid"])
+        return holder.get("host") == self.owner["host"] and not process_running(holder["pid"])
+
+    def holder_text(self):
+        """"being trained by process P on HOST (lock file F)" while a live process holds the lock
+        (as far as this host can tell), else None: a reader of the folder says what it sees may
+        change under it."""
+        holder = self._holder()
+        if holder is None or (holder and self._is_stale(holder)):
+            return None
+        process = f" by process {holder['pid']} on {holder['host']}" if holder else ""
+        return f"being {self.activity}{process} (lock file {self.path})"
 
     def acquire(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,16 @@ data were prepared (`scan_recipe.prepare_scan`), predict every slice
 (`inference.predict_logits_volume`), map the prediction back onto the scan's voxels through the
 two affines (scan voxel -> world -> prepared voxel), and write OUT/NAME.nii.gz (int16 labels, the
 scan's shape and affine; background outside the crop) and, with --save_probabilities,
-OUT/NAME.npz (`probabilities`: float32 softmax, class first, then the scan's axes, as nnU-Net's).
-A scan that fails is one `error:` line; the others are still written. Modelled on nnU-Net's
+OUT/NAME.npz (`probabilities`: float32 softmax, class first, then the scan's axes, as nnU-Net's);
+a scan's files appear together or not at all. A scan that fails is one `error:` line; the others
+are still written. OUT/prediction.json records what made the folder. Modelled on nnU-Net's
 inference/predict_from_raw_data.py.
 """
+import dataclasses
 import glob
 import io
+import json
+import os
 import pathlib
 import sys
 import time
@@ -20,7 +24,7 @@ from scipy import ndimage
 
 from data_prep import scans
 from sifa_synthmix import scan_recipe
-from sifa_synthmix.data.layout import atomic_write_bytes
+from sifa_synthmix.data.layout import atomic_write_text, write_together
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files
 from sifa_synthmix.evaluation.inference import (inference_precision, predict_logits_volume, restore_target_segmenter,
@@ -29,43 +33,50 @@ from sifa_synthmix.run_folder import require_run_folder
 from sifa_synthmix.trainer import load_run_config
 
 PROBABILITIES_KEY = "probabilities"
+PREDICTION_RECORD = "prediction.json"
 _GRID_TOLERANCE = 1e-3  # voxels: grids closer than this to an exact voxel match are mapped by index
 
 
-def _expanded(spec):
-    """The scans one --predict_input entry names: a file, a glob, a folder of scan files, or a
-    folder holding a DICOM series."""
+def _expanded(spec, log=print):
+    """The scans one --predict_input entry names: a file, a glob, a folder holding a DICOM series,
+    or a folder of scan files and DICOM series folders (as the converters take them; other
+    entries are named in a note)."""
     if any(c in spec for c in "*?["):
         matches = [pathlib.Path(p) for p in sorted(glob.glob(spec))]
         if not matches:
             raise DataError(f"--predict_input={spec}: no file or folder matches")
-        return [scan for match in matches for scan in _expanded(str(match))]
+        return [scan for match in matches for scan in _expanded(str(match), log)]
     path = pathlib.Path(spec)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise DataError(f"--predict_input={spec}: does not exist")
-    files = sorted(p for p in path.iterdir() if p.is_file() and scans.scan_ending(p))
-    if files:
-        return files
-    if scans.is_dicom_folder(path):
+    entries = [p for p in sorted(path.iterdir()) if not p.name.startswith(".")]
+    found = [p for p in entries if (p.is_file() and scans.scan_ending(p)) or scans.is_dicom_folder(p)]
+    if not found and scans.is_dicom_folder(path):
         return [path]
-    raise DataError(f"--predict_input={spec}: the folder holds no scan ({', '.join(scans.SCAN_ENDINGS)} "
-                    "files or a DICOM series)")
+    if not found:
+        raise DataError(f"--predict_input={spec}: the folder holds no scan ({', '.join(scans.SCAN_ENDINGS)} "
+                        "files, DICOM series folders, or a DICOM series)")
+    ignored = sorted(p.name for p in entries if p not in found)
+    if ignored:
+        log(f"note: --predict_input={spec}: ignored {len(ignored)} entr{'y' if len(ignored) == 1 else 'ies'} that "
+            f"are neither scans nor DICOM series folders: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}")
+    return found
 
 
 def output_path(out_dir, scan):
     return pathlib.Path(out_dir) / f"{scans.scan_name(scan)}{label_files.SUFFIX}"
 
 
-def scan_paths(specs, out_dir):
+def scan_paths(specs, out_dir, log=print):
     """Every scan of the --predict_input entries, once each; DataError for an entry that names
     none, for two scans whose outputs would share a name, or for a scan its output would replace."""
     if not specs:
         raise DataError("--mode=predict needs --predict_input=PATHS (scan files, globs or folders)")
     paths = []
     for spec in specs:
-        paths += [p for p in _expanded(spec) if p.resolve() not in {q.resolve() for q in paths}]
+        paths += [p for p in _expanded(spec, log) if p.resolve() not in {q.resolve() for q in paths}]
     by_name = {}
     for path in paths:
         other = by_name.setdefault(scans.scan_name(path), path)
@@ -128,10 +139,10 @@ def on_scan_grid(logits, prepared_affine, scan_affine, scan_shape, with_probabil
     return np.argmax(resampled, axis=-1), resampled if with_probabilities else None
 
 
-def _write_probabilities(path, probabilities):
+def _probabilities_bytes(probabilities):
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **{PROBABILITIES_KEY: np.moveaxis(probabilities, -1, 0).astype(np.float32)})
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def predict_scan(predict_logits, path, recipe, intensity_range, out_dir, batch_size, save_probabilities):
@@ -142,34 +153,46 @@ def predict_scan(predict_logits, path, recipe, intensity_range, out_dir, batch_s
     logits = predict_logits_volume(predict_logits, prepared, intensity_range, batch_size)
     inference = time.perf_counter() - started
     labels, probabilities = on_scan_grid(logits, prepared_affine, scan_affine, image.shape, save_probabilities)
-    name = scans.scan_name(path)
-    label_files.write_label_volume(output_path(out_dir, path), labels, scan_affine)
+    outputs = {output_path(out_dir, path): label_files.label_volume_bytes(labels, scan_affine)}
     if save_probabilities:
-        _write_probabilities(out_dir / f"{name}.npz", probabilities)
+        outputs[out_dir / f"{scans.scan_name(path)}.npz"] = _probabilities_bytes(probabilities)
+    write_together(outputs)  # a label map without its probabilities would look like a finished scan
     return prepared.shape[2], inference
 
 
+def prediction_record(run_dir, restored, precision, recipe, recorded, command):
+    """What made a predictions folder, for OUT/prediction.json (as nnU-Net keeps its prediction
+    arguments beside its outputs): the run, the checkpoint and its step, the precision, the
+    preprocessing, the intensity range and class names, and the command line."""
+    return {"run": os.path.abspath(run_dir), "checkpoint": os.path.abspath(restored.path), "step": restored.step,
+            "precision": precision, "recipe": dataclasses.asdict(recipe),
+            "intensity_range": list(recorded.target_range), "class_names": recorded.class_names,
+            "command": list(command)}
+
+
 def predict_run(run_dir, specs, out_dir, checkpoint=None, batch_size=16, save_probabilities=False,
-                slice_axis="recorded", spacing="recorded", target_range=None, log=print, errors=None):
-    """Writes the label map of every scan of `specs` into `out_dir`, with the colour tables;
-    returns the scans that failed (each already reported as one `error:` line on `errors`).
-    Bad input that concerns every scan (the run, the flags, no scans) raises DataError first."""
+                slice_axis="recorded", spacing="recorded", target_range=None, log=print, errors=None, command=()):
+    """Writes the label map of every scan of `specs` into `out_dir`, with the colour tables and
+    PREDICTION_RECORD (`prediction_record`, the scans written and those that failed; `command`:
+    the command line to record); returns the scans that failed (each already reported as one
+    `error:` line on `errors`). Bad input that concerns every scan (the run, the flags, no
+    scans) raises DataError first."""
     run_dir = require_run_folder(run_dir)
     if not out_dir:
         raise DataError("--mode=predict needs --predictions_dir=OUT, the folder to write the label maps to")
     cfg = load_run_config(run_dir)
-    paths = scan_paths(specs, out_dir)
+    paths = scan_paths(specs, out_dir, log)
     recorded = run_data(run_dir, cfg, target_range)
     recipe = scan_recipe.recipe_for(recorded.recipe, cfg.model.image_size, slice_axis, spacing)
     precision = inference_precision(cfg.precision)
-    predict_logits, path = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision)
+    predict_logits, restored = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision, "to predict with")
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log(f"predicting {len(paths)} scan(s) with {path} in {precision}: slices {recipe.orientation}, in-plane spacing "
-        f"{recipe.spacing_mm or 'native'} mm, {recipe.image_size} px crop ({recipe.crop}), intensity range "
-        f"{list(recorded.target_range)}")
+    log(f"predicting {len(paths)} scan(s) with {restored.path} (step {restored.step}) in {precision}: slices "
+        f"{recipe.orientation}, in-plane spacing {recipe.spacing_mm or 'native'} mm, {recipe.image_size} px crop "
+        f"({recipe.crop}), intensity range {list(recorded.target_range)}")
     label_files.write_colour_tables(out_dir, recorded.class_names)
-    failed = []
+    written, failed = {}, []
     for number, scan in enumerate(paths, start=1):
         started = time.perf_counter()
         try:
@@ -180,7 +203,11 @@ def predict_run(run_dir, specs, out_dir, checkpoint=None, batch_size=16, save_pr
             print(f"error: {message}", file=errors or sys.stderr, flush=True)
             failed.append(scan)
             continue
+        written[output_path(out_dir, scan).name] = os.path.abspath(scan)
         seconds = time.perf_counter() - started
         log(f"[{number}/{len(paths)}] {scan}: {slices} slices in {seconds:.1f} s, {slices / seconds:.1f} slices/s "
             f"({slices / inference:.1f} slices/s inference) -> {output_path(out_dir, scan)}")
+    record = {**prediction_record(run_dir, restored, precision, recipe, recorded, command),
+              "written": written, "failed": [os.path.abspath(scan) for scan in failed]}
+    atomic_write_text(out_dir / PREDICTION_RECORD, json.dumps(record, indent=2) + "\n")
     return failed

@@ -16,6 +16,8 @@ SIFA+SynthMix takes more (3631 MB where SIFA takes 3078): the estimate is a lowe
 """
 import os
 
+from sifa_synthmix.errors import ToolkitError
+
 PROCESS_MB = 584.0  # Python with TensorFlow imported, before any model
 FIXED_MB = 537.0
 BYTES_PER_PARAMETER = {"float32": 18.5, "low": 18.5 + 3.7}
@@ -24,7 +26,7 @@ PER_SLICE_MB_AT_256_PER_NGF = 16.08
 LOW_PRECISION_SLICE_FACTOR = 0.56
 
 
-class StepMemoryError(Exception):
+class StepMemoryError(ToolkitError):
     """A training step needs more memory than the machine has available."""
 
 

@@ -21,7 +21,6 @@ import math
 
 import keras
 import tensorflow as tf
-from keras.src.models.functional import Functional
 
 from sifa_synthmix import distribution
 from sifa_synthmix.layers import InstanceNorm
@@ -67,7 +66,9 @@ def _input_spec(tensor, static_batch):
 
 class TracedModel(keras.Model):
     """A functional model (built like `keras.Model(inputs, outputs, name=...)`) whose `call` runs
-    a tf.function per training mode and input type."""
+    a tf.function per training mode and input type. Keras makes such a subclass a functional model
+    (its parent in the method order is keras' Functional), so `super().call` is the functional
+    forward pass."""
 
     def __init__(self, inputs, outputs, name=None):
         super().__init__(inputs, outputs, name=name)
@@ -78,7 +79,7 @@ class TracedModel(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         if any(m is not None for m in tf.nest.flatten(mask)) or self._synchronised or _INLINED:
-            return Functional.call(self, inputs, training=training, mask=mask)
+            return super().call(inputs, training=training, mask=mask)
         inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
         specs = tf.nest.map_structure(functools.partial(_input_spec, static_batch=self._static_batch), inputs)
         key = (distribution.replica_index(), training,
@@ -86,6 +87,6 @@ class TracedModel(keras.Model):
         if key not in self._traced_calls:
             # A partial, not a lambda: tf.function counts retracing per code object, and one
             # code object shared by every network and mode would read as retracing in a loop.
-            self._traced_calls[key] = tf.function(functools.partial(Functional.call, self, training=training),
+            self._traced_calls[key] = tf.function(functools.partial(super().call, training=training),
                                                   input_signature=[specs], autograph=False)
         return self._traced_calls[key](inputs)

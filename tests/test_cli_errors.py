@@ -1,19 +1,24 @@
 """Bad input on the command line: one 'error: ...' line naming the file and problem, exit code 2,
 and nothing of an existing run overwritten."""
+import errno
 import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
 
 import main
 from conftest import REPO, main_exit_code
+from data_prep import folder
+from data_prep.errors import exit_on_bad_input
 from sifa_synthmix.data import records
 from tensorboard_events import hparams_records, read_events
 
@@ -169,6 +174,7 @@ def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, t
     ("--synthmix_k=5", ("--synthmix_k=5", "power of two")),
     ("--batch_size=0", ("--batch_size", "at least 1")),
     ("--eval_batch_size=0", ("--eval_batch_size=0",)),
+    ("--eval_every=-1", ("--eval_every=-1", "'auto' or a whole number >= 0")),
     ("--save_every=0", ("--save_every", "at least 1")),
     ("--max_steps=-3", ("--max_steps", "got -3")),
     ("--synthmix_lambda=abc", ("--synthmix_lambda", "'abc'")),
@@ -416,8 +422,8 @@ def test_overwrite_refused_by_a_bad_record_keeps_the_old_run_and_a_replaced_run_
     bad.write_bytes(good)
     code, err = run_main(capsys, *replace)
     assert code == 0, err
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "data_fingerprint.json", "tb",
-                                                     "train.log"]
+    assert sorted(p.name for p in run.iterdir()) == ["adaptation_signal.json", "checkpoints", "config.json",
+                                                     "data_fingerprint.json", "eval_curve.csv", "tb", "train.log"]
     assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-1.index"]
 
 
@@ -481,7 +487,7 @@ def test_an_evaluation_stopped_midway_leaves_the_previous_one_whole(run_copy, mo
     with pytest.raises(KeyboardInterrupt):
         evaluate_run(run, log=lambda _: None)
     assert folder_contents(run / "eval") == before
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith("eval")) == ["eval"]
+    assert sorted(p.name for p in run.iterdir() if p.name.split(".")[0] == "eval") == ["eval"]
 
 
 def test_a_second_evaluation_of_a_run_is_refused_and_clears_nothing(capsys, run_copy):
@@ -496,7 +502,7 @@ def test_a_second_evaluation_of_a_run_is_refused_and_clears_nothing(capsys, run_
     assert (run / "eval.partial" / "metrics.json").read_text() == "being written"
     (run / "eval.lock").unlink()
     assert evaluate(capsys, run)[0] == 0
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith("eval")) == ["eval"]
+    assert sorted(p.name for p in run.iterdir() if p.name.split(".")[0] == "eval") == ["eval"]
 
 
 def test_a_full_disk_at_a_save_is_one_line_naming_the_space_and_leaves_no_partial_files(
@@ -590,3 +596,389 @@ def test_a_data_dir_that_is_a_file_or_a_symlink_loop_is_named_as_such(capsys, tm
     assert_one_error(*run_main(capsys, *tiny_args(tiny_phantom, loop / "run")), str(loop / "run"),
                      "--output_dir is a symbolic link loop")
     assert not out.exists()
+
+
+def edit_json(path, change):
+    """Rewrites the JSON file at `path` as `change(its content)` returns it."""
+    path.write_text(json.dumps(change(json.loads(path.read_text(encoding="utf-8")))), encoding="utf-8")
+
+
+def a_scan(folder):
+    """A NIfTI scan of noise in `folder`, for --predict_input."""
+    import nibabel as nib  # pylint: disable=import-outside-toplevel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(40, 40, 3)).astype(np.float32), np.eye(4)),
+             str(path))
+    return path
+
+
+def use_the_run(capsys, root, mode, *extra):
+    """(exit code, stdout, stderr) of predict, export or evaluate of ROOT/run."""
+    run, out = root / "run", root / f"{mode}_out"
+    argv = {"predict": (f"--predict_input={a_scan(root / 'scans')}", f"--predictions_dir={out}"),
+            "export": (f"--export_dir={out}",), "evaluate": ()}[mode]
+    code = main_exit_code(f"--mode={mode}", f"--output_dir={run}", *argv, *extra)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def swap_class_names(fingerprint):
+    names = fingerprint["class_names"]
+    return {**fingerprint, "class_names": [names[0], names[2], names[1], *names[3:]]}
+
+
+@pytest.mark.parametrize("mode", ["predict", "export", "evaluate"])
+@pytest.mark.parametrize("edit, parts", [
+    (lambda run: edit_json(run / "config.json", lambda c: {**c, "model": {**c["model"], "image_size": 64}}),
+     ("config.json: image_size is 64, but the run was trained on 32 x 32 slices", '"image_size": 32')),
+    (lambda run: edit_json(run / "config.json", lambda c: {**c, "model": {**c["model"], "num_classes": 6}}),
+     ("config.json: num_classes is 6, but the run was trained on 5 classes", '"num_classes": 5')),
+    (lambda run: edit_json(run / "data_fingerprint.json", swap_class_names),
+     ("data_fingerprint.json: edited after training",)),
+    (lambda run: (run / "data_fingerprint.json").write_text("{not json"), ("data_fingerprint.json: not valid JSON",)),
+    (lambda run: (run / "data_fingerprint.json").write_text("[1, 2]"),
+     ("data_fingerprint.json: not a JSON object", "got list")),
+    (lambda run: (run / "config.json").write_text("{not json"), ("config.json: not valid JSON",)),
+    (lambda run: edit_json(run / "config.json", lambda c: {**c, "colour": "red"}),
+     ("config.json: not a run's config", "unknown setting(s) colour")),
+    (lambda run: edit_json(run / "config.json", lambda c: {**c, "model": {**c["model"], "depth": 3}}),
+     ("config.json: not a run's config", "unknown setting(s) model.depth")),
+], ids=["image_size", "num_classes", "swapped class names", "fingerprint not JSON", "fingerprint a list",
+        "config not JSON", "unknown key", "unknown model key"])
+def test_an_edited_run_folder_is_refused_before_any_checkpoint_is_read(capsys, run_copy, mode, edit, parts):
+    edit(run_copy / "run")
+    code, _, err = use_the_run(capsys, run_copy, mode)
+    assert_one_error(code, err, str(run_copy / "run"), *parts)
+    assert not (run_copy / f"{mode}_out").exists() and not (run_copy / "run" / "eval").exists()
+
+
+def test_an_edited_num_classes_without_a_fingerprint_names_the_tensor_that_does_not_fit(capsys, run_copy):
+    run = run_copy / "run"
+    (run / "data_fingerprint.json").unlink()
+    edit_json(run / "config.json", lambda c: {**c, "model": {**c["model"], "num_classes": 6}})
+    code, _, err = use_the_run(capsys, run_copy, "export", "--target_range=-1,2")
+    assert_one_error(code, err, "of shape (1, 1, 64, 5)", "num_classes=6", "need (1, 1, 64, 6)",
+                     "config.json was edited after training")
+    assert "the file may be damaged" not in err
+
+
+def copy_checkpoint(checkpoints, number, new_number):
+    for path in checkpoints.glob(f"ckpt-{number}.*"):
+        shutil.copy(path, checkpoints / path.name.replace(f"ckpt-{number}.", f"ckpt-{new_number}."))
+
+
+def rotate(checkpoints):
+    """What a trainer with --keep_checkpoints=1 does at its next save: ckpt-3 saved, ckpt-2 deleted."""
+    copy_checkpoint(checkpoints, 2, 3)
+    for path in checkpoints.glob("ckpt-2.*"):
+        path.unlink()
+
+
+@pytest.mark.parametrize("mode", ["predict", "export", "evaluate"])
+@pytest.mark.parametrize("when", ["while verified", "before restored"])
+def test_a_checkpoint_the_trainer_rotates_away_while_it_is_read_gives_way_to_the_new_one(
+        capsys, run_copy, monkeypatch, mode, when):
+    from sifa_synthmix import checkpoint_files  # pylint: disable=import-outside-toplevel
+
+    checkpoints = run_copy / "run" / "checkpoints"
+    patched = "verify" if when == "while verified" else "newest_intact"
+    original = getattr(checkpoint_files, patched)
+
+    def rotating(prefix, *args):
+        if not (checkpoints / "ckpt-3.index").exists():
+            if patched == "verify":
+                rotate(checkpoints)
+            else:
+                prefix = original(prefix, *args)  # ckpt-2, read in full; rotated away before the restore
+                rotate(checkpoints)
+                return prefix
+        return original(prefix, *args)
+
+    monkeypatch.setattr(checkpoint_files, patched, rotating)
+    code, out, err = use_the_run(capsys, run_copy, mode)
+    assert code == 0 and "damaged" not in out + err, err
+    assert f"{checkpoints / 'ckpt-3'} (step 2)" in out, out  # the step its content holds (a copy of ckpt-2's)
+
+
+def test_a_checkpoint_deleted_under_every_read_is_one_error_line_not_damage(capsys, run_copy, monkeypatch):
+    from sifa_synthmix import checkpoint_files  # pylint: disable=import-outside-toplevel
+
+    checkpoints = run_copy / "run" / "checkpoints"
+    monkeypatch.setattr(checkpoint_files, "newest_first", lambda directory: [str(checkpoints / "ckpt-9")])
+    code, _, err = use_the_run(capsys, run_copy, "predict")
+    assert_one_error(code, err, f"{checkpoints}: the newest checkpoint was deleted while it was read, 5 times in a row")
+    assert "damaged" not in err
+
+
+@pytest.mark.parametrize("mode, use", [("predict", "to predict with"), ("export", "to export"),
+                                       ("evaluate", "to evaluate")])
+def test_a_run_still_training_is_named_with_its_lock(capsys, run_copy, mode, use):
+    run = run_copy / "run"
+    lock = run / "train.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    training = f"being trained by process {os.getpid()} on {socket.gethostname()} (lock file {lock})"
+    code, out, err = use_the_run(capsys, run_copy, mode)
+    assert code == 0, err
+    assert f"note: {run} is still {training}; using its newest checkpoint, {run / 'checkpoints' / 'ckpt-2'} " \
+           "(step 2)" in out, out
+    for path in (run / "checkpoints").glob("ckpt-*"):
+        path.unlink()
+    shutil.rmtree(run_copy / f"{mode}_out", ignore_errors=True)
+    code, _, err = use_the_run(capsys, run_copy, mode)
+    assert_one_error(code, err, f"no checkpoint {use} yet; the run is {training}: wait for its first checkpoint "
+                                "(every --save_every=1 steps)")
+    lock.unlink()
+    code, _, err = use_the_run(capsys, run_copy, mode)
+    assert_one_error(code, err, f"{run / 'checkpoints'}: no checkpoint {use} yet; train the run first")
+
+
+@pytest.fixture(scope="module")
+def raw_scans(tmp_path_factory):
+    """A tiny raw phantom (NIfTI, nnU-Net layout) for python -m data_prep.folder."""
+    from data_prep import phantom  # pylint: disable=import-outside-toplevel
+
+    raw = tmp_path_factory.mktemp("raw") / "raw"
+    phantom.write_raw(raw, image_size=32, counts={"mr_train": 2, "ct_train": 2, "mr_val": 0, "ct_val": 0,
+                                                  "mr_test": 1, "ct_test": 1})
+    return raw
+
+
+def convert(capsys, raw, out, *extra):
+    """(exit code, stdout, stderr) of the folder converter's command line, in-process (imported
+    before any test captures stderr: the converter's progress stream is bound at import)."""
+    with pytest.raises(SystemExit) as stop:
+        exit_on_bad_input(folder.main, ["--mr_dir", str(raw / "mr"), "--ct_dir", str(raw / "ct"),
+                                        "--output_dir", str(out), "--image_size", "32", *extra])
+        sys.exit(0)
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err
+
+
+def rewrite_scan(path, change):
+    """Writes the NIfTI at `path` again as `change(array, affine)` returns them, header and all."""
+    import nibabel as nib  # pylint: disable=import-outside-toplevel
+
+    scan = nib.load(str(path))
+    array, affine = change(np.asarray(scan.dataobj), scan.affine.copy())
+    image = nib.Nifti1Image(array, None)
+    image.header.set_qform(None, code=0)
+    image.header.set_sform(affine, code=1)  # as written, even when no grid fits it
+    path.unlink()
+    nib.save(image, str(path))
+
+
+def zero_spacing(array, affine):
+    affine[:3, 1] = 0
+    return array, affine
+
+
+def link_loop(path):
+    path.unlink()
+    path.symlink_to(path)
+
+
+RAW_DAMAGE = {
+    "zero spacing": (lambda raw: rewrite_scan(raw / "ct" / "imagesTr" / "ct_train_00_0000.nii.gz", zero_spacing),
+                     ("ct_train_00_0000.nii.gz", "places the voxels on no 3D grid", "voxel spacing [8.125, 0.0")),
+    "one row": (lambda raw: rewrite_scan(raw / "ct" / "imagesTr" / "ct_train_01_0000.nii.gz",
+                                         lambda array, affine: (array[:1], affine)),
+                ("ct_train_01_0000.nii.gz", "shape (1, 32, 16) has a single row, column or slice")),
+    "symbolic link loop": (lambda raw: link_loop(raw / "mr" / "labelsTr" / "mr_train_01.nii.gz"),
+                           ("mr_train_01.nii.gz", "a symbolic link loop, not a scan")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAW_DAMAGE))
+def test_a_scan_whose_geometry_cannot_be_used_is_named(capsys, raw_scans, tmp_path, case):
+    damage, parts = RAW_DAMAGE[case]
+    raw = shutil.copytree(raw_scans, tmp_path / "raw", symlinks=True)
+    damage(raw)
+    code, _, err = convert(capsys, raw, tmp_path / "out")
+    assert_one_error(code, err, *parts)
+    assert not list(tmp_path.glob("out*"))
+
+
+def unreadable_labels(monkeypatch, raw):
+    iterdir = pathlib.Path.iterdir
+
+    def refusing(path):
+        if path.name == "labelsTr":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return iterdir(path)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", refusing)
+    return (f"{raw / 'mr' / 'labelsTr'}: Permission denied",)
+
+
+def full_disk_for_records(monkeypatch, raw):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    def writer(path, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, f"{path}; No space left on device")
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", writer)
+    return ("tfrecords", "No space left on device")
+
+
+def full_disk_for_test_volumes(monkeypatch, raw):
+    def savez(path, **arrays):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(np, "savez_compressed", savez)
+    return ("mr_test_00.npz.tmp.npz: No space left on device",)
+
+
+def read_only_disk(monkeypatch, raw):
+    mkdir = pathlib.Path.mkdir
+
+    def refusing(path, *args, **kwargs):
+        if ".partial-" in path.name:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refusing)
+    return (".partial-", "Read-only file system")
+
+
+def another_converter_first(monkeypatch, raw):
+    from sifa_synthmix.data import layout  # pylint: disable=import-outside-toplevel
+
+    finish = layout.PreparedDatasetWriter.finish
+
+    def finish_after_another(writer):
+        out = writer.layout.root.parent / "out"
+        out.mkdir()
+        (out / "dataset.json").write_text("{}")  # the other converter was quicker
+        return finish(writer)
+
+    monkeypatch.setattr(layout.PreparedDatasetWriter, "finish", finish_after_another)
+    return ("out: filled by another process while this one wrote", "this one's output is discarded")
+
+
+@pytest.mark.parametrize("system", [unreadable_labels, full_disk_for_records, full_disk_for_test_volumes,
+                                    read_only_disk, another_converter_first],
+                         ids=lambda system: system.__name__)
+def test_a_file_the_system_refuses_is_one_error_line_and_leaves_no_partial_folder(capsys, raw_scans, tmp_path,
+                                                                                 monkeypatch, system):
+    parts = system(monkeypatch, raw_scans)
+    code, _, err = convert(capsys, raw_scans, tmp_path / "out")
+    assert_one_error(code, err, *parts)
+    assert not list(tmp_path.glob("out.partial-*"))
+    assert system is another_converter_first or not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_is_a_file_or_the_current_folder_is_refused(capsys, raw_scans, run_copy, tmp_path,
+                                                                          monkeypatch):
+    a_file = tmp_path / "out"
+    a_file.write_text("mine")
+    code, _, err = convert(capsys, raw_scans, a_file)
+    assert_one_error(code, err, f"{a_file}: a file, not a folder")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    code, _, err = convert(capsys, raw_scans, ".")
+    assert_one_error(code, err, f"{here}: the current folder", "name a new folder inside it")
+    code, _, err = use_the_run(capsys, run_copy, "export")  # a first export into ROOT/export_out, then:
+    assert code == 0, err
+    code = main_exit_code("--mode=export", f"--output_dir={run_copy / 'run'}", "--export_dir=.")
+    assert_one_error(code, capsys.readouterr().err, f"{here}: the current folder")
+    assert a_file.read_text() == "mine" and not list(here.iterdir()) and not list(tmp_path.glob("*.partial-*"))
+
+
+def test_an_export_on_a_full_disk_is_one_error_line_and_leaves_nothing(capsys, run_copy, monkeypatch):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    def full(module, folder, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, f"{{{{function_node __wrapped__SaveV2}}}} {folder}/variables"
+                                               "/variables_temp; No space left on device [Op:SaveV2]")
+
+    monkeypatch.setattr(tf.saved_model, "save", full)
+    code, _, err = use_the_run(capsys, run_copy, "export")
+    assert_one_error(code, err, "variables_temp; No space left on device")
+    assert "function_node" not in err and "[Op:" not in err
+    assert not list(run_copy.glob("export_out*"))
+
+
+def dead_process_id():
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_a_staging_folder_left_by_a_killed_converter_is_removed_and_named(capsys, raw_scans, tmp_path):
+    left = tmp_path / f"out.partial-{dead_process_id()}"
+    (left / "mr").mkdir(parents=True)
+    code, out, err = convert(capsys, raw_scans, tmp_path / "out")
+    assert code == 0, err
+    assert f"removed {left}, left unfinished by process" in out and not left.exists()
+    assert (tmp_path / "out" / "dataset.json").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_converter_stopped_by_a_signal_says_so_in_one_line_and_leaves_nothing(raw_scans, tmp_path, signum):
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "data_prep.folder", "--mr_dir", str(raw_scans / "mr"),
+                                "--ct_dir", str(raw_scans / "ct"), "--output_dir", str(out), "--image_size", "32"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while process.poll() is None and not any(path.is_file() for staging in tmp_path.glob("out.partial-*")
+                                             for path in staging.rglob("*")):
+        time.sleep(0.005)  # stopped once it has written a file
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert process.returncode == 128 + signum and errors == [f"error: stopped by {signum.name}"], err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+def test_a_run_continues_with_only_the_flags_that_change(capsys, run_copy):
+    """Its config.json stands for the defaults (tiny widths, float32, the copy's data) and the
+    flags given change it, where they may: a new --max_steps continues the run."""
+    run = run_copy / "run"
+    code, err = run_main(capsys, f"--output_dir={run}", "--max_steps=3")
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert config["max_steps"] == 3 and config["model"]["ngf"] == 4 and config["data"]["data_dir"] == str(
+        run_copy / "data")
+    assert (run / "checkpoints" / "ckpt-3.index").is_file()
+    code, err = run_main(capsys, f"--output_dir={run}", "--max_steps=4", "--ngf=8")
+    assert_one_error(code, err, "holds a run with other flags (model.ngf: 4 -> 8)", "--overwrite")
+    assert not (run / "checkpoints" / "ckpt-4.index").exists()
+
+
+@pytest.mark.parametrize("mode", ["predict", "export", "evaluate"])
+def test_an_experiment_folder_given_as_a_run_names_its_runs(capsys, run_copy, mode):
+    experiment = run_copy / "experiment"
+    for run in ("sifa", "oracle/seed1", "oracle/seed2"):
+        (experiment / run).mkdir(parents=True)
+        shutil.copy(run_copy / "run" / "config.json", experiment / run / "config.json")
+    shutil.move(run_copy / "run", run_copy / "trained")
+    (run_copy / "run").symlink_to(experiment)  # use_the_run passes ROOT/run
+    code, _, err = use_the_run(capsys, run_copy, mode)
+    runs = ", ".join(str(run_copy / "run" / run) for run in ("oracle/seed1", "oracle/seed2", "sifa"))
+    assert_one_error(code, err, f"{run_copy / 'run'}: not a run folder (no config.json); it holds the runs {runs}: "
+                                "pass one as --output_dir")
+
+
+HELP_WITHOUT_TENSORFLOW = """
+import runpy, sys
+sys.argv = ["main.py", "--help"]
+try:
+    runpy.run_path("main.py", run_name="__main__")
+except SystemExit as stop:
+    assert stop.code == 0, stop.code
+assert "tensorflow" not in sys.modules
+"""
+
+
+def test_help_comes_before_tensorflow_and_the_converters_describe_themselves_whole(capsys):
+    result = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TENSORFLOW], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0 and "--image_size" in result.stdout, result.stderr[-2000:]
+    with pytest.raises(SystemExit):
+        folder.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Your own scans in the prepared-data layout: any folder of NIfTI / NRRD / MHA files or DICOM series per " \
+           "modality, the target's (or any) scans with or without labels." in text
+    assert "crop width and height, pixels (default: 256)" in text

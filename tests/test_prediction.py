@@ -1,6 +1,7 @@
 """--mode=predict on new scans (labels on each scan's own grid, NIfTI and DICOM alike, the same
 labels as --mode=evaluate on a prepared test volume), and evaluation with only the run folder
 and the test volumes."""
+import errno
 import json
 import os
 import pathlib
@@ -23,7 +24,7 @@ from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files
 from sifa_synthmix.evaluation.inference import inference_precision, predict_volume, restore_target_segmenter, run_data
 from sifa_synthmix.scan_prediction import on_scan_grid
-from sifa_synthmix.scan_recipe import Recipe, crop_start, recipe_for
+from sifa_synthmix.scan_recipe import Recipe, recipe_for, scan_framing
 from sifa_synthmix.task import set_precision
 from sifa_synthmix.trainer import load_run_config
 
@@ -79,6 +80,13 @@ def test_a_raw_test_scan_predicts_what_evaluate_predicted(trained, tiny_phantom,
     np.testing.assert_array_equal(written.affine, nib.load(str(scan)).affine)
     np.testing.assert_array_equal(np.asarray(written.dataobj), evaluated_labels(trained, "ct_test_00"))
     assert {"label_colours_itksnap.txt", "label_colours_slicer.ctbl"} <= {p.name for p in out.iterdir()}
+    record = json.loads((out / "prediction.json").read_text())
+    assert record["run"] == str(trained) and record["checkpoint"] == str(trained / "checkpoints" / "ckpt-60")
+    assert record["step"] == 60 and record["precision"] == "float32" and record["class_names"][1] == "MYO"
+    assert {key: record["recipe"][key] for key in ("orientation", "spacing_mm", "image_size", "crop")} == {
+        "orientation": "PLS", "spacing_mm": None, "image_size": 32, "crop": "auto"}
+    assert record["written"] == {"case.nii.gz": str(scan)} and record["failed"] == []
+    assert isinstance(record["command"], list)
 
 
 def reoriented(image, affine):
@@ -175,6 +183,36 @@ def test_a_dicom_series_predicts_the_labels_of_the_same_nifti(trained, tmp_path)
     np.testing.assert_array_equal(np.asarray(from_dicom.dataobj), np.asarray(from_nifti.dataobj))
 
 
+def test_a_folder_of_scans_and_dicom_series_folders_is_predicted_whole(trained, tmp_path, capfd):
+    """As the converters take them: scan files and DICOM series folders side by side, or series
+    folders alone (without ITK's warnings about folders that hold no series); other entries are
+    named in a note, and a single DICOM file is refused as one slice of its series."""
+    image, affine = raw_ct_test_subject(1)
+    hounsfield = np.rint(image).astype(np.int16)
+    mixed, series_only = tmp_path / "mixed", tmp_path / "series"
+    mixed.mkdir()
+    write_nifti(mixed / "case.nii.gz", hounsfield, affine)
+    write_dicom_series(mixed / "series_a", hounsfield, affine)
+    (mixed / "notes.txt").write_text("not a scan")
+    for name in ("series_b", "series_c"):
+        write_dicom_series(series_only / name, hounsfield, affine)
+    capfd.readouterr()
+    for folder, names in ((mixed, ["case", "series_a"]), (series_only, ["series_b", "series_c"])):
+        out = tmp_path / f"out_{folder.name}"
+        assert predict(f"--output_dir={trained}", f"--predict_input={folder}", f"--predictions_dir={out}") == 0
+        assert sorted(json.loads((out / "prediction.json").read_text())["written"]) == [
+            f"{name}.nii.gz" for name in names]
+    captured = capfd.readouterr()
+    assert f"note: --predict_input={mixed}: ignored 1 entry that are neither scans nor DICOM series folders: " \
+           "notes.txt" in captured.out
+    assert "WARNING" not in captured.err and "No Series" not in captured.err, captured.err
+    one_file = series_only / "series_b" / "slice000.dcm"
+    out = tmp_path / "one"
+    assert predict(f"--output_dir={trained}", f"--predict_input={one_file}", f"--predictions_dir={out}") == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and str(one_file) in errors[0] and "pass the folder that holds the series" in errors[0]
+
+
 def test_a_bad_scan_is_one_error_line_and_the_others_are_written(trained, tmp_path, capsys):
     image, affine = raw_ct_test_subject(0)
     folder = tmp_path / "scans"
@@ -190,6 +228,31 @@ def test_a_bad_scan_is_one_error_line_and_the_others_are_written(trained, tmp_pa
     assert (out / "good.nii.gz").is_file() and not (out / "broken.nii.gz").exists()
     progress = [line for line in captured.out.splitlines() if "good.nii.gz:" in line]
     assert len(progress) == 1 and "slices/s" in progress[0], captured.out
+
+
+def test_a_scan_whose_files_do_not_fit_on_the_disk_leaves_neither(trained, tmp_path, capsys, monkeypatch):
+    image, affine = raw_ct_test_subject(0)
+    scan = write_nifti(tmp_path / "case.nii.gz", image, affine)
+    out = tmp_path / "out"
+    write_bytes = pathlib.Path.write_bytes
+
+    def full_disk(path, data):
+        if path.name.endswith(".npz.tmp"):  # the label map fitted, its probabilities do not
+            write_bytes(path, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    capsys.readouterr()
+    code = predict(f"--output_dir={trained}", f"--predict_input={scan}", f"--predictions_dir={out}",
+                   "--save_probabilities")
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and str(scan) in errors[0] and "No space left" in errors[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["label_colours_itksnap.txt", "label_colours_slicer.ctbl",
+                                                     "prediction.json"]
+    record = json.loads((out / "prediction.json").read_text())
+    assert record["written"] == {} and record["failed"] == [str(scan)]
 
 
 @pytest.mark.parametrize("argv, parts", [
@@ -259,16 +322,23 @@ assert not ours, ours
 """
 
 
-def test_the_exported_model_predicts_alone_what_predict_wrote(trained, tiny_phantom, tmp_path, capsys):
-    export = tmp_path / "export"
-    assert main_exit_code("--mode=export", f"--output_dir={trained}", f"--export_dir={export}") == 0, \
-        capsys.readouterr().err
-    assert json.loads((export / "sifa_export.json").read_text())["class_names"][1] == "MYO"
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The trained run exported by main.py from another working folder, with a relative --output_dir."""
+    export = tmp_path_factory.mktemp("export") / "model"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(trained.parent)
+        assert main_exit_code("--mode=export", f"--output_dir={trained.name}", f"--export_dir={export}") == 0
+    return export
+
+
+def test_the_exported_model_predicts_alone_what_predict_wrote(exported, trained, tiny_phantom, tmp_path):
+    assert json.loads((exported / "sifa_export.json").read_text())["class_names"][1] == "MYO"
     with np.load(tiny_phantom / "ct" / "test" / "ct_test_00.npz") as arrays:
         slices = np.moveaxis(arrays["arr_0"], 2, 0)[..., None]  # the prepared volume's slices, batch first
     np.save(tmp_path / "slices.npy", slices)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", LOAD_EXPORT, str(export), str(tmp_path / "slices.npy"),
+    result = subprocess.run([sys.executable, "-c", LOAD_EXPORT, str(exported), str(tmp_path / "slices.npy"),
                              str(tmp_path / "out.npz")], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -279,6 +349,35 @@ def test_the_exported_model_predicts_alone_what_predict_wrote(trained, tiny_phan
     np.testing.assert_array_equal(raw_labels, expected)
     assert probabilities.dtype == np.float32 and probabilities.shape == (*expected.shape, 5)
     np.testing.assert_array_equal(probabilities.argmax(axis=-1), expected)
+
+
+def test_the_exported_model_refuses_another_slice_size_channel_count_or_nonfinite_values(exported):
+    model = tf.saved_model.load(str(exported))
+    cases = [((2, 16, 16, 1), 0.0, r"\[2,16,16,1\] is not compatible with expected shape \[\?,32,32,1\]"),
+             ((2, 64, 64, 1), 0.0, r"\[2,64,64,1\] is not compatible"),
+             ((2, 32, 32, 3), 0.0, r"\[2,32,32,3\] is not compatible"),
+             ((2, 32, 32, 1), np.nan, "the slices hold NaN or infinite values"),
+             ((2, 32, 32, 1), np.inf, "the slices hold NaN or infinite values")]
+    for shape, value, message in cases:
+        for name, argument in (("serving_default", "images"), ("segment_intensities", "slices")):
+            with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+                model.signatures[name](**{argument: tf.fill(shape, np.float32(value))})
+    assert model.signatures["serving_default"](images=tf.zeros((2, 32, 32, 1)))["labels"].shape == (2, 32, 32)
+
+
+def test_the_export_record_resolves_from_anywhere_and_says_what_a_new_scan_goes_through(exported, trained):
+    record = json.loads((exported / "sifa_export.json").read_text())
+    checkpoint = pathlib.Path(record["checkpoint"])
+    assert checkpoint.is_absolute() and checkpoint.with_suffix(".index").is_file()
+    assert checkpoint.parent.parent == trained.resolve()
+    assert record["input"].startswith("[N, 32, 32, 1] float32")
+    low, high = record["intensity_range"]
+    assert record["to_model_range"].startswith(f"x' = 2 * (x - ({low})) / ({high} - ({low})) - 1")
+    words = record["new_scans"]
+    assert words["orientation"] == "PLS (axial slices): rows anterior -> posterior, columns right -> left, " \
+                                   "slices feet -> head"
+    assert words["crop"].startswith("auto: a 32 x 32 window centred on the centroid of the scan's body")
+    assert words["intensities"].startswith("values above the crop's 98th percentile clipped to it")
 
 
 def test_export_refuses_a_folder_with_files_and_keeps_them(trained, tmp_path, capsys):
@@ -306,7 +405,7 @@ def test_the_recorded_recipe_and_its_overrides():
 def test_the_fingerprint_keeps_the_recipe_that_prediction_reads(trained, tmp_path):
     recipe = {"orientation": "ILP", "slice_axis": "coronal", "spacing_mm": None, "image_size": 32, "crop": "centre",
               "clip_percent": 2.0, "normalisation": "zscore"}
-    info = {"class_names": ["background", "a"], "image_size": 32, "preprocessing": recipe}
+    info = {"class_names": ["background", "a", "b", "c", "d"], "image_size": 32, "preprocessing": recipe}
     resolved = inputs.ResolvedData([], [], [], (0.0, 1.0), (-1.0, 2.0), info)
     cfg = load_run_config(trained)
     fingerprint = inputs.data_fingerprint(cfg.data, resolved)
@@ -320,14 +419,14 @@ def test_the_fingerprint_keeps_the_recipe_that_prediction_reads(trained, tmp_pat
 
 @pytest.mark.parametrize("shape, blob, start", [
     ((48, 40, 3), (slice(0, 6), slice(34, 40)), (0, 8)),  # body in a corner: the window stays inside
-    ((48, 40, 3), (slice(20, 28), slice(16, 24)), (8, 4)),  # around the body's centroid (23.5, 19.5)
+    ((48, 40, 3), (slice(20, 27), slice(16, 23)), (7, 3)),  # around the body's centroid (23, 19)
     ((20, 24, 3), (slice(0, 4), slice(0, 4)), (-6, -4)),  # narrower than the window: centred on it
 ])
 def test_a_new_scan_is_cropped_around_its_body_inside_the_scan(shape, blob, start):
     image = -1000.0 + np.random.default_rng(0).uniform(0, 10, shape)  # air, with a scanner's noise
     image[blob] = 50.0
-    assert crop_start(image, Recipe("PLS", None, 32, "auto", 2.0)) == start
-    centred = crop_start(image, Recipe("PLS", None, 32, "centre", 2.0))
+    assert scan_framing(image, Recipe("PLS", None, 32, "auto", 2.0), "scan").start == start
+    centred = scan_framing(image, Recipe("PLS", None, 32, "centre", 2.0), "scan").start
     assert centred == tuple((n - 32) // 2 if n < 32 else int(np.floor((n - 1) / 2 - 16 + 0.5)) for n in shape[:2])
 
 

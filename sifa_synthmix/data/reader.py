@@ -18,12 +18,13 @@ import tensorflow as tf
 from google.protobuf import message
 
 from sifa_synthmix.data import records
+from sifa_synthmix.errors import ToolkitError
 
 ERROR_MARKER = "[sifa-data]"
 _GLOB_CHARS = set("*?[")
 
 
-class DataError(Exception):
+class DataError(ToolkitError):
     """Bad input data; the message names the file and the problem."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from sifa_synthmix import checkpoint_files
 from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
 from sifa_synthmix.data.reader import to_unit_range
+from sifa_synthmix.errors import ToolkitError
 from sifa_synthmix.evaluation import figures, label_files, result_files, table
 from sifa_synthmix.evaluation.learning_curve import read_curve
 from sifa_synthmix.evaluation.methods import method_names
@@ -90,7 +91,7 @@ def method_folders(path):
                             f"experiment folder ({EXPERIMENT_FILE})")
 
 
-class ComparisonError(ValueError):
+class ComparisonError(ToolkitError, ValueError):
     """Runs that cannot share one comparison table."""
 
 

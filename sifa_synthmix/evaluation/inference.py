@@ -7,15 +7,18 @@ a run without a fingerprint (trained before it was recorded, or imported from an
 checkpoint) falls back to its data flags: an explicit --target_range, else the stats file."""
 import dataclasses
 import functools
-import json
+import os
 import pathlib
+import re
 
 import numpy as np
 import tensorflow as tf
 
 from sifa_synthmix import checkpoint_files, cpu_features, inputs
 from sifa_synthmix.data.reader import DataError, to_unit_range
-from sifa_synthmix.run_folder import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE
+from sifa_synthmix.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE,
+                                     check_config_against_fingerprint, read_fingerprint)
+from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorflow_paths import for_tensorflow
@@ -24,8 +27,18 @@ from sifa_synthmix.tensorflow_paths import for_tensorflow
 # at call time.
 
 
-def architecture_difference(checkpoint_path, cfg):
-    """Which model flags differ between `cfg` and the run a checkpoint came from, as far as known."""
+# TensorFlow's message when a checkpoint's tensor has another shape than the variable it restores.
+_SHAPE_MISMATCH = re.compile(r"incompatible tensor with shape (\(.*?\)) when attempting to restore variable with "
+                             r"shape (\(.*?\)) and name (\S+?)(?::\d+)?\.")
+MODEL_FLAGS = ("image_size", "ngf", "ndf", "encoder_base", "num_classes", "skip")
+# Restores of a run's newest checkpoint, each after the one before vanished while it was read.
+RESTORE_ATTEMPTS = 5
+
+
+def architecture_difference(checkpoint_path, cfg, error=None):
+    """Which model flags differ between `cfg` and the run a checkpoint came from, as far as known;
+    for a checkpoint of this very run (config.json edited since), the tensor that does not fit
+    (`error`: the failed restore's)."""
     from sifa_synthmix import trainer  # pylint: disable=import-outside-toplevel
 
     run_dir = pathlib.Path(checkpoint_path).parent.parent
@@ -33,9 +46,16 @@ def architecture_difference(checkpoint_path, cfg):
         return "its run's flags are unknown"
     saved = trainer.load_run_config(run_dir).model
     differing = [f"--{name}={getattr(saved, name)} there, {getattr(cfg.model, name)} here"
-                 for name in ("image_size", "ngf", "ndf", "encoder_base", "num_classes", "skip")
-                 if getattr(saved, name) != getattr(cfg.model, name)]
-    return "; ".join(differing) or "same model flags; the file may be damaged"
+                 for name in MODEL_FLAGS if getattr(saved, name) != getattr(cfg.model, name)]
+    if differing:
+        return "; ".join(differing)
+    mismatch = _SHAPE_MISMATCH.search(str(error or ""))
+    if mismatch:
+        stored, needed, name = mismatch.groups()
+        flags = ", ".join(f"{flag}={getattr(cfg.model, flag)}" for flag in MODEL_FLAGS)
+        return (f"it holds {name} of shape {stored}, the networks of {run_dir / CONFIG_FILE} ({flags}) need "
+                f"{needed}: {CONFIG_FILE} was edited after training; put back the model flags it was trained with")
+    return "same model flags; the file may be damaged"
 
 
 def inference_precision(precision, has_gpu=None, bfloat16_flags=None):
@@ -51,41 +71,72 @@ def inference_precision(precision, has_gpu=None, bfloat16_flags=None):
     return precision if precision == "mixed_bfloat16" and native else "float32"
 
 
-def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print, precision="float32"):
-    """(SegmenterNetworks with the run's e_B and s_B under `precision`, checkpoint path).
+@dataclasses.dataclass(frozen=True)
+class RestoredCheckpoint:
+    """The checkpoint a restore read: its path and the training step it holds."""
+
+    path: str
+    step: int
+
+
+STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"  # the trainer's step in its checkpoints
+
+
+def _restored_step(path):
+    """The trainer's step a checkpoint holds; from its file name where it holds none (a
+    checkpoint written by a benchmark or an import)."""
+    reader = tf.train.load_checkpoint(for_tensorflow(path))
+    return int(reader.get_tensor(STEP_KEY)) if reader.has_tensor(STEP_KEY) else checkpoint_files.step_of(path)
+
+
+def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print, precision="float32", use="to evaluate"):
+    """(SegmenterNetworks with the run's e_B and s_B under `precision`, RestoredCheckpoint).
 
     Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
     Without `checkpoint`, the run's newest intact checkpoint (a damaged newer one is named and
-    skipped); a given `checkpoint` must read in full.
+    skipped; one that a trainer still at work deletes while it is read is replaced by its
+    successor, and the step used is logged); a given `checkpoint` must read in full.
+    use: what the checkpoint is for, in the message when there is none ("to predict with").
     """
-    from sifa_synthmix import trainer  # pylint: disable=import-outside-toplevel
-
     run_dir = pathlib.Path(run_dir)
-    if checkpoint:
-        path = checkpoint_files.verify(checkpoint)
-    else:
-        path = checkpoint_files.newest_intact(run_dir / CHECKPOINT_DIR, log)
-    if path is None:
-        raise DataError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint to evaluate (train the run first)")
-    set_precision(precision)
-    networks = SegmenterNetworks(cfg.model)
-    try:
-        status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(for_tensorflow(path))
-        status.expect_partial().assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as error:
-        raise DataError(f"{path}: does not fit this run's networks ({architecture_difference(path, cfg)})") from error
-    return networks, path
+    training = RunLock(run_dir, activity="trained").holder_text()
+    for _ in range(RESTORE_ATTEMPTS):
+        if checkpoint:
+            path = checkpoint_files.verify(checkpoint)
+        else:
+            path = checkpoint_files.newest_intact(run_dir / CHECKPOINT_DIR, log)
+        if path is None:
+            raise DataError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint {use} yet; " + (
+                f"the run is {training}: wait for its first checkpoint (every --save_every={cfg.save_every} steps)"
+                if training else "train the run first"))
+        set_precision(precision)
+        networks = SegmenterNetworks(cfg.model)
+        try:
+            status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(for_tensorflow(path))
+            status.expect_partial().assert_existing_objects_matched()
+            step = _restored_step(path)
+        except (ValueError, AssertionError, tf.errors.OpError) as error:
+            if not checkpoint and not os.path.isfile(f"{path}.index"):
+                continue  # deleted by the trainer meanwhile: its newer one is there
+            raise DataError(f"{path}: does not fit this run's networks "
+                            f"({architecture_difference(path, cfg, error)})") from error
+        restored = RestoredCheckpoint(path, step)
+        if training and not checkpoint:
+            log(f"note: {run_dir} is still {training}; using its newest checkpoint, {path} (step {restored.step}), "
+                "and newer ones will follow")
+        return networks, restored
+    raise DataError(checkpoint_files.vanishing(run_dir / CHECKPOINT_DIR, RESTORE_ATTEMPTS))
 
 
 def float32_logits(networks, images):
     return tf.cast(target_logits(networks, images), tf.float32)
 
 
-def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print, precision="float32"):
+def restore_target_segmenter(run_dir, cfg, checkpoint=None, log=print, precision="float32", use="to evaluate"):
     """A tf.function mapping [N, H, W, 1] float32 images in [-1, 1] to float32 logits, with the
-    run's e_B and s_B computing in `precision`, and the checkpoint path (`restore_segmenter_networks`)."""
-    networks, path = restore_segmenter_networks(run_dir, cfg, checkpoint, log, precision)
-    return tf.function(functools.partial(float32_logits, networks), autograph=False), path
+    run's e_B and s_B computing in `precision`, and the RestoredCheckpoint (`restore_segmenter_networks`)."""
+    networks, restored = restore_segmenter_networks(run_dir, cfg, checkpoint, log, precision, use)
+    return tf.function(functools.partial(float32_logits, networks), autograph=False), restored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +150,10 @@ class RunData:
 
 
 def run_data(run_dir, cfg, target_range=None):
-    """The RunData of a run folder: its data fingerprint, else its data flags (`data_facts`);
-    an explicit `target_range` wins over both."""
-    path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
-    recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """The RunData of a run folder: its data fingerprint (checked against the run's model flags),
+    else its data flags (`data_facts`); an explicit `target_range` wins over both."""
+    recorded = read_fingerprint(run_dir)
+    check_config_against_fingerprint(run_dir, cfg.model, recorded)
     known = recorded if inputs.target_range_of(recorded, cfg.data) else inputs.data_facts(cfg.data)
     if target_range:
         explicit = dataclasses.replace(cfg.data, stats_file="", target_range=tuple(target_range))

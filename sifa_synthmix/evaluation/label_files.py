@@ -22,22 +22,27 @@ def volume_affine(affine=None, spacing=None):
     return np.diag([*(float(s) for s in spacing), 1.0]) if spacing is not None else np.eye(4)
 
 
-def _write(path, array, affine, spacing):
+def _nifti_bytes(array, affine, spacing):
     image = nib.Nifti1Image(array, volume_affine(affine, spacing))
     image.header.set_xyzt_units("mm" if affine is not None or spacing is not None else "unknown")
     # Level 6, not 9: as small within 30% for label maps, and a noisy one (an untrained or misapplied
     # model) takes seconds instead of most of a minute at 256 x 256 x 128.
-    atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
+    return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+
+
+def label_volume_bytes(labels, affine=None, spacing=None):
+    """The .nii.gz file of an H x W x D label volume (int16), with `volume_affine(affine, spacing)`."""
+    return _nifti_bytes(np.asarray(labels, np.int16), affine, spacing)
 
 
 def write_label_volume(path, labels, affine=None, spacing=None):
-    """Writes an H x W x D label volume (int16) atomically, with `volume_affine(affine, spacing)`."""
-    _write(path, np.asarray(labels, np.int16), affine, spacing)
+    """Writes `label_volume_bytes` atomically."""
+    atomic_write_bytes(path, label_volume_bytes(labels, affine, spacing))
 
 
 def write_image_volume(path, image, affine=None, spacing=None):
     """Writes an H x W x D image volume (float32) atomically, as `write_label_volume`."""
-    _write(path, np.asarray(image, np.float32), affine, spacing)
+    atomic_write_bytes(path, _nifti_bytes(np.asarray(image, np.float32), affine, spacing))
 
 
 def read_label_volume(path):
