@@ -1,10 +1,14 @@
-"""Seconds per training step of several mix protocols on one config, measured in one process.
+"""Seconds per training step of several mix protocols and update schedules on one config,
+measured in one process.
 
-    python -m benchmarks.step_time --flagfile=configs/tiny_cpu.flags --protocols=none,synthmix
+    python -m benchmarks.step_time --flagfile=configs/tiny_cpu.flags --protocols=none,synthmix \
+        --schedules=official,merged
 
-Each protocol's step is traced first; then the protocols take turns, `--rounds` times, each
+Each (protocol, schedule) step is traced first; then they take turns, `--rounds` times, each
 turn timing `--steps_per_round` steps on fixed random batches (the input pipeline is left out).
-Prints the median seconds per step of each protocol and the ratio to the first.
+Prints the median seconds per step of each, the ratio of each protocol to the first one under the
+same schedule (the protocol's overhead), and the speed-up of each schedule over the first one
+for the same protocol.
 """
 import dataclasses
 import json
@@ -26,13 +30,16 @@ def random_batch(cfg):
     return images[0], tf.one_hot(labels, cfg.model.num_classes), images[1]
 
 
-def with_protocol(cfg, protocol):
-    return dataclasses.replace(cfg, synthmix=dataclasses.replace(cfg.synthmix, protocol=protocol))
+def with_protocol(cfg, protocol, schedule=None):
+    """cfg with the mix protocol (and, unless None, the update schedule) replaced."""
+    cfg = dataclasses.replace(cfg, synthmix=dataclasses.replace(cfg.synthmix, protocol=protocol))
+    return cfg if schedule is None else dataclasses.replace(cfg, update_schedule=schedule)
 
 
-def trace_step(cfg, protocol, batch):
-    """The protocol's tf.function train step, called once on `batch`, and the seconds of that call."""
-    task = build_task(with_protocol(cfg, protocol))
+def trace_step(cfg, protocol, batch, schedule=None):
+    """The protocol's tf.function train step (in `schedule`, else cfg's), called once on `batch`,
+    and the seconds of that call."""
+    task = build_task(with_protocol(cfg, protocol, schedule))
     step = compiled_step(task.train_step, cfg.jit_compile)
     start = time.perf_counter()
     float(step(*batch)[0]["g_loss_A"])
@@ -52,37 +59,61 @@ def time_steps(steps, batch, rounds, steps_per_round):
     return timings
 
 
-def time_protocols(cfg, protocols, rounds, steps_per_round):
-    """{protocol: [seconds per step of each round]} and the trace times."""
+def key(protocol, schedule):
+    return f"{protocol}/{schedule}"
+
+
+def time_protocols(cfg, protocols, rounds, steps_per_round, schedules=None):
+    """{"protocol/schedule": [seconds per step of each round]} and the trace times, for every
+    protocol under every schedule (cfg's alone when `schedules` is None)."""
     batch = random_batch(cfg)
     steps, trace_seconds = {}, {}
-    for protocol in protocols:
-        steps[protocol], trace_seconds[protocol] = trace_step(cfg, protocol, batch)
+    for schedule in schedules or [cfg.update_schedule]:
+        for protocol in protocols:
+            name = key(protocol, schedule)
+            steps[name], trace_seconds[name] = trace_step(cfg, protocol, batch, schedule)
     return time_steps(steps, batch, rounds, steps_per_round), trace_seconds
+
+
+def ratios(medians, protocols, schedules):
+    """{"overhead": {"protocol/schedule": its s/step over the first protocol's, same schedule},
+    "speedup": {"protocol/schedule": the first schedule's s/step over its, same protocol}}."""
+    return {"overhead": {key(p, s): medians[key(p, s)] / medians[key(protocols[0], s)]
+                         for s in schedules for p in protocols},
+            "speedup": {key(p, s): medians[key(p, schedules[0])] / medians[key(p, s)]
+                        for s in schedules for p in protocols}}
 
 
 def main(argv):
     del argv
     cfg = flags_lib.config_from_flags(FLAGS)
-    timings, trace_seconds = time_protocols(cfg, FLAGS.protocols, FLAGS.rounds, FLAGS.steps_per_round)
-    medians = {p: statistics.median(t) for p, t in timings.items()}
-    baseline = medians[FLAGS.protocols[0]]
-    for protocol, median in medians.items():
-        print(f"{protocol:>9}: {median:.4f} s/step (median of {FLAGS.rounds} rounds), "
-              f"ratio to {FLAGS.protocols[0]} {median / baseline:.3f}, first call {trace_seconds[protocol]:.1f} s")
-    print(json.dumps({"image_size": cfg.model.image_size, "batch_size": cfg.batch_size,
-                      "seconds_per_step": medians, "ratio": {p: m / baseline for p, m in medians.items()}}))
+    protocols, schedules = FLAGS.protocols, FLAGS.schedules
+    timings, trace_seconds = time_protocols(cfg, protocols, FLAGS.rounds, FLAGS.steps_per_round, schedules)
+    medians = {name: statistics.median(t) for name, t in timings.items()}
+    relative = ratios(medians, protocols, schedules)
+    print(f"{cfg.model.image_size} px, batch {cfg.batch_size}, ngf {cfg.model.ngf}, {cfg.precision}, graph optimizer "
+          f"{cfg.graph_optimizer}; machine: {json.dumps(machine.describe_machine())}")
+    for name, median in medians.items():
+        print(f"{name:>18}: {median:.4f} s/step (median of {FLAGS.rounds} rounds: "
+              f"{', '.join(f'{t:.3f}' for t in timings[name])}), overhead over {protocols[0]} "
+              f"{relative['overhead'][name]:.3f}, speed-up over {schedules[0]} {relative['speedup'][name]:.3f}, "
+              f"first call {trace_seconds[name]:.1f} s")
+    print(json.dumps({"image_size": cfg.model.image_size, "batch_size": cfg.batch_size, "precision": cfg.precision,
+                      "seconds_per_step": medians, "rounds": timings, "first_call_seconds": trace_seconds,
+                      **relative}))
 
 
 if __name__ == "__main__":
     from absl import app
     from absl import flags as absl_flags
 
+    from benchmarks import machine
     from sifa_synthmix import flags as flags_lib
 
     flags_lib.define_flags()
     absl_flags.DEFINE_list("protocols", ["none", "synthmix"], "Mix protocols to time (none = SIFA).")
-    absl_flags.DEFINE_integer("rounds", 5, "Interleaved rounds per protocol.")
+    absl_flags.DEFINE_list("schedules", ["official", "merged"], "Update schedules to time (--update_schedule).")
+    absl_flags.DEFINE_integer("rounds", 5, "Interleaved rounds per protocol and schedule.")
     absl_flags.DEFINE_integer("steps_per_round", 3, "Timed steps per round.")
     FLAGS = flags_lib.FLAGS
     app.run(main)

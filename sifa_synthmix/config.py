@@ -13,6 +13,14 @@ FLAG_NAMES = {"protocol": "mix_protocol", "k": "synthmix_k", "lam": "synthmix_la
               "interpolation": "mask_interpolation", "kind": "model"}
 # Fields that hold paths (or comma-separated lists of paths and globs).
 DATA_PATH_FIELDS = ("data_dir", "source_train_list", "target_train_list", "target_val_list", "stats_file")
+# --update_schedule: the order of a SIFA step's updates (sifa_synthmix/task.py).
+UPDATE_SCHEDULES = ("official", "merged")
+# TrainConfig.eval_every for --eval_every=auto: the trainer decides from the data (auto_eval_every).
+EVAL_EVERY_AUTO = -1
+# --eval_every=auto: about this many learning-curve evaluations per run. At the paper's scale one
+# evaluation of two 128-slice volumes took 82 s against 14.4 s per step (docs/benchmarks.md), so
+# ten in 20,000 steps cost under 0.3% of the training time.
+AUTO_EVALUATIONS = 10
 
 
 def flat_settings(values, prefix=""):
@@ -24,6 +32,13 @@ def flat_settings(values, prefix=""):
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def auto_eval_every(max_steps, save_every):
+    """The steps between learning-curve evaluations under --eval_every=auto, when the data hold
+    labelled target volumes: a multiple of save_every, so a checkpoint is saved at every evaluated
+    step (to evaluate in full), and at most AUTO_EVALUATIONS evaluations, the one at max_steps included."""
+    return save_every * math.ceil(max_steps / (AUTO_EVALUATIONS * save_every))
 
 
 def _require_at_least(config, low, *names):
@@ -163,8 +178,12 @@ class TrainConfig:
     keep_checkpoints: int = 40
     log_every: int = 10
     image_every: int = 300
-    eval_every: int = 0  # whole-volume target Dice every N steps and at the end (0: off)
+    # Whole-volume target Dice every N steps and at the end (0: off; EVAL_EVERY_AUTO: the trainer decides).
+    eval_every: int = 0
     precision: str = "float32"
+    # official: SIFA's seven updates in order, each on the weights the last one left; merged: one
+    # forward pass per step feeds the generators' and the segmenter's updates (task.py).
+    update_schedule: str = "official"
     jit_compile: bool = False
     graph_optimizer: str = "off"  # on | off: TensorFlow's grappler on the train step (flag: auto by device)
     deterministic: bool = False
@@ -178,6 +197,9 @@ class TrainConfig:
         if self.kind == "cyclegan" and self.synthmix.protocol != "none":
             raise ValueError("--model=cyclegan is image-level adaptation alone; it takes no --mix_protocol "
                              f"(got {self.synthmix.protocol})")
+        if self.update_schedule not in UPDATE_SCHEDULES:
+            raise ValueError(f"--update_schedule must be one of {', '.join(UPDATE_SCHEDULES)}, "
+                             f"got {self.update_schedule!r}")
         if self.distribution not in ("none", "mirrored", "multi_worker"):
             raise ValueError(f"unknown distribution {self.distribution!r}")
         if self.seg_loss_batch not in ("global", "replica"):
@@ -190,7 +212,8 @@ class TrainConfig:
         _require_at_least(self, 1, "max_steps", "batch_size", "pool_size", "save_every", "keep_checkpoints",
                           "log_every", "image_every", "max_nonfinite")
         _require_at_least(self, 0.0, "lambda_cycle")
-        _require_at_least(self, 0, "eval_every")
+        if self.eval_every != EVAL_EVERY_AUTO:
+            _require_at_least(self, 0, "eval_every")
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
             raise ValueError(f"--base_lr must be positive and finite, got {self.base_lr}")
         require_power_of_two_cells(self.model.image_size, self.synthmix.k)
@@ -207,10 +230,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values):
-        values = dict(values)
+        """The config of a `to_dict()` (config.json); ValueError naming a setting it does not know."""
+        values = _known_settings(cls, values)
         nested = {"model": ModelConfig, "data": DataConfig, "synthmix": SynthMixConfig}
         for key, kind in nested.items():
             if key in values:
-                fields = dict(values[key])
+                fields = _known_settings(kind, values[key], f"{key}.")
                 values[key] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
         return cls(**values)
+
+
+def _known_settings(kind, values, prefix=""):
+    """`values` as a dict for the dataclass `kind`; ValueError for anything else or an unknown key."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'the config'} must be a JSON object, got {type(values).__name__}")
+    unknown = sorted(set(values) - {field.name for field in dataclasses.fields(kind)})
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(prefix + key for key in unknown)}")
+    return dict(values)

@@ -7,11 +7,12 @@ learn to segment g_A(A) with the source labels: cross-entropy + Dice + L2, as SI
 segmentation update without its other terms. There is no output-space adversary (d_P, d_P_ll),
 no deep-supervision head (s_B_ll), and g_loss_B never reaches e_B: e_B is the segmenter's
 encoder, which de_B reads and does not train. The updates run in SIFA's order, without d_P and
-d_P_ll, each seeing the weights the previous one left.
+d_P_ll, each seeing the weights the previous one left, or in SIFA's merged schedule
+(--update_schedule=merged: one forward pass feeds the generators' and the segmenter's updates).
 """
 import tensorflow as tf
 
-from sifa_synthmix import losses
+from sifa_synthmix import adaptation_signal, losses
 from sifa_synthmix.networks import SIFANetworks, build_de_B, build_discriminator, build_e_B, build_g_A, build_segmenter
 from sifa_synthmix.task import SEG_L2_WEIGHT, SIFATask, foreground_dice, segmentation_losses
 
@@ -45,22 +46,34 @@ class CycleGANTask(SIFATask):
     def build_model(self):
         return CycleGANNetworks(self.cfg.model)
 
+    def seg_loss(self, ctx, latents, g_loss_B, d_A_fake, variables):
+        """e_B + s_B's loss on fake_B with the source labels: cross-entropy + Dice + L2, neither
+        g_loss_B nor d_A's output (unused arguments, part of SIFA's signature) in it; also records
+        the batch Dice and the logits image. Returns (loss, terms, {}, {})."""
+        del g_loss_B, d_A_fake
+        logits = self.networks.s_B(latents["latent_fake_B"])
+        terms = segmentation_losses(logits, ctx["gt_A"], self.cfg.seg_loss_batch)
+        terms["l2"] = SEG_L2_WEIGHT * losses.l2_regularisation(variables)
+        ctx["metrics"]["dice_fake_B"] = foreground_dice(logits, ctx["gt_A"])
+        ctx["images"]["seg_logits"] = logits
+        return terms["ce"] + terms["dice"] + terms["l2"], terms, {}, {}
+
     def update_seg(self, ctx):
         """e_B + s_B on g_A(A) (g_A as its update left it) with the source labels."""
-        n, metrics = self.networks, ctx["metrics"]
+        n = self.networks
         ctx["fake_B"] = n.g_A(ctx["A"])
         variables = self.scope_variables(UPDATE_SCOPES["seg"])
         with tf.GradientTape() as tape:
             latent_fake_B, _ = n.e_B(ctx["fake_B"], training=True)
-            logits = n.s_B(latent_fake_B)
-            terms = segmentation_losses(logits, ctx["gt_A"], self.cfg.seg_loss_batch)
-            terms["l2"] = SEG_L2_WEIGHT * losses.l2_regularisation(variables)
-            loss = terms["ce"] + terms["dice"] + terms["l2"]
+            loss, terms, _, _ = self.seg_loss(ctx, {"latent_fake_B": latent_fake_B}, None, None, variables)
         self.minimize(ctx, self.seg_optimizer, tape, loss, variables)
-        metrics["seg_loss"] = loss
-        metrics.update({f"seg_{k}": v for k, v in terms.items()})
-        metrics["dice_fake_B"] = foreground_dice(logits, ctx["gt_A"])
-        ctx["images"]["seg_logits"] = logits
+        self.record_seg_loss(ctx, loss, terms, {})
+
+    def adaptation_measures(self, ctx):
+        """The adaptation signal's measures without d_P: s_B (a 1x1 conv and a resize) on the
+        e_B features of B that the de_B update computed after the seg update (merged schedule:
+        the forward pass's)."""
+        return adaptation_signal.step_measures(self.networks.s_B(ctx["latent_B"]), ctx["gt_A"])
 
     def update_d_A(self, ctx):
         """d_A on real A against pooled fake_A, like d_B (no auxiliary head, so no cycle_A term)."""

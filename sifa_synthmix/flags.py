@@ -1,8 +1,13 @@
 """Every command-line flag of main.py, defined once, and their translation into a TrainConfig."""
+import dataclasses
+import json
+import pathlib
+
 from absl import flags
 
 from sifa_synthmix import cpu_features
-from sifa_synthmix.config import DataConfig, ModelConfig, SynthMixConfig, TrainConfig
+from sifa_synthmix.config import (AUTO_EVALUATIONS, EVAL_EVERY_AUTO, FLAG_NAMES, UPDATE_SCHEDULES, DataConfig,
+                                  ModelConfig, SynthMixConfig, TrainConfig)
 
 FLAGS = flags.FLAGS
 MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official", "predict",
@@ -60,6 +65,10 @@ def define_flags():
     flags.DEFINE_bool("prepare_phantom", False,
                       "Generate the embedded phantom into --data_dir first if it holds no dataset.json.", **group)
     flags.DEFINE_integer("phantom_seed", 0, "Seed of the generated phantom.", lower_bound=0, **group)
+    flags.DEFINE_enum("phantom", "scanner", ["scanner", "centred"],
+                      "--prepare_phantom: scanner = raw scans that look like scanner output (DATA_DIR-raw/), "
+                      "prepared through data_prep.folder as a user's scans are; centred = the earlier phantom, "
+                      "centred hearts in a fixed field of view, written prepared.", **group)
     group = {"module_name": "model"}
     flags.DEFINE_enum("model", "sifa", ["sifa", "cyclegan", "segmenter"],
                       "sifa: SIFA (+ --mix_protocol); cyclegan: the CycleGAN baseline, image-level adaptation "
@@ -93,6 +102,12 @@ def define_flags():
                       "auto: mixed_float16 when a GPU is present; on a CPU with bfloat16 instructions "
                       f"(AVX512_BF16, AMX) mixed_bfloat16 from {BFLOAT16_MIN_IMAGE_SIZE} px up; else float32.",
                       **group)
+    flags.DEFINE_enum("update_schedule", "official", list(UPDATE_SCHEDULES),
+                      "official: SIFA's seven updates per step in the official order, each on the weights the "
+                      "previous one left; merged: one forward pass per step feeds the updates of the generators "
+                      "and of the segmenter, then the discriminators train on its detached outputs, as "
+                      "SIFA-pytorch does (same losses; faster: docs/benchmarks.md). A run resumes only with "
+                      "the schedule it started with.", **group)
     flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.", **group)
     flags.DEFINE_enum("graph_optimizer", "auto", GRAPH_OPTIMIZER_SETTINGS,
                       "TensorFlow's graph optimizer (grappler) on the train step. auto: on with a GPU (its "
@@ -113,10 +128,14 @@ def define_flags():
     flags.DEFINE_enum("assd_unit", "voxel", ["voxel", "mm"],
                       "ASSD in voxels (as the paper) or in mm (needs the spacing in dataset.json).", **group)
     flags.DEFINE_integer("eval_batch_size", 16, "Slices per inference batch.", lower_bound=1, **group)
-    flags.DEFINE_integer("eval_every", 0,
-                         "During training, every N steps and at the end: Dice and ASSD of e_B + s_B on whole "
-                         "target validation volumes (else the labelled test volumes) into TensorBoard's eval/ "
-                         "and RUN/eval_curve.csv; 0: off.", lower_bound=0, **group)
+    flags.DEFINE_string("eval_every", "auto",
+                        "During training, every N steps and at the end: Dice and ASSD of e_B + s_B on whole "
+                        "target validation volumes (else the labelled test volumes) into TensorBoard's eval/ "
+                        "and RUN/eval_curve.csv; 0: off; auto: on when the data hold labelled target volumes, "
+                        f"every save_every x ceil(max_steps / ({AUTO_EVALUATIONS} x save_every)) steps (at "
+                        f"checkpoints; at most {AUTO_EVALUATIONS} evaluations, the one at the end included), else "
+                        "off.", **group)
+    flags.register_validator("eval_every", _is_eval_every, "--eval_every must be 'auto' or a whole number >= 0")
     flags.DEFINE_bool("write_images", False,
                       "--mode=evaluate: also write each test image and its ground truth as NIfTI "
                       "(eval/images/, eval/ground_truth/), in the predictions' geometry.", **group)
@@ -183,6 +202,14 @@ def _is_spacing(value):
         return float(value) > 0
     except ValueError:
         return False
+
+
+def _is_eval_every(value):
+    return value == "auto" or (value.isdigit() and value.isascii())
+
+
+def _eval_every(value):
+    return EVAL_EVERY_AUTO if value == "auto" else int(value)
 
 
 def grouped_help(full=False):
@@ -256,9 +283,42 @@ def config_from_flags(values=FLAGS):
         max_steps=values.max_steps, batch_size=values.batch_size,
         base_lr=values.base_lr, lambda_cycle=values.lambda_cycle, pool_size=values.pool_size,
         seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
-        log_every=values.log_every, image_every=values.image_every, eval_every=values.eval_every,
-        precision=resolve_precision(values.precision, values.image_size), jit_compile=values.jit_compile,
+        log_every=values.log_every, image_every=values.image_every, eval_every=_eval_every(values.eval_every),
+        precision=resolve_precision(values.precision, values.image_size),
+        update_schedule=values.update_schedule, jit_compile=values.jit_compile,
         graph_optimizer=resolve_graph_optimizer(values.graph_optimizer, values.image_size),
         deterministic=values.deterministic, max_nonfinite=values.max_nonfinite,
         distribution=values.distribution, seg_loss_batch=values.seg_loss_batch,
     )
+
+
+def _with_given_flags(saved, typed, values):
+    """`saved` (a config or one of its parts) with each field whose flag was given (on the
+    command line or in a flagfile) taken from `typed`."""
+    changes = {}
+    for field in dataclasses.fields(saved):
+        value = getattr(typed, field.name)
+        if dataclasses.is_dataclass(value):
+            changes[field.name] = _with_given_flags(getattr(saved, field.name), value, values)
+            continue
+        name = FLAG_NAMES.get(field.name, field.name)
+        if name in values and values[name].present:
+            changes[field.name] = value
+    return dataclasses.replace(saved, **changes)
+
+
+def train_config(values=FLAGS):
+    """The TrainConfig of --mode=train. In an output_dir that holds a run, and without
+    --overwrite, that run's config.json stands for the defaults, so that continuing it takes
+    only the flags that change (`--output_dir=RUN --max_steps=N`), as nnU-Net's --c continues; the
+    trainer refuses given flags that change what is trained (RESUMABLE_SETTINGS may change)."""
+    from sifa_synthmix.run_folder import CONFIG_FILE  # pylint: disable=import-outside-toplevel
+
+    typed = config_from_flags(values)
+    if values.overwrite:
+        return typed
+    try:
+        saved = TrainConfig.from_dict(json.loads((pathlib.Path(values.output_dir) / CONFIG_FILE).read_text("utf-8")))
+    except (OSError, ValueError, TypeError):
+        return typed  # no run there, or one the trainer names as unreadable
+    return _with_given_flags(saved, typed, values)

@@ -1,5 +1,6 @@
 """The training loop: run folder, data, checkpoints (and resuming), TensorBoard, and what the run
 prints (kept in RUN/train.log too)."""
+import dataclasses
 import json
 import os
 import pathlib
@@ -11,14 +12,17 @@ import time
 import keras
 import tensorflow as tf
 
-from sifa_synthmix import checkpoint_files, cpu_features, distribution, inputs, step_memory, visualize
-from sifa_synthmix.config import (DATA_PATH_FIELDS, TrainConfig, absolute_path_spec, flat_settings,
-                                  not_a_folder_reason)
-from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix import (adaptation_signal, checkpoint_files, cpu_features, distribution, inputs, step_memory,
+                           visualize)
+from sifa_synthmix.config import (DATA_PATH_FIELDS, EVAL_EVERY_AUTO, TrainConfig, absolute_path_spec,
+                                  auto_eval_every, flat_settings, not_a_folder_reason)
+from sifa_synthmix.data.layout import PreparedLayout, atomic_write_text
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
+from sifa_synthmix.errors import ToolkitError, TrainingStopped
 from sifa_synthmix.evaluation.learning_curve import LearningCurve, curve_volumes
 from sifa_synthmix.evaluation.methods import method_name
-from sifa_synthmix.run_folder import CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, EVAL_DIR
+from sifa_synthmix.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, EVAL_DIR, read_fingerprint,
+                                     sealed_fingerprint)
 from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.run_log import RunLog
 from sifa_synthmix.tensorboard_summaries import RunSummaries
@@ -28,35 +32,33 @@ from sifa_synthmix.task import foreground_dice
 
 # Where --overwrite keeps the run it replaces until the new run saves a checkpoint, and what it moves there.
 REPLACED_DIR = "replaced_run"
-REPLACED_PARTS = (CONFIG_FILE, DATA_FINGERPRINT_FILE, CHECKPOINT_DIR, "tb", EVAL_DIR)
+REPLACED_PARTS = (CONFIG_FILE, DATA_FINGERPRINT_FILE, CHECKPOINT_DIR, "tb", EVAL_DIR, adaptation_signal.SIGNAL_FILE)
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
                       "distribution", "graph_optimizer", "eval_every")
+# Settings added after runs had been trained, with the value such a run's config.json stands for.
+# update_schedule is not resumable: a run resumes only with the schedule it started with.
+LATER_SETTINGS = {"update_schedule": "official"}
 PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
                    ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
 IMAGES_SHOWN = 4
 
 
-class RunFolderError(Exception):
+class RunFolderError(ToolkitError):
     """The output folder holds a run that this one must not overwrite."""
 
 
-class NonFiniteError(Exception):
+class NonFiniteError(ToolkitError):
     """Too many steps in a row had a non-finite loss or gradient."""
 
-
-class TrainingStopped(Exception):
-    """SIGINT or SIGTERM stopped the run; its last step is checkpointed. exit_code: 128 + signal."""
-
-    def __init__(self, signum, message):
-        super().__init__(message)
-        self.exit_code = 128 + signum
+    exit_code = 3
 
 
 def _comparable_settings(config_dict):
-    """A config's flattened settings as compared between runs: its paths resolved, and without
-    output_dir (a run folder is the folder its config.json lives in, wherever it was moved)."""
-    flat = flat_settings(json.loads(json.dumps(config_dict)))
+    """A config's flattened settings as compared between runs: its paths resolved, without
+    output_dir (a run folder is the folder its config.json lives in, wherever it was moved), and
+    LATER_SETTINGS filled in where it was written before they existed."""
+    flat = dict(LATER_SETTINGS, **flat_settings(json.loads(json.dumps(config_dict))))
     flat.pop("output_dir", None)
     for name in DATA_PATH_FIELDS:
         if isinstance(flat.get(f"data.{name}"), str):
@@ -175,8 +177,15 @@ def write_run_config(cfg, folder):
 
 
 def load_run_config(run_dir):
-    """The TrainConfig a run folder was trained with."""
-    return TrainConfig.from_dict(json.loads((pathlib.Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")))
+    """The TrainConfig a run folder was trained with; RunFolderError naming config.json when it
+    is not JSON or not a run's settings (a key unknown, a value out of range)."""
+    path = pathlib.Path(run_dir) / CONFIG_FILE
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path}: not valid JSON ({error}); restore it from a copy of the run") from None
+    except (TypeError, ValueError) as error:
+        raise RunFolderError(f"{path}: not a run's config ({error}); restore it from a copy of the run") from None
 
 
 def check_data_fingerprint(run_dir, cfg, now, action, log=print):
@@ -184,18 +193,28 @@ def check_data_fingerprint(run_dir, cfg, now, action, log=print):
     entries both the run's data_fingerprint.json and `now` hold: `inputs.data_fingerprint` when a
     run resumes, `inputs.data_facts` (what the data folder tells without its training records)
     when it is evaluated. action: what is refused, "evaluate" or "resume"."""
-    saved_path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
-    if not saved_path.is_file():
+    saved = read_fingerprint(run_dir)
+    if not saved:
         log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
             f"not checking that {cfg.data.data_dir} holds the data it was trained on")
         return
-    saved = json.loads(saved_path.read_text(encoding="utf-8"))
     now = json.loads(json.dumps(now))
     differing = [f"{key}: {saved[key]} at training, {now[key]} now"
                  for key in sorted(set(saved) & set(now)) if saved[key] != now[key]]
     if differing:
         raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
                         f"refusing to {action}")
+
+
+def resolve_eval_every(cfg, resolved):
+    """cfg.eval_every, with EVAL_EVERY_AUTO (--eval_every=auto) turned into auto_eval_every when
+    the target has labelled validation or test volumes to score, else 0 (off)."""
+    if cfg.eval_every != EVAL_EVERY_AUTO:
+        return cfg.eval_every
+    modality = cfg.data.target_modality
+    test_volumes = PreparedLayout(cfg.data.data_dir).test_volumes(modality)
+    labelled_test = inputs.split_unlabelled(test_volumes, resolved.info, modality, "test")[0]
+    return auto_eval_every(cfg.max_steps, cfg.save_every) if resolved.target_val or labelled_test else 0
 
 
 def step_variable(value=0):
@@ -262,6 +281,7 @@ class Trainer:
             self.log = RunLog(lambda _: None)
             self.log.without_file()
         resolved = inputs.resolve_data(cfg.data)
+        cfg = self.cfg = dataclasses.replace(cfg, eval_every=resolve_eval_every(cfg, resolved))
         if self.chief and plan == "resume" and has_checkpoint(cfg.output_dir):
             check_data_fingerprint(cfg.output_dir, cfg, inputs.data_fingerprint(cfg.data, resolved), "resume", self.log)
         keras.utils.set_random_seed(cfg.seed)
@@ -270,7 +290,7 @@ class Trainer:
         source, target, val = inputs.build_training_datasets(cfg, resolved)
         self.record_paths = resolved.source_train + resolved.target_train + resolved.target_val
         self.target_labelled = not resolved.target_unlabelled
-        class_names = inputs.class_names(resolved.info, cfg.model.num_classes)
+        class_names = self.class_names = inputs.class_names(resolved.info, cfg.model.num_classes)
         self.curve = None
         if cfg.eval_every and self.chief:
             self.curve = LearningCurve(cfg.output_dir, *curve_volumes(cfg, resolved, self.log), resolved.target_range,
@@ -287,7 +307,8 @@ class Trainer:
             self.log.keep_in(self.out)
             fingerprint_path = self.out / DATA_FINGERPRINT_FILE
             if not has_checkpoint(self.out) or not fingerprint_path.is_file():
-                atomic_write_text(fingerprint_path, json.dumps(inputs.data_fingerprint(cfg.data, resolved)) + "\n")
+                atomic_write_text(fingerprint_path,
+                                  json.dumps(sealed_fingerprint(inputs.data_fingerprint(cfg.data, resolved))) + "\n")
         self.step = step_variable()
         self.source_it = iter(distribution.distribute_dataset(strategy, source))
         self.target_it = iter(distribution.distribute_dataset(strategy, target))
@@ -330,6 +351,9 @@ class Trainer:
         self.log(f"model: {method_name(cfg.to_dict())}, {parameters:,} trainable parameters, "
                  f"{cfg.model.image_size} x {cfg.model.image_size} slices, batch {cfg.batch_size}; "
                  f"precision {cfg.precision}; device: {describe_devices(self.strategy)}")
+        if self.curve is not None:
+            self.log(f"learning curve: target Dice and ASSD on the whole {self.curve.kind} volumes every "
+                     f"{cfg.eval_every} step(s) and at the end (--eval_every)")
 
     def _write_session_start(self):
         with self.writer.as_default(step=int(self.step)):
@@ -348,7 +372,8 @@ class Trainer:
         summaries = self.summaries
         scalars = {}
         for metric, value in metrics.items():
-            scalars[summaries.step_scalar(metric)] = float(value)
+            if not adaptation_signal.is_measure(metric):  # written as the window's signal
+                scalars[summaries.step_scalar(metric)] = float(value)
         for name, rate in self.task.learning_rates().items():
             scalars[summaries.learning_rate(name)] = float(keras.ops.convert_to_numpy(rate))
         for name, scale in self.task.loss_scale_values().items():
@@ -362,6 +387,26 @@ class Trainer:
         with self.writer.as_default(step=step):
             for (tag, description), value in scalars.items():
                 tf.summary.scalar(tag, value, description=description)
+
+    def _close_signal_window(self, target_batch, source_labels):
+        """The adaptation signal of the steps since the last log line. A task whose step computes
+        none (the segmenter) gets it from s_B's inference-mode prediction on the logged target batch."""
+        if self.signal_window.is_empty():
+            self.signal_window.add(adaptation_signal.step_measures(self.predict(target_batch[0]), source_labels))
+        return self.signal_window.close(self.class_names)
+
+    def _write_signal(self, step, adaptation):
+        with self.writer.as_default(step=step):
+            for (tag, description), value in self.summaries.signal_scalars(adaptation).items():
+                tf.summary.scalar(tag, value, description=description)
+
+    def _report_signal(self, adaptation):
+        """Writes RUN/adaptation_signal.json and says what its verdict is."""
+        record = adaptation_signal.end_of_run_record(adaptation, int(self.step))
+        path = self.out / adaptation_signal.SIGNAL_FILE
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        source_only = self.cfg.kind == "segmenter" and self.cfg.train_domain == "source"
+        self.log(adaptation_signal.end_of_run_line(record, path, source_only))
 
     def _write_images(self, step, images, target_batch):
         num_classes = self.cfg.model.num_classes
@@ -383,16 +428,18 @@ class Trainer:
                                                          num_classes)
                 tf.summary.image(tag, pair, max_outputs=IMAGES_SHOWN, description=description)
 
-    def _progress(self, step, seconds_per_step, metrics, overflows):
+    def _progress(self, step, seconds_per_step, metrics, overflows, adaptation=None):
         cfg = self.cfg
         losses = " ".join(f"{short} {float(metrics[key]):.3f}" for short, key in PROGRESS_LOSSES if key in metrics)
         if "inspector_cls" in metrics:
             losses += (f" L_cls {float(metrics['inspector_cls']):.3f} "
                        f"acc_mix {float(metrics['inspector_accuracy_unaligned_mix']):.2f}")
         dice = " ".join(f"{k.replace('_', ' ', 1)} {float(v):.3f}" for k, v in metrics.items() if k.startswith("dice_"))
+        signal_note = f" | {adaptation_signal.progress_text(adaptation)}" if adaptation else ""
         overflow_note = f" | {overflows} loss-scale overflow(s) since the last line" if overflows else ""
         return (f"step {step}/{cfg.max_steps} | {seconds_per_step:.2f} s/step | "
-                f"ETA {_format_duration((cfg.max_steps - step) * seconds_per_step)} | {losses} | {dice}{overflow_note}")
+                f"ETA {_format_duration((cfg.max_steps - step) * seconds_per_step)} | {losses} | {dice}"
+                f"{signal_note}{overflow_note}")
 
     def save(self):
         """Saves a checkpoint; every worker takes part, only the chief's stays."""
@@ -464,8 +511,8 @@ class Trainer:
             self.replacing = False
 
     def _train(self):
-        cfg = self.cfg
         self._build()
+        cfg = self.cfg  # as _build resolved it
         if int(self.step) >= cfg.max_steps:
             self.log(f"{self.out} is already at step {int(self.step)} of --max_steps={cfg.max_steps}: nothing to "
                      "train (a higher --max_steps continues it)")
@@ -477,6 +524,7 @@ class Trainer:
                  f"{'XLA-compiled, ' if cfg.jit_compile else ''}this can take minutes)")
         metrics, interval_start, interval_steps, overflows = {}, None, 0, 0
         self.stop_signal, self.nonfinite_in_a_row = None, 0
+        self.signal_window, adaptation = adaptation_signal.SignalWindow(), None
         started = time.perf_counter()
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -493,10 +541,15 @@ class Trainer:
                     interval_start, interval_steps = time.perf_counter(), 0
                 else:
                     interval_steps += 1
+                if self.chief:
+                    self.signal_window.add(metrics)
                 if self.chief and (step % cfg.log_every == 0 or step == cfg.max_steps):
                     self._write_scalars(step, metrics, target_batch)
+                    adaptation = self._close_signal_window(target_batch, distribution.local_batch(self.strategy,
+                                                                                                  source_labels))
+                    self._write_signal(step, adaptation)
                     elapsed = time.perf_counter() - interval_start
-                    self.log(self._progress(step, elapsed / max(interval_steps, 1), metrics, overflows))
+                    self.log(self._progress(step, elapsed / max(interval_steps, 1), metrics, overflows, adaptation))
                     interval_start, interval_steps, overflows = time.perf_counter(), 0, 0
                 if self.chief and (step % cfg.image_every == 0 or step == cfg.max_steps):
                     self._write_images(step, images, target_batch)
@@ -530,4 +583,6 @@ class Trainer:
                  f"{_format_duration(time.perf_counter() - started)}. Results in {self.out}: checkpoints/, "
                  f"tb/ (tensorboard --logdir {self.out / 'tb'}), train.log; evaluate with python main.py "
                  f"--mode=evaluate --output_dir={self.out}")
+        if adaptation is not None:  # the chief's, of the window that ended at max_steps
+            self._report_signal(adaptation)
         return {k: float(v) for k, v in metrics.items()}

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from sifa_synthmix.config import ModelConfig, SynthMixConfig, TrainConfig
 from sifa_synthmix.networks import SIFANetworks
-from sifa_synthmix.task import UPDATE_SCOPES, SIFATask
+from sifa_synthmix.task import GENERATORS, UPDATE_SCOPES, SIFATask
 from sifa_synthmix.task_factory import build_task
 
 
@@ -22,7 +22,7 @@ TINY_MODEL = ModelConfig(image_size=32, ngf=4, ndf=4, encoder_base=2)
 BATCH = 2
 SEED = 7
 EXPECTED_METRICS = ("g_loss_A", "d_loss_B", "seg_loss", "g_loss_B", "d_loss_A", "d_loss_P",
-                    "d_loss_P_ll", "dice_fake_B")
+                    "d_loss_P_ll", "dice_fake_B", "signal_target_foreground_slices", "signal_d_P_accuracy")
 # Updates that run e_B in training mode, so may move its batch-norm statistics.
 E_B_TRAINING_UPDATES = {"g_A", "seg", "de_B"}
 
@@ -71,6 +71,8 @@ def scoped_networks(task):
 
 
 def update_scopes(name):
+    if name == GENERATORS:  # the merged schedule's update of g_A and de_B
+        return UPDATE_SCOPES["g_A"] + UPDATE_SCOPES["de_B"]
     return UPDATE_SCOPES.get(name, (name,))  # the inspector update changes the inspector
 
 
@@ -85,15 +87,18 @@ def batch_norm_statistics(task):
 
 
 def check_each_update_changes_only_its_own_variables(task):
-    """Runs the updates of one step in order; after each, the variables of its scopes have
-    moved and every other trainable variable is bit-for-bit unchanged. Returns the names of
-    the updates that moved e_B's batch-norm moving statistics (non-trainable), and the step's metrics."""
+    """Runs the updates of one step in order (in the task's update schedule); after each, the
+    variables of its scopes have moved and every other trainable variable is bit-for-bit
+    unchanged. Returns the names of the updates that moved e_B's batch-norm moving statistics
+    (non-trainable), and the step's metrics."""
     networks = scoped_networks(task)
     ctx = task.new_context(*random_batch())
+    if task.merged:
+        task.merged_forward(ctx)  # moves e_B's statistics before the first update
     moved_statistics = set()
     for name in task.update_order:
         before, statistics_before = snapshot(networks), batch_norm_statistics(task)
-        getattr(task, f"update_{name}")(ctx)
+        task.update_function(name)(ctx)
         after = snapshot(networks)
         own = set(update_scopes(name))
         changed = {key for key in before if not np.array_equal(before[key], after[key])}

@@ -4,8 +4,9 @@ Per step (docs: ../shared/docs/synthmix.md):
 - one mask M is drawn for the aligned mixes: S_mix = M * fake_B + (1 - M) * A goes into g_loss_A,
   T_mix = M * B + (1 - M) * fake_A into g_loss_B, each as lambda_I * L_adv^mix with the
   inspector asked to answer M (its target-looking part);
-- after SIFA's seven updates, the inspector is trained on A (answer 0), B (answer 1) and an
-  unaligned mix of A and B with a fresh mask (answer M'), minimising lambda_I * L_cls.
+- after SIFA's updates (the seven of the official schedule, or the merged schedule's, whose one
+  forward pass holds both mix terms), the inspector is trained on A (answer 0), B (answer 1) and
+  an unaligned mix of A and B with a fresh mask (answer M'), minimising lambda_I * L_cls.
 For SynthMix the answer is the k x k block mask, and the inspector's auxiliary term (its
 score against mean(M)) is part of L_cls and, unless --noaux_in_adversarial, of L_adv^mix (the
 paper does not say which). For Mixup and CutMix the answer is the target share of the image and
