@@ -9,7 +9,8 @@ from sifa_synthmix.data.reader import DataError
 
 HOW_TO_PREPARE = (
     "Prepare it with data_prep (python -m data_prep.mmwhs --raw_dir RAW --output_dir DIR, see "
-    "README 'Real data'), or run the phantom demo instead: python main.py --flagfile=configs/demo.flags")
+    "docs/paper.md; your own scans: python -m data_prep.folder, docs/own_data.md), or run the phantom demo "
+    "instead: python main.py --flagfile=configs/demo.flags")
 
 
 @dataclasses.dataclass(frozen=True)
