@@ -29,6 +29,7 @@ from sifa_synthmix.command_errors import quiet_worker
 from sifa_synthmix.data import layout
 
 REPORT_NAME = "prep_report.json"
+OBLIQUE_NOTE_DEGREES = 1.0  # a raw stack tilted more than this against the patient's axes is noted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,7 @@ class PreparedVolume:
     unknown_labels: dict
     augmented: bool
     labelled: bool = True
+    oblique_degrees: float = 0.0  # the raw stack's tilt against the patient's axes, resliced away
 
     @property
     def written_labels(self):
@@ -142,7 +144,8 @@ def _finished_copy(raw, volume, name, image, labels, framing, unknown, body, sou
     geometry = volumes.geometry_record(volumes.cropped_affine(volume.affine, framing.start), source_geometry)
     return PreparedVolume(raw.modality, raw.split, name, volume.source, prepared, cropped_labels,
                           record_slices, volume.spacing, geometry, outside, unknown, augmented=name != raw.name,
-                          labelled=raw.labelled)
+                          labelled=raw.labelled,
+                          oblique_degrees=volumes.obliquity_degrees(source_geometry["source_affine"]))
 
 
 def prepare_volume(raw, settings):
@@ -232,11 +235,15 @@ def write(writer, item):
 def progress_line(number, total, items, slices):
     first = items[0]
     extra = f" + {len(items) - 1} augmented" if len(items) > 1 else ""
+    notes = ""
+    if first.oblique_degrees > OBLIQUE_NOTE_DEGREES:
+        notes += (f"; note: an oblique stack, {first.oblique_degrees:.1f} degrees off the patient's axes: its slices "
+                  "are taken along the stack's nearest axis as they are, not resampled")
     cut = sum(item.voxels_outside_crop for item in items)
-    warning = (f"; WARNING: {cut} labelled voxels fall outside the crop (a coarser --spacing or a larger "
-               "--image_size widens it; data_prep.folder's --spacing auto fits it to the labels)") if cut else ""
-    return (f"[{number}/{total}] {first.modality} {first.split} {first.name}{extra}: "
-            f"{slices} slices{warning}")
+    if cut:
+        notes += (f"; WARNING: {cut} labelled voxels fall outside the crop (a coarser --spacing or a larger "
+                  "--image_size widens it; data_prep.folder's --spacing auto fits it to the labels)")
+    return f"[{number}/{total}] {first.modality} {first.split} {first.name}{extra}: {slices} slices{notes}"
 
 
 def convert(raw_volumes, output_dir, settings, class_names, provenance, workers=1, progress=sys.stderr):

@@ -397,7 +397,9 @@ def check_label_values(found, ignore_unknown):
         for case in cases:
             if case.label is None or ignore_unknown:
                 continue
-            unknown = known.unknown_values(scans.read_scan(case.label)[0])
+            label = scans.read_scan(case.label)[0]
+            volumes.check_whole_numbers(label, case.label)
+            unknown = known.unknown_values(label)
             if unknown:
                 listed = ", ".join(f"{v} ({n} voxels)" for v, n in sorted(unknown.items()))
                 raise RawDataError(f"{case.label}: unknown label values {listed}; known values are {sorted(known.classes)} "

@@ -65,12 +65,17 @@ def load_pair(image_path, label_path=None):
     if not np.allclose(image_affine, label_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
         raise RawDataError(f"{label_path}: label affine {label_affine.round(4).tolist()} differs from "
                            f"the image's {image_affine.round(4).tolist()} ({image_path})")
+    check_whole_numbers(label, label_path)
+    return checked_volume(image, label, image_affine, image_path, label_path)
+
+
+def check_whole_numbers(label, label_path):
+    """A RawDataError naming `label_path` when the label array holds non-integer values."""
     if not np.issubdtype(label.dtype, np.integer):
         fractional = label.size - int(np.count_nonzero(np.mod(label, 1) == 0))
         if fractional:
             raise RawDataError(f"{label_path}: not a label file: {fractional} voxel(s) hold non-integer values "
                                f"(e.g. {float(label[np.mod(label, 1) != 0].flat[0])})")
-    return checked_volume(image, label, image_affine, image_path, label_path)
 
 
 def oriented(volume, axcodes):
@@ -84,14 +89,24 @@ def oriented(volume, axcodes):
 
 
 def resampled_in_plane(volume, spacing_mm):
-    """The volume resampled on axes 0 and 1 to `spacing_mm` (linear image, nearest labels)."""
-    factors = [volume.spacing[axis] / spacing_mm for axis in (0, 1)] + [1.0]
-    image = ndimage.zoom(volume.image, factors, order=1)
-    label = ndimage.zoom(volume.label, factors, order=0)
-    old, new = np.asarray(volume.image.shape[:2]), np.asarray(image.shape[:2])
-    steps = (old - 1) / np.maximum(new - 1, 1)  # zoom maps the corner voxels onto each other
+    """The volume resampled on axes 0 and 1 to exactly `spacing_mm` (linear image, nearest
+    labels): the new grid starts on the first voxel, steps `spacing_mm` and has ndimage.zoom's
+    size, so the recorded spacing is the one asked for (zoom's grid, corner to corner, is not)."""
+    steps = [spacing_mm / volume.spacing[axis] for axis in (0, 1)]  # input voxels per output voxel
+    shape = tuple(max(1, int(round(n / step))) for n, step in zip(volume.image.shape[:2], steps))
+    shape += volume.image.shape[2:]
+    image, label = (ndimage.affine_transform(array, np.array([*steps, 1.0]), output_shape=shape, order=order,
+                                             mode="nearest") for array, order in ((volume.image, 1), (volume.label, 0)))
     return dataclasses.replace(volume, image=image, label=label,
                                affine=volume.affine @ np.diag([*steps, 1.0, 1.0]))
+
+
+def obliquity_degrees(affine):
+    """The largest angle between a voxel axis of `affine` and the world axis nearest to it: 0 for
+    a stack cut along the patient's axes; a reslice along the nearest axis ignores it."""
+    directions = np.asarray(affine, dtype=float)[:3, :3]
+    directions = directions / np.linalg.norm(directions, axis=0)
+    return float(np.degrees(np.arccos(np.clip(np.abs(directions).max(axis=0), 0.0, 1.0))).max())
 
 
 def cropped_affine(affine, start):

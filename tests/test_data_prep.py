@@ -320,8 +320,17 @@ def test_in_plane_resampling_sets_the_spacing_and_keeps_the_classes():
                                      "image", "label")
     resampled = volumes.resampled_in_plane(volume, 1.0)
     assert resampled.image.shape == (20, 32, 30)
-    assert np.allclose(resampled.spacing, [1.0, 1.0, 2.0], atol=0.05)
+    assert resampled.spacing == (1.0, 1.0, 2.0)  # exactly the spacing asked for (issue 36, item 11)
     assert set(np.unique(resampled.label)) == {0, 3, 7}
+
+
+def test_obliquity_is_the_largest_tilt_of_a_voxel_axis():
+    tilt = np.radians(17.0)
+    rotation = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.7, 0.7, 2.5])
+    assert volumes.obliquity_degrees(affine) == pytest.approx(17.0)
+    assert volumes.obliquity_degrees(np.diag([-1.5, 1.5, 3.0, 1.0])[[1, 0, 2, 3]]) == 0.0
 
 
 def test_abdominal_counts_for_btcv_ct_and_chaos_dicom_mr(aos):
