@@ -400,9 +400,23 @@ class Trainer:
             for (tag, description), value in self.summaries.signal_scalars(adaptation).items():
                 tf.summary.scalar(tag, value, description=description)
 
-    def _report_signal(self, adaptation):
+    def _final_signal(self):
+        """The signal the run's verdict is taken from: s_B's inference-mode predictions (e_B's moving
+        statistics, as evaluation and prediction run it) on about FINAL_SIGNAL_SLICES target training
+        slices, against as many source slices' labels. The training step's own windows see e_B's
+        batch statistics, under which a run can look adapted that evaluation finds is not
+        (docs/phantom_results.md)."""
+        window = adaptation_signal.SignalWindow()
+        for _ in range(max(1, -(-adaptation_signal.FINAL_SIGNAL_SLICES // self.cfg.batch_size))):
+            _, source_labels = next(self.source_it)
+            target_images = distribution.local_batch(self.strategy, next(self.target_it))[0]
+            window.add(adaptation_signal.step_measures(self.predict(target_images),
+                                                       distribution.local_batch(self.strategy, source_labels)))
+        return window.close(self.class_names)
+
+    def _report_signal(self):
         """Writes RUN/adaptation_signal.json and says what its verdict is."""
-        record = adaptation_signal.end_of_run_record(adaptation, int(self.step))
+        record = adaptation_signal.end_of_run_record(self._final_signal(), int(self.step))
         path = self.out / adaptation_signal.SIGNAL_FILE
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
         source_only = self.cfg.kind == "segmenter" and self.cfg.train_domain == "source"
@@ -583,6 +597,6 @@ class Trainer:
                  f"{_format_duration(time.perf_counter() - started)}. Results in {self.out}: checkpoints/, "
                  f"tb/ (tensorboard --logdir {self.out / 'tb'}), train.log; evaluate with python main.py "
                  f"--mode=evaluate --output_dir={self.out}")
-        if adaptation is not None:  # the chief's, of the window that ended at max_steps
-            self._report_signal(adaptation)
+        if self.chief:
+            self._report_signal()
         return {k: float(v) for k, v in metrics.items()}

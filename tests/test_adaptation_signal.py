@@ -94,17 +94,18 @@ def test_the_rule_names_each_threshold_broken_and_nothing_else():
     assert failure_reasons(good_signal(source_foreground_slices=0.0, target_foreground_slices=0.0)) == []
     (reason,) = failure_reasons(good_signal(target_foreground_slices=0.3))
     assert reason.startswith("0.30 of the target slices have any predicted foreground against 0.70")
-    for ratio in (0.2, 4.5):
+    for ratio in (0.35, 4.5):
         classes = {"one": {"target_fraction": 0.0, "source_fraction": 0.1, "volume_ratio": ratio}}
         (reason,) = failure_reasons(good_signal(classes=classes))
-        assert reason.startswith(f"one covers {ratio:.2f} x as many target pixels") and "0.25-4.0" in reason
-    assert failure_reasons(good_signal(classes={"one": {"volume_ratio": 0.25}, "two": {"volume_ratio": 4.0}})) == []
+        assert reason.startswith(f"one covers {ratio:.2f} x as many target pixels") and "0.4-4.0" in reason
+    assert failure_reasons(good_signal(classes={"one": {"volume_ratio": 0.4}, "two": {"volume_ratio": 4.0}})) == []
     (reason,) = failure_reasons(good_signal(target_entropy=0.6))
     assert "entropy is 0.60 (above 0.5)" in reason
     record = adaptation_signal.end_of_run_record(good_signal(target_entropy=0.6), step=7)
     assert record["verdict"] == "not adapted" and record["step"] == 7 and len(record["reasons"]) == 1
     assert adaptation_signal.end_of_run_line(record, "J", source_only=True).startswith(
-        "note: as expected of a source-only run, the adaptation signal of the last 10 training batches says it did "
+        "note: as expected of a source-only run, the adaptation signal of s_B's predictions on 10 batches of target "
+        "training slices says it did "
         "not adapt: the target predictions' mean normalised entropy is 0.60")
     no_failure = adaptation_signal.end_of_run_record(good_signal(), step=7)
     assert no_failure["verdict"] == "no sign of failure" and not no_failure["reasons"]
@@ -150,20 +151,21 @@ def test_a_run_predicting_background_on_the_target_ends_with_a_warning(tiny_conf
     assert progress and re.search(r" \| tgt fg 0\.00 \(src [01]\.\d\d\) vol (0\.00|-)(/(0\.00|-)){3} H 0\.00 "
                                   r"dP [01]\.\d\d$", progress[0]), progress
     warning = logs[-1]
-    assert warning.startswith("WARNING: adaptation did not happen, by the adaptation signal of the last logged batch")
+    assert warning.startswith("WARNING: adaptation did not happen, by the adaptation signal of s_B's predictions on")
     assert "0.00 of the target slices have any predicted foreground" in warning
     assert str(out / "adaptation_signal.json") in warning
     assert (out / "train.log").read_text(encoding="utf-8").rstrip().endswith(warning)
     record = json.loads((out / "adaptation_signal.json").read_text(encoding="utf-8"))
     assert record["verdict"] == "not adapted" and record["step"] == 2
     assert record["signal"]["target_foreground_slices"] == 0.0 and record["signal"]["source_foreground_slices"] > 0.5
-    assert record["thresholds"]["volume_ratio_range"] == [0.25, 4.0]
+    assert record["thresholds"]["volume_ratio_range"] == [0.4, 4.0]
+    assert record["signal"]["batches"] == -(-adaptation_signal.FINAL_SIGNAL_SLICES // 2)  # batch 2
     ratios = {name: values["volume_ratio"] for name, values in record["signal"]["classes"].items()}
     assert set(ratios.values()) - {None} == {0.0}
     values, _ = read_events(out)
     assert sorted(values["signal/target_foreground_slices"]) == [1, 2]  # --log_every=1
-    defined = [name for name, ratio in ratios.items() if ratio is not None]
-    assert all(float(values[f"signal/volume_ratio_{name}"][2]) == 0.0 for name in defined)
+    logged = [name for name in ratios if 2 in values.get(f"signal/volume_ratio_{name}", {})]  # defined at step 2
+    assert all(float(values[f"signal/volume_ratio_{name}"][2]) == 0.0 for name in logged)
     assert 0.0 <= float(values["signal/d_P_accuracy"][2]) <= 1
     assert "loss/signal_target_entropy" not in values
     described = {value.tag: value.metadata.summary_description for _, value in event_values(out)}
