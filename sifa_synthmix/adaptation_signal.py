@@ -43,6 +43,7 @@ NOT_ADAPTED, NO_FAILURE_SEEN = "not adapted", "no sign of failure"
 # The verdict is taken at the end of a run from s_B's inference-mode predictions on this many
 # target training slices (the trainer's _final_signal), as evaluation runs s_B.
 FINAL_SIGNAL_SLICES = 400
+FINAL_SIGNAL_CHUNK = 16  # target batches predicted in one call (fewer calls than batches)
 # The verdict's thresholds, set by reasoning and checked on the scanner-like phantom's runs
 # (`python -m benchmarks.signal_check`, docs/phantom_results.md): 10 runs, one seed each, so they
 # are a start, not a calibration to rely on.
@@ -198,8 +199,7 @@ def end_of_run_record(signal, step):
 def end_of_run_line(record, path, source_only=False):
     """The line the end of a run prints about the verdict (`path`: where the record is): a warning
     when it says the run did not adapt, a note in a source-only run, which is not meant to."""
-    batches = record["signal"]["batches"]
-    window = f"s_B's predictions on {batches} batch{'es' if batches > 1 else ''} of target training slices"
+    window = "s_B's inference-mode predictions on target training slices"
     if not record["reasons"]:
         return f"adaptation signal of {window} (no target labels used): no sign of failed adaptation ({path})"
     reasons = "; ".join(record["reasons"])

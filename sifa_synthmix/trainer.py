@@ -403,15 +403,17 @@ class Trainer:
     def _final_signal(self):
         """The signal the run's verdict is taken from: s_B's inference-mode predictions (e_B's moving
         statistics, as evaluation and prediction run it) on about FINAL_SIGNAL_SLICES target training
-        slices, against as many source slices' labels. The training step's own windows see e_B's
-        batch statistics, under which a run can look adapted that evaluation finds is not
-        (docs/phantom_results.md)."""
+        slices, against as many source slices' labels, predicted FINAL_SIGNAL_CHUNK batches at a time.
+        The training step's own windows see e_B's batch statistics, under which a run can look
+        adapted that evaluation finds is not (docs/phantom_results.md)."""
         window = adaptation_signal.SignalWindow()
-        for _ in range(max(1, -(-adaptation_signal.FINAL_SIGNAL_SLICES // self.cfg.batch_size))):
-            _, source_labels = next(self.source_it)
-            target_images = distribution.local_batch(self.strategy, next(self.target_it))[0]
-            window.add(adaptation_signal.step_measures(self.predict(target_images),
-                                                       distribution.local_batch(self.strategy, source_labels)))
+        batches = max(1, -(-adaptation_signal.FINAL_SIGNAL_SLICES // self.cfg.batch_size))
+        for start in range(0, batches, adaptation_signal.FINAL_SIGNAL_CHUNK):
+            pairs = [(distribution.local_batch(self.strategy, next(self.target_it))[0],
+                      distribution.local_batch(self.strategy, next(self.source_it)[1]))
+                     for _ in range(min(adaptation_signal.FINAL_SIGNAL_CHUNK, batches - start))]
+            targets, labels = (tf.concat(parts, axis=0) for parts in zip(*pairs))
+            window.add(adaptation_signal.step_measures(self.predict(targets), labels))
         return window.close(self.class_names)
 
     def _report_signal(self):

@@ -104,7 +104,7 @@ def test_the_rule_names_each_threshold_broken_and_nothing_else():
     record = adaptation_signal.end_of_run_record(good_signal(target_entropy=0.6), step=7)
     assert record["verdict"] == "not adapted" and record["step"] == 7 and len(record["reasons"]) == 1
     assert adaptation_signal.end_of_run_line(record, "J", source_only=True).startswith(
-        "note: as expected of a source-only run, the adaptation signal of s_B's predictions on 10 batches of target "
+        "note: as expected of a source-only run, the adaptation signal of s_B's inference-mode predictions on target "
         "training slices says it did "
         "not adapt: the target predictions' mean normalised entropy is 0.60")
     no_failure = adaptation_signal.end_of_run_record(good_signal(), step=7)
@@ -151,7 +151,8 @@ def test_a_run_predicting_background_on_the_target_ends_with_a_warning(tiny_conf
     assert progress and re.search(r" \| tgt fg 0\.00 \(src [01]\.\d\d\) vol (0\.00|-)(/(0\.00|-)){3} H 0\.00 "
                                   r"dP [01]\.\d\d$", progress[0]), progress
     warning = logs[-1]
-    assert warning.startswith("WARNING: adaptation did not happen, by the adaptation signal of s_B's predictions on")
+    assert warning.startswith("WARNING: adaptation did not happen, by the adaptation signal of s_B's inference-mode "
+                              "predictions on target training slices")
     assert "0.00 of the target slices have any predicted foreground" in warning
     assert str(out / "adaptation_signal.json") in warning
     assert (out / "train.log").read_text(encoding="utf-8").rstrip().endswith(warning)
@@ -159,7 +160,8 @@ def test_a_run_predicting_background_on_the_target_ends_with_a_warning(tiny_conf
     assert record["verdict"] == "not adapted" and record["step"] == 2
     assert record["signal"]["target_foreground_slices"] == 0.0 and record["signal"]["source_foreground_slices"] > 0.5
     assert record["thresholds"]["volume_ratio_range"] == [0.4, 4.0]
-    assert record["signal"]["batches"] == -(-adaptation_signal.FINAL_SIGNAL_SLICES // 2)  # batch 2
+    batches = -(-adaptation_signal.FINAL_SIGNAL_SLICES // 2)  # of 2 slices each
+    assert record["signal"]["batches"] == -(-batches // adaptation_signal.FINAL_SIGNAL_CHUNK)
     ratios = {name: values["volume_ratio"] for name, values in record["signal"]["classes"].items()}
     assert set(ratios.values()) - {None} == {0.0}
     values, _ = read_events(out)
