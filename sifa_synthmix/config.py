@@ -109,6 +109,15 @@ class DataConfig:
     stats_file: str = ""
     source_range: tuple = ()
     target_range: tuple = ()
+    # Largest random shift of a training slice (both domains), a fraction of its width; 0: none (SIFA's).
+    random_shift: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.random_shift < 0.5:
+            raise ValueError(f"--random_shift must be in [0, 0.5), got {self.random_shift}")
+
+    def max_shift_pixels(self, image_size):
+        return int(round(self.random_shift * image_size))
 
 
 def require_power_of_two_cells(image_size, k):

@@ -62,6 +62,10 @@ def define_flags():
     flags.DEFINE_string("stats_file", "", "Overrides DATA_DIR/stats.json.", **group)
     flags.DEFINE_list("source_range", [], "Explicit min,max of the source intensities (maps to [-1, 1]).", **group)
     flags.DEFINE_list("target_range", [], "Explicit min,max of the target intensities.", **group)
+    flags.DEFINE_float("random_shift", 0.0,
+                       "Largest random shift of each training slice (both domains, image and label), as a "
+                       "fraction of the image width; pixels shifted in take the slice's minimum. 0: none, as "
+                       "SIFA. Removes the position prior of a fixed framing (docs/own_data.md).", **group)
     flags.DEFINE_bool("prepare_phantom", False,
                       "Generate the embedded phantom into --data_dir first if it holds no dataset.json.", **group)
     flags.DEFINE_integer("phantom_seed", 0, "Seed of the generated phantom.", lower_bound=0, **group)
@@ -271,7 +275,8 @@ def config_from_flags(values=FLAGS):
                         target_train_list=values.target_train_list,
                         target_val_list=values.target_val_list, stats_file=values.stats_file,
                         source_range=_range(values.source_range, "source_range"),
-                        target_range=_range(values.target_range, "target_range")),
+                        target_range=_range(values.target_range, "target_range"),
+                        random_shift=values.random_shift),
         synthmix=SynthMixConfig(protocol=values.mix_protocol, k=values.synthmix_k,
                                 lam=values.synthmix_lambda, interpolation=values.mask_interpolation,
                                 lambda_inspector=values.lambda_inspector,

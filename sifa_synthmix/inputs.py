@@ -192,13 +192,14 @@ def build_training_datasets(cfg, resolved):
             raise DataError(f"--batch_size={cfg.batch_size} is larger than the {domain} training set "
                             f"({slices} slices in {cfg.data.data_dir})")
 
-    def dataset(paths, intensity_range, seed_offset):
+    def dataset(paths, intensity_range, seed_offset, max_shift):
         return reader.make_dataset(
             paths, image_size=model.image_size, num_classes=model.num_classes,
             intensity_range=intensity_range, batch_size=cfg.batch_size, shuffle=True, repeat=True,
-            seed=cfg.seed + seed_offset, deterministic=cfg.deterministic)
+            seed=cfg.seed + seed_offset, deterministic=cfg.deterministic, max_shift=max_shift)
 
-    source = dataset(resolved.source_train, resolved.source_range, 0)
-    target = dataset(resolved.target_train, resolved.target_range, 1)
-    val = dataset(resolved.target_val, resolved.target_range, 2) if resolved.target_val else None
+    max_shift = cfg.data.max_shift_pixels(model.image_size)
+    source = dataset(resolved.source_train, resolved.source_range, 0, max_shift)
+    target = dataset(resolved.target_train, resolved.target_range, 1, max_shift)
+    val = dataset(resolved.target_val, resolved.target_range, 2, 0) if resolved.target_val else None
     return source, target, val

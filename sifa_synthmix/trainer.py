@@ -38,7 +38,7 @@ RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every"
                       "distribution", "graph_optimizer", "eval_every")
 # Settings added after runs had been trained, with the value such a run's config.json stands for.
 # update_schedule is not resumable: a run resumes only with the schedule it started with.
-LATER_SETTINGS = {"update_schedule": "official"}
+LATER_SETTINGS = {"update_schedule": "official", "data.random_shift": 0.0}
 PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
                    ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
 IMAGES_SHOWN = 4

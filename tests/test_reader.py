@@ -262,3 +262,49 @@ def test_endless_datasets_run_without_tf_datas_autotuning_thread(tmp_path):
     settings = dict(image_size=SMALL, num_classes=5, intensity_range=(0, 1), batch_size=1)
     assert reader.make_dataset([str(path)], **settings).options().autotune.enabled is False
     assert reader.make_dataset([str(path)], repeat=False, **settings).options().autotune.enabled is True
+
+
+def test_shift_slice_moves_image_and_label_together_and_fills_with_minimum_and_background():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(1.0, 2.0, (6, 7, 1)).astype(np.float32)
+    label = rng.integers(1, 5, (6, 7)).astype(np.uint8)
+    for offset in ([2, -3], [-1, 0], [0, 3]):
+        shifted_image, shifted_label = (t.numpy() for t in reader.shift_slice(
+            tf.constant(image), tf.constant(label), tf.constant(offset), 3))
+        want_image = np.full_like(image, image.min())
+        want_label = np.zeros_like(label)
+        rows, cols = offset
+        target = (slice(max(rows, 0), 6 + min(rows, 0)), slice(max(cols, 0), 7 + min(cols, 0)))
+        source = (slice(max(-rows, 0), 6 + min(-rows, 0)), slice(max(-cols, 0), 7 + min(-cols, 0)))
+        want_image[target] = image[source]
+        want_label[target] = label[source]
+        np.testing.assert_array_equal(shifted_image, want_image)
+        np.testing.assert_array_equal(shifted_label, want_label)
+
+
+def test_random_shift_is_seeded_varies_per_slice_and_keeps_labels_on_their_pixels(tmp_path):
+    """Label k sits where the image holds k (the record's pairing) before and after the shift."""
+    size, count = 16, 12
+    rng = np.random.default_rng(1)
+    pairs = []
+    for _ in range(count):
+        label = np.zeros((size, size, 3), np.float32)
+        row, col = rng.integers(5, 9, 2)
+        label[row:row + 4, col:col + 4] = rng.integers(1, 5)
+        pairs.append((label + 1.0, label))
+    path = tmp_path / "blocks.tfrecords"
+    records.write_records(path, pairs)
+
+    def read(seed, max_shift):
+        return read_all([path], image_size=size, intensity_range=(1.0, 5.0), shuffle=True, seed=seed,
+                        max_shift=max_shift)
+    plain, shifted = read(5, 0), read(5, 4)
+    assert len(shifted) == count
+    moved = 0
+    for (image, onehot), (plain_image, _) in zip(shifted, plain):
+        label = onehot[0].argmax(-1) * onehot[0].max(-1)
+        np.testing.assert_array_equal(np.round((image[0, :, :, 0] + 1) * 2), label)  # (1..5) -> [-1, 1]
+        assert (label > 0).sum() == 16  # the block moved at most 4 px from rows/cols 5-12: still whole
+        moved += not np.array_equal(image, plain_image)
+    assert moved >= count - 2  # offsets are drawn per slice; an offset of (0, 0) is 1 in 81
+    np.testing.assert_array_equal(np.stack([i for i, _ in read(5, 4)]), np.stack([i for i, _ in shifted]))

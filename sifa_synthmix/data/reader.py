@@ -201,10 +201,38 @@ def one_hot_labels(label, num_classes):
     return tf.one_hot(tf.cast(label, tf.int32), num_classes, dtype=tf.float32)
 
 
+def shift_slice(image, label, offset, max_shift):
+    """`image` (H, W, 1) and `label` (H, W) moved by `offset` (rows, columns) pixels, |offset| <=
+    max_shift; what enters is the image's minimum (the air or padding of a prepared slice) and
+    background. Removes the position prior a fixed framing gives: a cardiac MR window is centred on
+    the heart, a CT one on the whole chest (docs/phantom_results.md)."""
+    size = tf.shape(label)
+    start = max_shift - offset
+    image = tf.pad(image, [[max_shift, max_shift], [max_shift, max_shift], [0, 0]],
+                   constant_values=tf.reduce_min(image))
+    label = tf.pad(label, [[max_shift, max_shift], [max_shift, max_shift]])
+    return (tf.slice(image, tf.concat([start, [0]], 0), tf.concat([size, [1]], 0)),
+            tf.slice(label, start, size))
+
+
+def _randomly_shifted(dataset, max_shift, seed, deterministic):
+    """Each slice of `dataset` shifted by a uniform random offset in [-max_shift, max_shift]^2,
+    drawn from a seeded stream so that a run repeats."""
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+
+    def shift(slice_and_label, pair):
+        offset = tf.random.stateless_uniform([2], seed=pair, minval=-max_shift, maxval=max_shift + 1,
+                                             dtype=tf.int32)
+        return shift_slice(*slice_and_label, offset, max_shift)
+    return tf.data.Dataset.zip((dataset, seeds)).map(shift, num_parallel_calls=tf.data.AUTOTUNE,
+                                                     deterministic=deterministic)
+
+
 def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
                  shuffle=True, repeat=True, seed=None, deterministic=False,
-                 shuffle_buffer=500, drop_remainder=True):
-    """Batches of (image [B,H,W,1] in [-1,1], one-hot label [B,H,W,C]) from record files."""
+                 shuffle_buffer=500, drop_remainder=True, max_shift=0):
+    """Batches of (image [B,H,W,1] in [-1,1], one-hot label [B,H,W,C]) from record files; with
+    `max_shift` > 0 every slice is moved by a random offset of up to that many pixels (`shift_slice`)."""
     paths = [str(p) for p in paths]
     if not paths:
         raise DataError("no record files to read")
@@ -225,6 +253,8 @@ def make_dataset(paths, *, image_size, num_classes, intensity_range, batch_size,
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if max_shift:
+        dataset = _randomly_shifted(dataset, max_shift, seed, deterministic)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(
         lambda image, label: (to_unit_range(image, intensity_range), one_hot_labels(label, num_classes)),
