@@ -199,3 +199,18 @@ def test_a_curve_of_one_run_shows_its_mean_alone_and_a_step_a_method_skipped_as_
     statistics = {"SIFA": figures.curve_statistics([{250: 0.5, 500: 0.625}]),
                   "Oracle": figures.curve_statistics([{500: 0.7}, {500: 0.8}])}
     assert _curve_table(statistics).splitlines()[2:] == ["| 250 | 50.0 | - |", "| 500 | 62.5 | 75.0(7.1) |"]
+
+
+def test_difference_over_seeds_per_class_has_scipys_confidence_interval(seeded):
+    tests = seeded["json"]["dice_tests"]["SIFA+SynthMix"]["seeds_by_class"]
+    for column, index in (("MYO", 0), ("Avg", None)):
+        def per_seed(method):
+            return np.array([dice(method, i).mean(axis=1).mean() if index is None else dice(method, i)[:, index].mean()
+                             for i in range(len(SEEDS))])
+        differences = per_seed("synthmix") - per_seed("sifa")
+        half = stats.t.ppf(0.975, len(SEEDS) - 1) * differences.std(ddof=1) / np.sqrt(len(SEEDS))
+        assert tests[column]["difference"] == pytest.approx(differences.mean())
+        assert tests[column]["ci95"] == pytest.approx([differences.mean() - half, differences.mean() + half])
+    avg = tests["Avg"]
+    cell = f"{100 * avg['difference']:+.1f} [{100 * avg['ci95'][0]:+.1f}, {100 * avg['ci95'][1]:+.1f}]"
+    assert cell in seeded["markdown"] and "95% confidence interval" in seeded["markdown"]

@@ -245,8 +245,11 @@ def _tests(methods, class_names):
                                                    [(r.seed, r.record["volumes"]) for r in method.runs],
                                                    class_names, pair_by_seed)}
         if reference.seeded and method.seeded:
-            entry["seeds"] = seed_ttest({r.seed: v for r, v in zip(reference.runs, reference.per_seed(AVERAGE))},
-                                        {r.seed: v for r, v in zip(method.runs, method.per_seed(AVERAGE))})
+            entry["seeds_by_class"] = {
+                column: seed_ttest({r.seed: v for r, v in zip(reference.runs, reference.per_seed(column))},
+                                   {r.seed: v for r, v in zip(method.runs, method.per_seed(column))})
+                for column in [*class_names, AVERAGE]}
+            entry["seeds"] = entry["seeds_by_class"][AVERAGE]
         tests[method.name] = entry
     return tests
 
@@ -277,7 +280,7 @@ def _notes(methods, tests):
                 notes.append(f"{method.label(run)}: ASSD undefined (empty prediction or truth) and left out for "
                              + ", ".join(f"{n} volume(s) of {c}" for c, n in excluded.items()) + ".")
     undefined = sorted({t["note"] for entry in tests.values()
-                        for t in [*entry["volume_pairs"].values(), entry.get("seeds", {"note": ""})] if t["note"]})
+                        for t in [*entry["volume_pairs"].values(), *entry.get("seeds_by_class", {}).values()] if t["note"]})
     if undefined:
         notes.append(f"n/a in a test: {'; '.join(undefined)}.")
     if any("seeds" in entry for entry in tests.values()):
@@ -301,12 +304,22 @@ def _test_markdown(reference, tests, test_columns):
                [(name, [_statistic(e["volume_pairs"][c]["w"], "W", e["volume_pairs"][c]["w_p"],
                                    e["volume_pairs"][c]["n"]) for c in test_columns]) for name, e in tests.items()])]
     text = table.markdown_table(test_columns, blocks)
-    seeded = {name: e["seeds"] for name, e in tests.items() if "seeds" in e}
+    seeded = {name: e["seeds_by_class"] for name, e in tests.items() if "seeds_by_class" in e}
     if seeded:
-        text += "\n" + table.markdown_table(["Avg"], [(
-            f"Paired two-sided t-test over seeds of each seed's average Dice vs {reference}",
-            [(name, [_statistic(t["t"], "t", t["p"], t["n"])]) for name, t in seeded.items()])])
+        text += "\n" + table.markdown_table(test_columns, [
+            (f"Paired two-sided t-test over seeds of each seed's Dice vs {reference}",
+             [(name, [_statistic(by_class[c]["t"], "t", by_class[c]["p"], by_class[c]["n"]) for c in test_columns])
+              for name, by_class in seeded.items()]),
+            (f"Difference over seeds vs {reference}, Dice points: mean [95% confidence interval]",
+             [(name, [_interval(by_class[c]) for c in test_columns]) for name, by_class in seeded.items()])])
     return text
+
+
+def _interval(test):
+    low, high = (100 * v for v in test["ci95"])
+    if np.isnan(low):
+        return f"{100 * test['difference']:+.1f} [n/a]"
+    return f"{100 * test['difference']:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
 def _per_seed_markdown(methods, unit):
@@ -351,11 +364,12 @@ def _csv_rows(methods, summaries, columns, differences, tests):
         for column in columns:
             stats = summary[column]
             pairs = test.get("volume_pairs", {}).get(column, {})
-            seeds = test.get("seeds", {}) if column == AVERAGE else {}
+            seeds = test.get("seeds_by_class", {}).get(column, {})
+            ci95 = seeds.get("ci95", [None, None])
             rows.append([method.name, len(method.runs), column, stats["dice_mean"], stats["dice_std"],
                          difference.get(column, {}).get("dice"), stats["assd_mean"], stats["assd_std"],
                          difference.get(column, {}).get("assd"), pairs.get("t"), pairs.get("p"), pairs.get("n"),
-                         pairs.get("w"), pairs.get("w_p"), seeds.get("t"), seeds.get("p"), seeds.get("n")])
+                         pairs.get("w"), pairs.get("w_p"), seeds.get("t"), seeds.get("p"), seeds.get("n"), *ci95])
     return rows
 
 
@@ -446,7 +460,7 @@ def compare_methods(groups, out_dir, names=None, figure_rows=3):
     result_files.write_csv(out_dir / "comparison.csv",
                            ["method", "runs", "class", "dice_mean", "dice_std", "dice_difference", "assd_mean",
                             "assd_std", "assd_difference", "t", "p", "n", "w", "w_p", "seed_t", "seed_p",
-                            "seed_n"],
+                            "seed_n", "seed_ci95_low", "seed_ci95_high"],
                            _csv_rows(methods, summaries, columns, differences, tests))
     per_seed = {m.name: {c: m.per_seed(c) for c in columns} for m in methods if m.seeded}
     result_files.write_json(out_dir / "comparison.json", {

@@ -18,13 +18,15 @@ NAN = float("nan")
 
 
 def paired_tests(values, reference_values):
-    """{n, t, p, w, w_p, note}: paired t-test and Wilcoxon signed-rank test of values against
-    reference_values; t > 0 when the values are higher. Undefined cases give NaN and say why in
-    `note`: fewer than two pairs, all differences zero, or (t-test only) differences that do not
-    vary."""
+    """{n, difference, ci95, t, p, w, w_p, note}: the mean difference of values minus
+    reference_values with its 95% t confidence interval [low, high], the paired t-test and the
+    Wilcoxon signed-rank test; t > 0 when the values are higher. Undefined cases give NaN and say
+    why in `note`: fewer than two pairs, all differences zero, or (t-test and interval) differences
+    that do not vary."""
     values, reference_values = np.asarray(values, np.float64), np.asarray(reference_values, np.float64)
     differences = values - reference_values
-    result = {"n": int(differences.size), "t": NAN, "p": NAN, "w": NAN, "w_p": NAN, "note": ""}
+    result = {"n": int(differences.size), "difference": float(np.mean(differences)) if differences.size else NAN,
+              "ci95": [NAN, NAN], "t": NAN, "p": NAN, "w": NAN, "w_p": NAN, "note": ""}
     if differences.size < 2:
         result["note"] = "fewer than 2 pairs"
         return result
@@ -37,7 +39,8 @@ def paired_tests(values, reference_values):
         result["note"] = "the differences do not vary (t undefined)"
         return result
     ttest = stats.ttest_rel(values, reference_values)
-    result.update(t=float(ttest.statistic), p=float(ttest.pvalue))
+    interval = ttest.confidence_interval(0.95)
+    result.update(t=float(ttest.statistic), p=float(ttest.pvalue), ci95=[float(interval.low), float(interval.high)])
     return result
 
 
@@ -70,6 +73,6 @@ def paired_dice_tests(reference_runs, runs, class_names, pair_by_seed=True):
 
 
 def seed_ttest(reference_by_seed, by_seed):
-    """paired_tests of per-seed average Dice ({seed: value}) over the seeds both methods have."""
+    """paired_tests of per-seed Dice ({seed: value}) over the seeds both methods have."""
     seeds = sorted(reference_by_seed.keys() & by_seed.keys())
     return paired_tests([by_seed[s] for s in seeds], [reference_by_seed[s] for s in seeds])
