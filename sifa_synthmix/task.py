@@ -93,6 +93,13 @@ def target_logits(networks, images):
     return networks.s_B(latent)
 
 
+def target_to_source(networks, images):
+    """fake_A = de_B(e_B(images)) as the train step computes it: e_B in training mode (batch norm
+    with this batch's statistics; it also moves e_B's moving averages), de_B's dropout on."""
+    latent, _ = networks.e_B(images, training=True)
+    return networks.de_B([latent, images])
+
+
 def segmentation_losses(logits, onehot, batch="global"):
     """SIFA's weighted cross-entropy and Dice loss; under a strategy their batch statistics are
     the global batch's or (batch="replica") each replica's."""
@@ -288,8 +295,7 @@ class SIFATask:
 
     def update_g_A(self, ctx):
         n, metrics = self.networks, ctx["metrics"]
-        latent_B, _ = n.e_B(ctx["B"], training=True)
-        fake_A = n.de_B([latent_B, ctx["B"]])
+        fake_A = target_to_source(n, ctx["B"])
         variables = self.scope_variables(UPDATE_SCOPES["g_A"])
         with tf.GradientTape() as tape:
             fake_B, cycle_B = run_stacked(n.g_A, [ctx["A"], fake_A])

@@ -89,10 +89,10 @@ def _restored_step(path):
     return int(reader.get_tensor(STEP_KEY)) if reader.has_tensor(STEP_KEY) else checkpoint_files.step_of(path)
 
 
-def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print, precision="float32", use="to evaluate"):
-    """(SegmenterNetworks with the run's e_B and s_B under `precision`, RestoredCheckpoint).
+def restore_networks(run_dir, cfg, networks, checkpoint=None, log=print, use="to evaluate"):
+    """Restores `networks` ({scope name in the run's checkpoints: network}) from a run's
+    checkpoint; returns the RestoredCheckpoint.
 
-    Every run kind stores them under the scope names e_B and s_B, so one restore serves all.
     Without `checkpoint`, the run's newest intact checkpoint (a damaged newer one is named and
     skipped; one that a trainer still at work deletes while it is read is replaced by its
     successor, and the step used is logged); a given `checkpoint` must read in full.
@@ -109,10 +109,8 @@ def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print, precisi
             raise DataError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint {use} yet; " + (
                 f"the run is {training}: wait for its first checkpoint (every --save_every={cfg.save_every} steps)"
                 if training else "train the run first"))
-        set_precision(precision)
-        networks = SegmenterNetworks(cfg.model)
         try:
-            status = tf.train.Checkpoint(e_B=networks.e_B, s_B=networks.s_B).restore(for_tensorflow(path))
+            status = tf.train.Checkpoint(**networks).restore(for_tensorflow(path))
             status.expect_partial().assert_existing_objects_matched()
             step = _restored_step(path)
         except (ValueError, AssertionError, tf.errors.OpError) as error:
@@ -124,8 +122,17 @@ def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print, precisi
         if training and not checkpoint:
             log(f"note: {run_dir} is still {training}; using its newest checkpoint, {path} (step {restored.step}), "
                 "and newer ones will follow")
-        return networks, restored
+        return restored
     raise DataError(checkpoint_files.vanishing(run_dir / CHECKPOINT_DIR, RESTORE_ATTEMPTS))
+
+
+def restore_segmenter_networks(run_dir, cfg, checkpoint=None, log=print, precision="float32", use="to evaluate"):
+    """(SegmenterNetworks with the run's e_B and s_B under `precision`, RestoredCheckpoint), as
+    `restore_networks` finds the checkpoint. Every run kind stores them under the scope names e_B
+    and s_B, so one restore serves all."""
+    set_precision(precision)
+    networks = SegmenterNetworks(cfg.model)
+    return networks, restore_networks(run_dir, cfg, {"e_B": networks.e_B, "s_B": networks.s_B}, checkpoint, log, use)
 
 
 def float32_logits(networks, images):
