@@ -256,6 +256,9 @@ def test_method_names():
         "Source only", "Oracle", "SIFA", "SIFA+SynthMix (k=8)", "SIFA+SynthMix (k=4, Model 0)", "SIFA+Mixup",
         "SIFA+CutMix [run6]", "SIFA+CutMix [run7]", "run8", "CycleGAN"]
     assert method_names([sifa("synthmix")], ["a"]) == ["SIFA+SynthMix"]
+    merged = dict(sifa(), update_schedule="merged")
+    assert method_names([sifa(), merged, dict(sifa(), update_schedule="official")], ["a", "b", "c"]) == [
+        "SIFA [a]", "SIFA (merged)", "SIFA [c]"]
 
 
 # Hand-written per-volume Dice (MYO, LAC, LVC, AA) of two runs on three volumes; ASSD = 10 * (1 - Dice).

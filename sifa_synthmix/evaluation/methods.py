@@ -6,7 +6,8 @@ MIX_PROTOCOL_NAMES = {"none": "SIFA", "synthmix": "SIFA+SynthMix", "mixup": "SIF
 
 def method_name(config, show_k=False):
     """"Source only", "Oracle", "CycleGAN", "SIFA", "SIFA+SynthMix", "SIFA+Mixup" or "SIFA+CutMix", with
-    "(k=K)" for SynthMix when `show_k` and "Model 0" when the image discriminators are off."""
+    "(k=K)" for SynthMix when `show_k`, "Model 0" when the image discriminators are off and
+    "merged" for runs of --update_schedule=merged."""
     if config.get("kind") == "segmenter":
         return "Oracle" if config.get("train_domain") == "target" else "Source only"
     if config.get("kind") == "cyclegan":
@@ -18,6 +19,8 @@ def method_name(config, show_k=False):
         details.append(f"k={mixing.get('k')}")
     if not mixing.get("image_discriminators", True):
         details.append("Model 0")
+    if config.get("update_schedule", "official") == "merged":
+        details.append("merged")
     name = MIX_PROTOCOL_NAMES[protocol]
     return f"{name} ({', '.join(details)})" if details else name
 
