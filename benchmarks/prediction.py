@@ -26,9 +26,8 @@ from sifa_synthmix.evaluation.inference import inference_precision, restore_targ
 from sifa_synthmix.scan_prediction import predict_scan
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
+from sifa_synthmix.run_folder import CHECKPOINT_DIR, checkpoint_manager, load_run_config, write_run_config
 from sifa_synthmix.traced_model import inline_calls
-from sifa_synthmix.run_folder import CHECKPOINT_DIR
-from sifa_synthmix.trainer import checkpoint_manager, load_run_config, write_run_config
 
 BATCH_SIZE = 16  # --eval_batch_size's default
 INTENSITY_RANGE = (-2.8, 3.2)  # SIFA's released CT statistics

@@ -67,7 +67,8 @@ def run_row(run, slices, seed):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from sifa_synthmix import adaptation_signal  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.evaluation import inference  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import load_run_config  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.run_folder import (  # pylint: disable=import-outside-toplevel
+        EVAL_DIR, METRICS_FILE, load_run_config)
 
     cfg = load_run_config(run)
     rng = np.random.default_rng(seed)
@@ -83,7 +84,7 @@ def run_row(run, slices, seed):
     signal = adaptation_signal.window_signal(measures, ["background"] + [str(c) for c in range(1, CLASSES)], 1)
     ratios = [v["volume_ratio"] for v in signal["classes"].values() if v["volume_ratio"] is not None]
     predicted = np.argmax(logits, axis=-1)
-    dice = json.loads((pathlib.Path(run) / "eval" / "metrics.json").read_text())["summary"]["Avg"]["dice_mean"]
+    dice = json.loads((pathlib.Path(run) / EVAL_DIR / METRICS_FILE).read_text())["summary"]["Avg"]["dice_mean"]
     return {"run": str(run), "test_dice": 100 * dice, "fg_ratio": signal["target_foreground_slices"] / max(
                 signal["source_foreground_slices"], 1e-9),
             "volume_ratio_min": min(ratios), "volume_ratio_max": max(ratios), "entropy": signal["target_entropy"],
@@ -99,8 +100,10 @@ def main(argv=None):
     parser.add_argument("--slices", type=int, default=400, help="target and source training slices per run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from sifa_synthmix.run_folder import EVAL_DIR, METRICS_FILE  # pylint: disable=import-outside-toplevel
+
     runs = sorted({p for spec in args.runs.split(",") for p in glob.glob(spec)
-                   if (pathlib.Path(p) / "eval" / "metrics.json").is_file()})
+                   if (pathlib.Path(p) / EVAL_DIR / METRICS_FILE).is_file()})
     rows = [run_row(run, args.slices, args.seed) for run in runs]
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))

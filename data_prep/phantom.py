@@ -37,6 +37,7 @@ from data_prep.augmentation import rotation_matrix
 from data_prep.errors import UsageError, exit_on_bad_input
 from data_prep.preprocessing import clip_and_standardise, record_crop
 from data_prep.volumes import geometry_record
+from sifa_synthmix import files
 from sifa_synthmix.data import layout
 
 GENERATOR = "data_prep.phantom"
@@ -402,7 +403,7 @@ def generate_phantom(output_dir, image_size=DEFAULT_IMAGE_SIZE, depth=None, seed
     """
     depth = default_depth(image_size) if depth is None else int(depth)
     counts = subject_counts(counts)
-    with layout.staged_folder(output_dir) as staging:
+    with files.staged_folder(output_dir) as staging:
         writer = layout.PreparedDatasetWriter(
             staging, layout.CARDIAC_CLASSES, image_size, flip_test_volumes=False,
             provenance={"generator": GENERATOR, "seed": seed, "image_size": image_size, "depth": depth})
@@ -430,7 +431,7 @@ def write_raw(output_dir, image_size=DEFAULT_IMAGE_SIZE, depth=None, seed=0, cou
     counts = subject_counts(counts)
     grid, affine = voxel_grid(image_size, depth), volume_affine(image_size, depth)
     written = 0
-    with layout.staged_folder(output_dir) as staging:
+    with files.staged_folder(output_dir) as staging:
         for modality in layout.MODALITIES:
             root = staging / modality
             for split in SPLITS:
@@ -451,7 +452,7 @@ def write_raw(output_dir, image_size=DEFAULT_IMAGE_SIZE, depth=None, seed=0, cou
                                                    in enumerate(layout.CARDIAC_CLASSES) if index}},
                     "numTraining": counts[f"{modality}_train"] + counts[f"{modality}_val"], "file_ending": ".nii.gz",
                     "provenance": {"generator": GENERATOR, "seed": seed, "image_size": image_size, "depth": depth}}
-            layout.atomic_write_text(root / "dataset.json", json.dumps(info, indent=2) + "\n")
+            files.atomic_write_text(root / "dataset.json", json.dumps(info, indent=2) + "\n")
     return written
 
 

@@ -64,6 +64,7 @@ from scipy import ndimage
 
 from data_prep import phantom
 from data_prep.augmentation import rotation_matrix
+from sifa_synthmix import files
 from sifa_synthmix.data import layout
 
 GENERATOR = "data_prep.scanner_phantom"
@@ -567,7 +568,7 @@ def write_raw(output_dir, seed=0, counts=None, voxel_scale=1.0, target_labels=Fa
     counts = phantom.subject_counts(counts)
     output_dir = pathlib.Path(output_dir)
     written, previews, windows = [], {}, {}
-    with layout.staged_folder(output_dir) as staging:
+    with files.staged_folder(output_dir) as staging:
         for modality in layout.MODALITIES:
             (staging / modality).mkdir()
             for split in phantom.SPLITS:
@@ -581,7 +582,7 @@ def write_raw(output_dir, seed=0, counts=None, voxel_scale=1.0, target_labels=Fa
                         scan.grid.affine, scan.artefacts))
                     if modality not in previews:
                         previews[modality], windows[modality] = preview_arrays(scan, modality)
-            layout.atomic_write_text(staging / modality / "dataset.json",
+            files.atomic_write_text(staging / modality / "dataset.json",
                                      json.dumps(dataset_json(modality, counts, seed, voxel_scale, target_labels),
                                                 indent=2) + "\n")
         if previews:

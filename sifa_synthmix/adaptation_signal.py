@@ -34,10 +34,9 @@ import math
 
 import tensorflow as tf
 
-from sifa_synthmix.distribution import cross_replica_sum
+from sifa_synthmix.replicas import cross_replica_sum
 
 MEASURE_PREFIX = "signal_"
-SIGNAL_FILE = "adaptation_signal.json"
 NOT_ADAPTED, NO_FAILURE_SEEN = "not adapted", "no sign of failure"
 
 # The verdict is taken at the end of a run from s_B's inference-mode predictions on this many

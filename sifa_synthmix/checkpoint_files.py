@@ -16,7 +16,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from sifa_synthmix.command_errors import error_text
-from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.files import atomic_write_text
 from sifa_synthmix.errors import ToolkitError
 from sifa_synthmix.tensorflow_paths import for_people, for_tensorflow
 

@@ -25,13 +25,12 @@ import tensorflow as tf
 from data_prep.preprocessing import FOREGROUND_PERCENTILES
 from data_prep.volumes import SLICE_AXES
 from sifa_synthmix import scan_recipe
-from sifa_synthmix.data.layout import atomic_write_text, staged_folder
 from sifa_synthmix.data.reader import DataError, to_unit_range
 from sifa_synthmix.evaluation.inference import restore_segmenter_networks, run_data
+from sifa_synthmix.files import atomic_write_text, staged_folder
+from sifa_synthmix.run_folder import load_run_config, require_run_folder
 from sifa_synthmix.task import target_logits
 from sifa_synthmix.traced_model import inline_calls
-from sifa_synthmix.run_folder import require_run_folder
-from sifa_synthmix.trainer import load_run_config
 
 EXPORT_INFO = "sifa_export.json"
 SIGNATURES = ("serving_default", "segment_intensities")

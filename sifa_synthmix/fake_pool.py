@@ -14,7 +14,7 @@ slice. So the discriminators see what a one-replica run would show them.
 """
 import tensorflow as tf
 
-from sifa_synthmix import distribution
+from sifa_synthmix import replicas
 
 _SAME_ON_EVERY_REPLICA = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_WRITE,
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -41,7 +41,7 @@ class FakeImagePool(tf.Module):
         Both random numbers are drawn on every call, so the draws advance the
         same way in the filling and the full phase.
         """
-        fake_batch = distribution.all_gather(tf.cast(fake_batch, self.images.dtype))
+        fake_batch = replicas.all_gather(tf.cast(fake_batch, self.images.dtype))
         key = tf.stack([self.seed.read_value(), 2 * self.calls.read_value()])
         coin = tf.random.stateless_uniform([], seed=key)
         random_slot = tf.random.stateless_uniform([], seed=key + [0, 1], minval=0, maxval=self.pool_size,
@@ -56,4 +56,4 @@ class FakeImagePool(tf.Module):
         self.images.scatter_update(tf.IndexedSlices(new_content[tf.newaxis], slot[tf.newaxis]))
         self.count.assign(tf.minimum(self.count + tf.cast(finite, tf.int64), self.pool_size))
         self.calls.assign_add(1)
-        return distribution.replica_slice(tf.where(swap, stored_batch, fake_batch))
+        return replicas.replica_slice(tf.where(swap, stored_batch, fake_batch))

@@ -9,7 +9,7 @@ official code.
 """
 import tensorflow as tf
 
-from sifa_synthmix.distribution import cross_replica_sum
+from sifa_synthmix.replicas import cross_replica_sum
 
 _PROBABILITY_FLOOR = 0.005
 _DICE_EPSILON = 1e-7

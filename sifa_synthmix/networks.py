@@ -8,7 +8,7 @@ import math
 
 import keras
 
-from sifa_synthmix import distribution
+from sifa_synthmix import replicas
 from sifa_synthmix.config import ModelConfig
 from sifa_synthmix.layers import BilinearResize, conv_block, residual_block, upsample_block
 from sifa_synthmix.traced_model import TracedModel
@@ -61,7 +61,7 @@ def build_e_B(cfg: ModelConfig) -> keras.Model:
     several replicas and `cfg.sync_batch_norm`, its statistics are the global batch's.
     """
     fb = cfg.encoder_base
-    norm = "sync_batch" if cfg.sync_batch_norm and distribution.num_replicas() > 1 else "batch"
+    norm = "sync_batch" if cfg.sync_batch_norm and replicas.num_replicas() > 1 else "batch"
     encoder_conv = dict(stddev=0.01, use_bias=False, norm=norm, activation="relu")
     image = _image_input(cfg)
     x = conv_block(image, fb, 7, name="c1", padding="same", **encoder_conv)

@@ -25,17 +25,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sifa_synthmix.data.layout import atomic_write_text, staged_folder
 from sifa_synthmix.errors import ToolkitError
+from sifa_synthmix.files import atomic_write_text, staged_folder
 from sifa_synthmix.layers import AlwaysOnDropout, FusedBatchNorm, InstanceNorm, UnaddedBiasConv2D
 from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.task import UPDATE_SCOPES
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-from sifa_synthmix.run_folder import CHECKPOINT_DIR
-from sifa_synthmix.trainer import checkpoint_manager, run_checkpoint, step_variable, write_run_config
+from sifa_synthmix.run_folder import (CHECKPOINT_DIR, IMPORT_RECORD, checkpoint_manager, run_checkpoint, step_variable,
+                                     write_run_config)
 
-IMPORT_RECORD = "official_import.json"
 MOMENTS = ("Adam", "Adam_1")  # TF1 Adam's slot names: first and second moment
 _SLOT_SUFFIXES = tuple(f"/{moment}" for moment in MOMENTS)
 # Bias-correction powers of the official optimizers; optimizer_gan is created first.

@@ -3,7 +3,7 @@ dynamic loss scaling under float16, and updates skipped when a loss or gradient 
 import keras
 import tensorflow as tf
 
-from sifa_synthmix import distribution
+from sifa_synthmix.replicas import apply_if, cross_replica_sum, num_replicas
 
 ADAM_EPSILON = 1e-8  # TF1 AdamOptimizer's default
 # Loss-scale state is the same on every replica (its inputs are all-reduced).
@@ -100,18 +100,18 @@ def minimize_if_finite(optimizer, tape, loss, variables, loss_scale=None, restor
         with tape:
             scaled_loss = loss_scale.scale_loss(loss)
         gradients = loss_scale.unscale(tape.gradient(scaled_loss, variables))
-    replicas = distribution.num_replicas()
+    replicas = num_replicas()
     if replicas > 1:
         gradients = [None if g is None else g / replicas for g in gradients]
     gradients_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
-    bad_loss, bad_gradients = tf.unstack(distribution.cross_replica_sum(tf.stack([
+    bad_loss, bad_gradients = tf.unstack(cross_replica_sum(tf.stack([
         1 - tf.cast(tf.math.is_finite(loss), tf.int64), 1 - tf.cast(gradients_finite, tf.int64)])) > 0)
     apply = tf.logical_not(tf.logical_or(bad_loss, bad_gradients))
     overflowed = tf.constant(False)
     if loss_scale is not None:
         overflowed = tf.logical_and(tf.logical_and(bad_gradients, tf.logical_not(bad_loss)), loss_scale.can_overflow())
         loss_scale.update(overflowed, apply)
-    distribution.apply_if(apply, lambda grads: optimizer.apply_gradients(zip(grads, variables)), args=(gradients,))
+    apply_if(apply, lambda grads: optimizer.apply_gradients(zip(grads, variables)), args=(gradients,))
     for variable, value in restore_on_skip:
         variable.assign(tf.where(apply, variable, value))
     skipped = tf.logical_and(tf.logical_not(apply), tf.logical_not(overflowed))

@@ -10,10 +10,10 @@ from sifa_synthmix.evaluation.inference import inference_precision, restore_targ
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation import result_files
 from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes, missed_by_volume, spacing_by_volume
-from sifa_synthmix.run_lock import EVAL_LOCK_FILE, RunLock
+from sifa_synthmix.run_folder import (EVAL_DIR, EVAL_LOCK_FILE, TENSORBOARD_DIR, check_data_fingerprint,
+                                     load_run_config, require_run_folder)
+from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.tensorboard_summaries import RunSummaries
-from sifa_synthmix.run_folder import EVAL_DIR, require_run_folder
-from sifa_synthmix.trainer import check_data_fingerprint, load_run_config
 
 def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_size=16, write_images=False,
                  log=print):
@@ -47,7 +47,7 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
             method=method_name(cfg.to_dict()), affines=affine_by_volume(info, modality),
             missed=missed_by_volume(info, modality), write_images=write_images,
             checkpoint=restored.path, step=step, image_size=cfg.model.image_size)
-    writer = tf.summary.create_file_writer(str(run_dir / "tb"))
+    writer = tf.summary.create_file_writer(str(run_dir / TENSORBOARD_DIR))
     with writer.as_default():
         RunSummaries(cfg, class_names).write_evaluation(record, step)
     writer.close()

@@ -11,24 +11,12 @@ import pathlib
 import socket
 
 from sifa_synthmix.errors import ToolkitError
-
-LOCK_FILE = "train.lock"
-EVAL_LOCK_FILE = "eval.lock"
+from sifa_synthmix.files import process_running
+from sifa_synthmix.run_folder import LOCK_FILE
 
 
 class RunLockError(ToolkitError):
     """Another trainer holds the run folder."""
-
-
-def process_running(pid):
-    """Whether process `pid` runs on this host (someone else's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 class RunLock:

@@ -2,7 +2,7 @@
 import datetime
 import pathlib
 
-LOG_FILE = "train.log"
+from sifa_synthmix.run_folder import LOG_FILE
 
 
 class RunLog:

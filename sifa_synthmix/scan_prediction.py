@@ -24,13 +24,12 @@ from scipy import ndimage
 
 from data_prep import scans
 from sifa_synthmix import scan_recipe
-from sifa_synthmix.data.layout import atomic_write_text, write_together
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.evaluation import label_files
 from sifa_synthmix.evaluation.inference import (inference_precision, predict_logits_volume, restore_target_segmenter,
                                                 run_data)
-from sifa_synthmix.run_folder import require_run_folder
-from sifa_synthmix.trainer import load_run_config
+from sifa_synthmix.files import atomic_write_text, write_together
+from sifa_synthmix.run_folder import load_run_config, require_run_folder
 
 PROBABILITIES_KEY = "probabilities"
 PREDICTION_RECORD = "prediction.json"

@@ -22,7 +22,7 @@ import operator
 import keras
 import tensorflow as tf
 
-from sifa_synthmix import adaptation_signal, distribution, losses
+from sifa_synthmix import adaptation_signal, losses, replicas
 from sifa_synthmix.fake_pool import FakeImagePool
 from sifa_synthmix.networks import SIFANetworks
 from sifa_synthmix.optimization import (build_adam, count_skipped_updates, loss_scale_items, loss_scale_values,
@@ -81,7 +81,7 @@ def foreground_dice(logits, onehot):
     prediction = tf.one_hot(tf.argmax(logits, axis=-1), num_classes)[..., 1:]
     truth = tf.cast(onehot, tf.float32)[..., 1:]
     axes = tf.range(tf.rank(truth) - 1)
-    intersection, sizes = tf.unstack(distribution.cross_replica_sum(tf.stack([
+    intersection, sizes = tf.unstack(replicas.cross_replica_sum(tf.stack([
         tf.reduce_sum(prediction * truth, axis=axes),
         tf.reduce_sum(prediction, axis=axes) + tf.reduce_sum(truth, axis=axes)])))
     return tf.reduce_mean(2.0 * intersection / (sizes + 1e-7))

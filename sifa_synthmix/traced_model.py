@@ -22,7 +22,7 @@ import math
 import keras
 import tensorflow as tf
 
-from sifa_synthmix import distribution
+from sifa_synthmix import replicas
 from sifa_synthmix.layers import InstanceNorm
 
 
@@ -82,7 +82,7 @@ class TracedModel(keras.Model):
             return super().call(inputs, training=training, mask=mask)
         inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
         specs = tf.nest.map_structure(functools.partial(_input_spec, static_batch=self._static_batch), inputs)
-        key = (distribution.replica_index(), training,
+        key = (replicas.replica_index(), training,
                tuple((s.dtype, tuple(s.shape)) for s in tf.nest.flatten(specs)))
         if key not in self._traced_calls:
             # A partial, not a lambda: tf.function counts retracing per code object, and one

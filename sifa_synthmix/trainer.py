@@ -1,5 +1,5 @@
-"""The training loop: run folder, data, checkpoints (and resuming), TensorBoard, and what the run
-prints (kept in RUN/train.log too)."""
+"""The training loop: data, checkpoints (and resuming), TensorBoard, and what the run prints (kept
+in RUN/train.log too). The run folder's parts and the checks before it changes are run_folder.py's."""
 import dataclasses
 import json
 import os
@@ -14,15 +14,17 @@ import tensorflow as tf
 
 from sifa_synthmix import (adaptation_signal, checkpoint_files, cpu_features, distribution, inputs, step_memory,
                            visualize)
-from sifa_synthmix.config import (DATA_PATH_FIELDS, EVAL_EVERY_AUTO, TrainConfig, absolute_path_spec,
-                                  auto_eval_every, flat_settings, not_a_folder_reason)
-from sifa_synthmix.data.layout import PreparedLayout, atomic_write_text
+from sifa_synthmix.config import EVAL_EVERY_AUTO, auto_eval_every
+from sifa_synthmix.data.layout import PreparedLayout
 from sifa_synthmix.data.reader import DataError, as_data_error, find_corrupt_file
 from sifa_synthmix.errors import ToolkitError, TrainingStopped
 from sifa_synthmix.evaluation.learning_curve import LearningCurve, curve_volumes
 from sifa_synthmix.evaluation.methods import method_name
-from sifa_synthmix.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE, EVAL_DIR, read_fingerprint,
-                                     sealed_fingerprint)
+from sifa_synthmix.files import atomic_write_text
+from sifa_synthmix.run_folder import (CHECKPOINT_DIR, DATA_FINGERPRINT_FILE, LOG_FILE, REPLACED_DIR, SIGNAL_FILE,
+                                     TENSORBOARD_DIR, check_data_fingerprint, check_run_folder, checkpoint_manager,
+                                     discard_replaced, has_checkpoint, prepare_run_folder, restore_replaced,
+                                     run_checkpoint, sealed_fingerprint, step_variable)
 from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.run_log import RunLog
 from sifa_synthmix.tensorboard_summaries import RunSummaries
@@ -30,180 +32,15 @@ from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.tensorflow_paths import for_people, for_tensorflow
 from sifa_synthmix.task import foreground_dice
 
-# Where --overwrite keeps the run it replaces until the new run saves a checkpoint, and what it moves there.
-REPLACED_DIR = "replaced_run"
-REPLACED_PARTS = (CONFIG_FILE, DATA_FINGERPRINT_FILE, CHECKPOINT_DIR, "tb", EVAL_DIR, adaptation_signal.SIGNAL_FILE)
-# Settings a resumed run may change: they do not change what is trained.
-RESUMABLE_SETTINGS = ("max_steps", "save_every", "keep_checkpoints", "log_every", "image_every", "max_nonfinite",
-                      "distribution", "graph_optimizer", "eval_every")
-# Settings added after runs had been trained, with the value such a run's config.json stands for.
-# update_schedule is not resumable: a run resumes only with the schedule it started with.
-LATER_SETTINGS = {"update_schedule": "official"}
 PROGRESS_LOSSES = (("g_A", "g_loss_A"), ("d_B", "d_loss_B"), ("seg", "seg_loss"), ("de_B", "g_loss_B"),
                    ("d_A", "d_loss_A"), ("d_P", "d_loss_P"))
 IMAGES_SHOWN = 4
-
-
-class RunFolderError(ToolkitError):
-    """The output folder holds a run that this one must not overwrite."""
 
 
 class NonFiniteError(ToolkitError):
     """Too many steps in a row had a non-finite loss or gradient."""
 
     exit_code = 3
-
-
-def _comparable_settings(config_dict):
-    """A config's flattened settings as compared between runs: its paths resolved, without
-    output_dir (a run folder is the folder its config.json lives in, wherever it was moved), and
-    LATER_SETTINGS filled in where it was written before they existed."""
-    flat = dict(LATER_SETTINGS, **flat_settings(json.loads(json.dumps(config_dict))))
-    flat.pop("output_dir", None)
-    for name in DATA_PATH_FIELDS:
-        if isinstance(flat.get(f"data.{name}"), str):
-            flat[f"data.{name}"] = absolute_path_spec(flat[f"data.{name}"])
-    return flat
-
-
-def _check_writable(out):
-    reason = not_a_folder_reason(out, "--output_dir")
-    if reason:
-        raise RunFolderError(f"{out}: {reason}")
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunFolderError(f"{existing}: not writable, so --output_dir={out} cannot be written")
-
-
-def has_checkpoint(out):
-    return bool(checkpoint_files.newest_first(pathlib.Path(out) / CHECKPOINT_DIR))
-
-
-def check_run_folder(cfg, overwrite=False):
-    """What starting `cfg` does to its output folder, decided before anything is written.
-
-    Returns "new" (no run there), "resume" (a run with the same flags), "retry" (a run with
-    other flags that never saved a checkpoint) or "replace" (other flags and overwrite: its
-    checkpoints and events go). Raises RunFolderError for a folder it must not touch.
-    """
-    out = pathlib.Path(cfg.output_dir)
-    _check_writable(out)
-    saved_path = out / CONFIG_FILE
-    if not saved_path.is_file():
-        return "new"
-    try:
-        old = _comparable_settings(json.loads(saved_path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, AttributeError) as error:
-        raise RunFolderError(f"{saved_path}: not a run's config ({error}); move it away or choose another "
-                             "--output_dir") from None
-    new = _comparable_settings(cfg.to_dict())
-    differing = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_SETTINGS and old.get(k) != new.get(k))
-    if not differing:
-        return "resume"
-    if not has_checkpoint(out):
-        return "retry"
-    if overwrite:
-        return "replace"
-    details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
-    raise RunFolderError(f"{out} holds a run with other flags ({details}); "
-                         "pass --overwrite to replace it or choose another --output_dir")
-
-
-def _remove(path):
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def restore_replaced(out, log=print):
-    """Puts back the run that --overwrite moved to OUT/replaced_run, dropping what the new run
-    wrote in its place (it saved no checkpoint). Does nothing when there is none."""
-    aside = out / REPLACED_DIR
-    if not aside.is_dir():
-        return
-    for part in REPLACED_PARTS:
-        _remove(out / part)
-        if (aside / part).exists():
-            os.replace(aside / part, out / part)
-    aside.rmdir()
-    log(f"{out}: put back the run that --overwrite was replacing (the new run saved no checkpoint)")
-
-
-def discard_replaced(out):
-    """Deletes the run --overwrite replaced, once the new run has saved a checkpoint."""
-    shutil.rmtree(out / REPLACED_DIR, ignore_errors=True)
-
-
-def _finish_interrupted_replacement(out, log):
-    """A trainer killed while replacing a run: the new run is kept if it saved a checkpoint,
-    else the old one is put back."""
-    if not (out / REPLACED_DIR).is_dir():
-        return
-    if has_checkpoint(out):
-        discard_replaced(out)
-    else:
-        restore_replaced(out, log)
-
-
-def prepare_run_folder(cfg, overwrite=False, log=print):
-    """Creates OUTPUT_DIR and saves the run's flags there (paths made absolute), as
-    check_run_folder decides; returns the folder.
-
-    A replaced run (plan "replace") is moved to OUT/replaced_run, not deleted: the trainer
-    deletes it after the new run's first checkpoint and puts it back if the new run fails before.
-    """
-    cfg = cfg.with_absolute_paths()
-    out = pathlib.Path(cfg.output_dir)
-    _finish_interrupted_replacement(out, log)
-    plan = check_run_folder(cfg, overwrite)
-    if plan == "replace":
-        log(f"--overwrite: the run with other flags in {out} (its checkpoints, events and evaluation) is moved "
-            f"to {out / REPLACED_DIR}, deleted once this run saves a checkpoint, put back if it fails before")
-        (out / REPLACED_DIR).mkdir()
-        for part in REPLACED_PARTS:
-            if (out / part).exists():
-                os.replace(out / part, out / REPLACED_DIR / part)
-    elif plan == "retry":
-        log(f"{out} held a run with other flags that never saved a checkpoint; starting afresh")
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_config(cfg, out)
-    return out
-
-
-def write_run_config(cfg, folder):
-    """Writes FOLDER/config.json: the flags a run is trained, resumed and evaluated with."""
-    atomic_write_text(pathlib.Path(folder) / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
-
-
-def load_run_config(run_dir):
-    """The TrainConfig a run folder was trained with; RunFolderError naming config.json when it
-    is not JSON or not a run's settings (a key unknown, a value out of range)."""
-    path = pathlib.Path(run_dir) / CONFIG_FILE
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunFolderError(f"{path}: not valid JSON ({error}); restore it from a copy of the run") from None
-    except (TypeError, ValueError) as error:
-        raise RunFolderError(f"{path}: not a run's config ({error}); restore it from a copy of the run") from None
-
-
-def check_data_fingerprint(run_dir, cfg, now, action, log=print):
-    """Refuses data that differ from those the run was trained on (DataError naming them), on the
-    entries both the run's data_fingerprint.json and `now` hold: `inputs.data_fingerprint` when a
-    run resumes, `inputs.data_facts` (what the data folder tells without its training records)
-    when it is evaluated. action: what is refused, "evaluate" or "resume"."""
-    saved = read_fingerprint(run_dir)
-    if not saved:
-        log(f"note: {run_dir} has no {DATA_FINGERPRINT_FILE} (trained before it was recorded); "
-            f"not checking that {cfg.data.data_dir} holds the data it was trained on")
-        return
-    now = json.loads(json.dumps(now))
-    differing = [f"{key}: {saved[key]} at training, {now[key]} now"
-                 for key in sorted(set(saved) & set(now)) if saved[key] != now[key]]
-    if differing:
-        raise DataError(f"{cfg.data.data_dir}: not the data {run_dir} was trained on ({'; '.join(differing)}); "
-                        f"refusing to {action}")
 
 
 def resolve_eval_every(cfg, resolved):
@@ -215,25 +52,6 @@ def resolve_eval_every(cfg, resolved):
     test_volumes = PreparedLayout(cfg.data.data_dir).test_volumes(modality)
     labelled_test = inputs.split_unlabelled(test_volumes, resolved.info, modality, "test")[0]
     return auto_eval_every(cfg.max_steps, cfg.save_every) if resolved.target_val or labelled_test else 0
-
-
-def step_variable(value=0):
-    """The run's step counter, saved in every checkpoint (the trainer's, not the replicas')."""
-    return tf.Variable(value, dtype=tf.int64, trainable=False, name="step")
-
-
-def run_checkpoint(task, step, **extra_items):
-    """The tf.train.Checkpoint of a run: the task's items, the step and any extra items."""
-    return tf.train.Checkpoint(**task.checkpoint_items(), step=step, **extra_items)
-
-
-def checkpoint_manager(checkpoint, directory, cfg, log=print):
-    """Keeps cfg.keep_checkpoints checkpoints in `directory` (created); save with checkpoint_number=step.
-    Its paths are `for_tensorflow` aliases: pass them through `for_people` to show them."""
-    pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
-    checkpoint_files.repair_state(directory, log)
-    return tf.train.CheckpointManager(checkpoint, for_tensorflow(directory, folder=True),
-                                      max_to_keep=cfg.keep_checkpoints)
 
 
 def _format_duration(seconds):
@@ -419,7 +237,7 @@ class Trainer:
     def _report_signal(self):
         """Writes RUN/adaptation_signal.json and says what its verdict is."""
         record = adaptation_signal.end_of_run_record(self._final_signal(), int(self.step))
-        path = self.out / adaptation_signal.SIGNAL_FILE
+        path = self.out / SIGNAL_FILE
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
         source_only = self.cfg.kind == "segmenter" and self.cfg.train_domain == "source"
         self.log(adaptation_signal.end_of_run_line(record, path, source_only))
@@ -534,7 +352,7 @@ class Trainer:
                      "train (a higher --max_steps continues it)")
             return {}
         if self.chief:
-            self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
+            self.writer = tf.summary.create_file_writer(str(self.out / TENSORBOARD_DIR))
             self._write_session_start()
         self.log(f"building the training step (TensorFlow traces it on the first step: "
                  f"{'XLA-compiled, ' if cfg.jit_compile else ''}this can take minutes)")
@@ -596,9 +414,9 @@ class Trainer:
                                                     f"{int(self.step)}, saved in {saved}")
         self._end_session("success")
         self.log(f"finished: step {int(self.step)} of {cfg.max_steps} in "
-                 f"{_format_duration(time.perf_counter() - started)}. Results in {self.out}: checkpoints/, "
-                 f"tb/ (tensorboard --logdir {self.out / 'tb'}), train.log; evaluate with python main.py "
-                 f"--mode=evaluate --output_dir={self.out}")
+                 f"{_format_duration(time.perf_counter() - started)}. Results in {self.out}: {CHECKPOINT_DIR}/, "
+                 f"{TENSORBOARD_DIR}/ (tensorboard --logdir {self.out / TENSORBOARD_DIR}), {LOG_FILE}; evaluate with "
+                 f"python main.py --mode=evaluate --output_dir={self.out}")
         if self.chief:
             self._report_signal()
         return {k: float(v) for k, v in metrics.items()}

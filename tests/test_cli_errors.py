@@ -158,7 +158,7 @@ def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, t
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from sifa_synthmix.segmenter_task import SegmenterNetworks  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import prepare_run_folder  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.run_folder import prepare_run_folder  # pylint: disable=import-outside-toplevel
 
     other = tiny_config("--encoder_base=4", output_dir=tmp_path / "other")
     prepare_run_folder(other)
@@ -428,7 +428,7 @@ def test_overwrite_refused_by_a_bad_record_keeps_the_old_run_and_a_replaced_run_
 
 
 def test_a_replacement_killed_before_its_first_checkpoint_is_undone_at_the_next_start(tmp_path, tiny_config):
-    from sifa_synthmix.trainer import RunFolderError, prepare_run_folder  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.run_folder import RunFolderError, prepare_run_folder  # pylint: disable=import-outside-toplevel
 
     out = tmp_path / "run"
     fake_run(out, {"model": {"ngf": 99}})

@@ -26,7 +26,7 @@ from sifa_synthmix.evaluation.inference import inference_precision, predict_volu
 from sifa_synthmix.scan_prediction import on_scan_grid
 from sifa_synthmix.scan_recipe import Recipe, recipe_for, scan_framing
 from sifa_synthmix.task import set_precision
-from sifa_synthmix.trainer import load_run_config
+from sifa_synthmix.run_folder import load_run_config
 
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
 SIZE, DEPTH = 32, phantom.default_depth(32)

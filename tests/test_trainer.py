@@ -16,11 +16,13 @@ from tensorboard.plugins.hparams import api_pb2
 from sifa_synthmix import checkpoint_files
 from sifa_synthmix.data.layout import CARDIAC_CLASSES
 from sifa_synthmix.evaluation.learning_curve import read_curve
-from sifa_synthmix.run_lock import LOCK_FILE, RunLock, RunLockError
+from sifa_synthmix.run_lock import RunLock, RunLockError
 from sifa_synthmix.task_factory import build_task
 from sifa_synthmix.tensorboard_summaries import RunSummaries
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-from sifa_synthmix.trainer import RunFolderError, Trainer, check_run_folder, load_run_config, prepare_run_folder
+from sifa_synthmix.run_folder import (LOCK_FILE, RunFolderError, check_run_folder, checkpoint_manager, load_run_config,
+                                     prepare_run_folder)
+from sifa_synthmix.trainer import Trainer
 from tensorboard_events import event_values, hparams_records, read_events
 
 
@@ -329,7 +331,6 @@ def test_a_run_folder_named_like_a_glob_pattern_resumes_evaluates_and_prunes_onl
 def test_an_unreadable_checkpoint_state_file_does_not_stop_keep_checkpoints(tmp_path):
     """CheckpointManager learns from checkpoints/checkpoint alone which old checkpoints it may delete."""
     from sifa_synthmix.config import TrainConfig  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import checkpoint_manager  # pylint: disable=import-outside-toplevel
 
     checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=10)

@@ -17,15 +17,11 @@ import tensorflow as tf
 from sifa_synthmix import checkpoint_files, cpu_features, inputs
 from sifa_synthmix.data.reader import DataError, to_unit_range
 from sifa_synthmix.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, DATA_FINGERPRINT_FILE,
-                                     check_config_against_fingerprint, read_fingerprint)
+                                     check_config_against_fingerprint, load_run_config, read_fingerprint)
 from sifa_synthmix.run_lock import RunLock
 from sifa_synthmix.segmenter_task import SegmenterNetworks
 from sifa_synthmix.task import set_precision, target_logits
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-
-# trainer imports this module (its learning curve predicts volumes): load_run_config comes from it
-# at call time.
-
 
 # TensorFlow's message when a checkpoint's tensor has another shape than the variable it restores.
 _SHAPE_MISMATCH = re.compile(r"incompatible tensor with shape (\(.*?\)) when attempting to restore variable with "
@@ -39,12 +35,10 @@ def architecture_difference(checkpoint_path, cfg, error=None):
     """Which model flags differ between `cfg` and the run a checkpoint came from, as far as known;
     for a checkpoint of this very run (config.json edited since), the tensor that does not fit
     (`error`: the failed restore's)."""
-    from sifa_synthmix import trainer  # pylint: disable=import-outside-toplevel
-
     run_dir = pathlib.Path(checkpoint_path).parent.parent
     if not (run_dir / CONFIG_FILE).is_file():
         return "its run's flags are unknown"
-    saved = trainer.load_run_config(run_dir).model
+    saved = load_run_config(run_dir).model
     differing = [f"--{name}={getattr(saved, name)} there, {getattr(cfg.model, name)} here"
                  for name in MODEL_FLAGS if getattr(saved, name) != getattr(cfg.model, name)]
     if differing:

@@ -5,7 +5,7 @@ import gzip
 import nibabel as nib
 import numpy as np
 
-from sifa_synthmix.data.layout import atomic_write_bytes, atomic_write_text
+from sifa_synthmix.files import atomic_write_bytes, atomic_write_text
 from sifa_synthmix.visualize import class_colours
 
 SUFFIX = ".nii.gz"

@@ -15,7 +15,7 @@ the inspector is a PreAct-ResNet-18 with one logit per image.
 import keras
 import tensorflow as tf
 
-from sifa_synthmix import distribution
+from sifa_synthmix import replicas
 from sifa_synthmix import task as sifa_task
 from sifa_synthmix.synthmix import inspector as inspector_lib
 from sifa_synthmix.synthmix import mixing
@@ -76,7 +76,7 @@ class MixingTask(sifa_task.SIFATask):
         else:
             size = self.cfg.model.image_size
             mask, answer = mixing.cutmix_mask(batch_size, size, size, seed=self.seed_generator)
-        return distribution.replica_slice(mask), distribution.replica_slice(answer)
+        return replicas.replica_slice(mask), replicas.replica_slice(answer)
 
     def constant_answer(self, batch_size, value):
         shape = [batch_size, self.mix_cfg.k, self.mix_cfg.k, 1] if self.patch_level else [batch_size]
