@@ -1,7 +1,7 @@
 """Which label-free measures tell a run that adapted from one that did not (issue 34, point 5).
 
 For each finished run: its target segmenter (inference mode, as evaluated) predicts the target's
-training slices, and the label-free measures of sifa_synthmix/adaptation_signal.py are taken over
+training slices, and the label-free measures of sifa_synthmix/training/adaptation_signal.py are taken over
 all of them against the source's training labels, beside two measures of where the classes lie
 (`layout_mismatch`: how differently the classes border each other; `centroid_offset`: how far
 each class's mean position moves), and the run's test Dice (RUN/eval/metrics.json, which does use
@@ -65,10 +65,10 @@ def centroid_offset(predicted, source_labels):
 def run_row(run, slices, seed):
     """The measures and the test Dice of one run."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix import adaptation_signal  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.evaluation import inference  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.run_folder import (  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.prediction import inference  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.runs.run_folder import (  # pylint: disable=import-outside-toplevel
         EVAL_DIR, METRICS_FILE, load_run_config)
+    from sifa_synthmix.training import adaptation_signal  # pylint: disable=import-outside-toplevel
 
     cfg = load_run_config(run)
     rng = np.random.default_rng(seed)
@@ -100,7 +100,7 @@ def main(argv=None):
     parser.add_argument("--slices", type=int, default=400, help="target and source training slices per run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from sifa_synthmix.run_folder import EVAL_DIR, METRICS_FILE  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.runs.run_folder import EVAL_DIR, METRICS_FILE  # pylint: disable=import-outside-toplevel
 
     runs = sorted({p for spec in args.runs.split(",") for p in glob.glob(spec)
                    if (pathlib.Path(p) / EVAL_DIR / METRICS_FILE).is_file()})

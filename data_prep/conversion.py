@@ -23,11 +23,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from data_prep import augmentation, preprocessing, volumes
-from data_prep.preprocessing import record_crop
-from sifa_synthmix.command_errors import quiet_worker
+from data_prep import augmentation
 from sifa_synthmix import files
-from sifa_synthmix.data import layout
+from sifa_synthmix.command_errors import quiet_worker
+from sifa_synthmix.data import layout, preprocessing, volumes
+from sifa_synthmix.data.preprocessing import record_crop
 
 REPORT_NAME = "prep_report.json"
 OBLIQUE_NOTE_DEGREES = 1.0  # a raw stack tilted more than this against the patient's axes is noted

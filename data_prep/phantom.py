@@ -35,10 +35,10 @@ from scipy import ndimage
 
 from data_prep.augmentation import rotation_matrix
 from data_prep.errors import UsageError, exit_on_bad_input
-from data_prep.preprocessing import clip_and_standardise, record_crop
-from data_prep.volumes import geometry_record
 from sifa_synthmix import files
 from sifa_synthmix.data import layout
+from sifa_synthmix.data.preprocessing import clip_and_standardise, record_crop
+from sifa_synthmix.data.volumes import geometry_record
 
 GENERATOR = "data_prep.phantom"
 AIR, LUNG, FAT, MUSCLE, MYOCARDIUM, BLOOD, BONE = range(7)

@@ -196,7 +196,7 @@ class WrittenScan:
     image: pathlib.Path
     label: Optional[pathlib.Path]
     shape: tuple
-    affine: np.ndarray  # voxel -> world (RAS+, mm), as read back by data_prep.scans.read_scan
+    affine: np.ndarray  # voxel -> world (RAS+, mm), as read back by sifa_synthmix.data.scans.read_scan
     artefacts: dict
 
 

@@ -14,18 +14,18 @@ import time
 
 import numpy as np
 
-from sifa_synthmix import inputs
-from sifa_synthmix.files import atomic_write_text
+from sifa_synthmix.data import inputs
 from sifa_synthmix.data.reader import DataError
+from sifa_synthmix.errors import TrainingStopped
 from sifa_synthmix.evaluation.compare import (compare_methods, evaluated_step, experiment_run_folders,
                                               write_experiment_file)
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
-from sifa_synthmix.run_evaluation import evaluate_run
-from sifa_synthmix.errors import TrainingStopped
-from sifa_synthmix.run_folder import CONFIG_FILE, EVAL_DIR, METRICS_FILE, check_run_folder
-from sifa_synthmix.trainer import Trainer
+from sifa_synthmix.evaluation.run_evaluation import evaluate_run
+from sifa_synthmix.files import atomic_write_text
+from sifa_synthmix.runs.run_folder import CONFIG_FILE, EVAL_DIR, METRICS_FILE, check_run_folder
+from sifa_synthmix.training.trainer import Trainer
 
 # variant -> (TrainConfig fields, SynthMixConfig fields)
 VARIANTS = {

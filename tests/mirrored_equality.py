@@ -32,10 +32,12 @@ import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
 import step_reference as reference  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix import distribution, losses  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix.optimization import minimize_if_finite  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix.replicas import cross_replica_sum, num_replicas  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.models import losses  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.models.replicas import (  # noqa: E402  pylint: disable=wrong-import-position
+    cross_replica_sum, num_replicas)
+from sifa_synthmix.training import distribution  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.training.optimization import minimize_if_finite  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.training.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
 
 STEPS = 3
 GLOBAL_BATCH = 4

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from data_prep import phantom
-from data_prep.preprocessing import clip_and_standardise
 from sifa_synthmix.data import layout, records
+from sifa_synthmix.data.preprocessing import clip_and_standardise
 
 IMAGE_SIZE = 32
 DEPTH = phantom.default_depth(IMAGE_SIZE)

@@ -18,15 +18,15 @@ from scipy import ndimage
 
 from conftest import REPO, main_exit_code
 from data_prep import phantom
-from data_prep.preprocessing import clip_and_standardise
-from sifa_synthmix import inputs
+from sifa_synthmix.data import inputs
+from sifa_synthmix.data.preprocessing import clip_and_standardise
 from sifa_synthmix.data.reader import DataError
-from sifa_synthmix.evaluation import label_files
-from sifa_synthmix.evaluation.inference import inference_precision, predict_volume, restore_target_segmenter, run_data
-from sifa_synthmix.scan_prediction import on_scan_grid
-from sifa_synthmix.scan_recipe import Recipe, recipe_for, scan_framing
-from sifa_synthmix.task import set_precision
-from sifa_synthmix.run_folder import load_run_config
+from sifa_synthmix.models.networks import set_precision
+from sifa_synthmix.prediction import label_files
+from sifa_synthmix.prediction.inference import inference_precision, predict_volume, restore_target_segmenter, run_data
+from sifa_synthmix.prediction.scan_prediction import on_scan_grid
+from sifa_synthmix.prediction.scan_recipe import Recipe, recipe_for, scan_framing
+from sifa_synthmix.runs.run_folder import load_run_config
 
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
 SIZE, DEPTH = 32, phantom.default_depth(32)

@@ -1,5 +1,5 @@
 """The scanner-like phantom (data_prep/scanner_phantom.py): its layout and format mix, geometry
-read back through data_prep.scans, the artefacts it claims, determinism, the command line, and
+read back through sifa_synthmix.data.scans, the artefacts it claims, determinism, the command line, and
 conversion by data_prep.folder."""
 import json
 import math
@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from data_prep import folder, phantom, scanner_phantom, scans
+from data_prep import folder, phantom, scanner_phantom
 from data_prep.errors import UsageError
-from sifa_synthmix.data import layout
+from sifa_synthmix.data import layout, scans
 
 COUNTS = {"mr_train": 3, "ct_train": 2, "mr_val": 1, "ct_val": 1, "mr_test": 1, "ct_test": 1}
 VOXEL_SCALE = 3.0  # voxels 3 times the default protocols' size, same fields of view: about a second per data set

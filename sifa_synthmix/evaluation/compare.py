@@ -23,18 +23,19 @@ import re
 
 import numpy as np
 
-from sifa_synthmix import checkpoint_files
 from sifa_synthmix.data.layout import read_test_volume
-from sifa_synthmix.files import atomic_write_text
 from sifa_synthmix.data.reader import to_unit_range
 from sifa_synthmix.errors import ToolkitError
-from sifa_synthmix.evaluation import figures, label_files, result_files, table
+from sifa_synthmix.evaluation import figures, result_files, table
 from sifa_synthmix.evaluation.learning_curve import read_curve
 from sifa_synthmix.evaluation.methods import method_names
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
 from sifa_synthmix.evaluation.significance import paired_dice_tests, seed_ttest
-from sifa_synthmix.run_folder import CHECKPOINT_DIR, CONFIG_FILE, EVAL_DIR, METRICS_FILE
+from sifa_synthmix.files import atomic_write_text
+from sifa_synthmix.prediction import label_files
+from sifa_synthmix.runs import checkpoint_files
+from sifa_synthmix.runs.run_folder import CHECKPOINT_DIR, CONFIG_FILE, EVAL_DIR, METRICS_FILE
 
 EXPERIMENT_FILE = "experiment.json"
 METRICS = ("dice", "assd")

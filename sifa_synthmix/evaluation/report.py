@@ -18,11 +18,12 @@ import numpy as np
 
 from sifa_synthmix.data.layout import read_test_volume
 from sifa_synthmix.data.reader import DataError
-from sifa_synthmix.evaluation import label_files, metrics, result_files, table
-from sifa_synthmix.evaluation.inference import predict_volume
+from sifa_synthmix.evaluation import metrics, result_files, table
 from sifa_synthmix.files import atomic_write_text
-from sifa_synthmix.run_folder import (GROUND_TRUTH_DIR, IMAGES_DIR, METRICS_FILE, METRICS_TABLE_FILE, PREDICTIONS_DIR,
-                                     TABLE_FILE)
+from sifa_synthmix.prediction import label_files
+from sifa_synthmix.prediction.inference import predict_volume
+from sifa_synthmix.runs.run_folder import (GROUND_TRUTH_DIR, IMAGES_DIR, METRICS_FILE, METRICS_TABLE_FILE,
+                                           PREDICTIONS_DIR, TABLE_FILE)
 
 SPACING_UNITS = ("voxel", "mm")
 

@@ -22,7 +22,7 @@ from sifa_synthmix.tensorflow_start import import_tensorflow
 tf = import_tensorflow()  # before the modules below import it: its start-up noise filtered out
 
 from sifa_synthmix.evaluation.result_files import write_csv  # pylint: disable=wrong-import-position
-from sifa_synthmix.run_folder import TENSORBOARD_DIR  # pylint: disable=wrong-import-position
+from sifa_synthmix.runs.run_folder import TENSORBOARD_DIR  # pylint: disable=wrong-import-position
 
 EVENTS_GLOB = "events.out.tfevents.*"
 
