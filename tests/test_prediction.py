@@ -17,7 +17,7 @@ import tensorflow as tf
 from scipy import ndimage
 
 from conftest import REPO, main_exit_code
-from data_prep import phantom
+from data_prep import phantom, phantom_anatomy
 from sifa_synthmix.data import inputs
 from sifa_synthmix.data.preprocessing import clip_and_standardise
 from sifa_synthmix.data.reader import DataError
@@ -50,8 +50,8 @@ def trained(tmp_path_factory, tiny_phantom):
 def raw_ct_test_subject(index):
     """The phantom's CT test subject `index` as a scanner would give it (before clip and z-score)
     and the affine of its voxels; the prepared test volume is this, preprocessed."""
-    rng = phantom.subject_rng(0, "ct", "test", index)
-    tissue, _ = phantom.draw_anatomy(rng, phantom.voxel_grid(SIZE, DEPTH))
+    rng = phantom_anatomy.subject_rng(0, "ct", "test", index)
+    tissue, _ = phantom_anatomy.draw_anatomy(rng, phantom.voxel_grid(SIZE, DEPTH))
     return phantom.RENDERERS["ct"](rng, tissue), phantom.volume_affine(SIZE, DEPTH)  # float64, as rendered
 
 

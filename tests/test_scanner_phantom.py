@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from data_prep import folder, phantom, scanner_phantom
+from data_prep import folder, phantom, phantom_anatomy, scanner_phantom
 from data_prep.errors import UsageError
 from sifa_synthmix.data import layout, scans
 
@@ -264,13 +264,13 @@ def test_data_prep_folder_converts_it(written, tmp_path):
 
 
 def test_phantom_as_raw_writes_scanner_scans_unless_told_centred(tmp_path):
-    only_mr = [f"--{name}={int(name == 'mr_test')}" for name in phantom.DEFAULT_COUNTS]
+    only_mr = [f"--{name}={int(name == 'mr_test')}" for name in phantom_anatomy.DEFAULT_COUNTS]
     phantom.main(["--as_raw", str(tmp_path / "scanner")] + only_mr)
     info = json.loads((tmp_path / "scanner" / "mr" / "dataset.json").read_text(encoding="utf-8"))
     assert info["provenance"]["generator"] == scanner_phantom.GENERATOR
     with pytest.raises(UsageError, match="--kind centred"):
         phantom.main(["--as_raw", str(tmp_path / "sized"), "--image_size=32"] + only_mr)
-    test_only = [f"--{name}={int(name.endswith('_test'))}" for name in phantom.DEFAULT_COUNTS]
+    test_only = [f"--{name}={int(name.endswith('_test'))}" for name in phantom_anatomy.DEFAULT_COUNTS]
     phantom.main(["--as_raw", str(tmp_path / "centred"), "--kind=centred", "--image_size=32"] + test_only)
     info = json.loads((tmp_path / "centred" / "mr" / "dataset.json").read_text(encoding="utf-8"))
     assert info["provenance"]["generator"] == phantom.GENERATOR
