@@ -8,9 +8,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from sifa_synthmix import flags as flags_lib
 from sifa_synthmix.command_errors import error_text, fail, refused_by_the_system, signals_end_the_command
 from sifa_synthmix.errors import ToolkitError, TrainingStopped
-from sifa_synthmix import flags as flags_lib
 from sifa_synthmix.tensorflow_start import import_tensorflow
 
 flags_lib.define_flags()
@@ -20,8 +20,8 @@ FLAGS = flags_lib.FLAGS
 def run_summary(cfg):
     """Prints one JSON line: trainable parameters per scope, plus "total"; for a run imported
     from an official checkpoint, also that checkpoint and its TF1 global step."""
-    from sifa_synthmix.official_checkpoint import read_import_record  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.task_factory import build_task  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.training.official_checkpoint import read_import_record  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.training.task_factory import build_task  # pylint: disable=import-outside-toplevel
 
     summary = build_task(cfg).parameter_counts()
     record = read_import_record(cfg.output_dir)
@@ -45,8 +45,8 @@ def prepare_data(cfg):
 
 
 def run_train(cfg):
-    from sifa_synthmix import distribution  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import Trainer  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.training import distribution  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.training.trainer import Trainer  # pylint: disable=import-outside-toplevel
 
     distribution.build_strategy(cfg.distribution)  # before other TensorFlow work (multi_worker)
     prepare_data(cfg)
@@ -61,7 +61,7 @@ def eval_options():
 
 def run_evaluate(cfg):
     from sifa_synthmix.evaluation.report import run_table  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.evaluation.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
 
     print(run_table(evaluate_run(cfg.output_dir, **eval_options())))
 
@@ -97,7 +97,7 @@ def run_experiment(cfg):
 
 
 def run_import_official(cfg):
-    from sifa_synthmix.official_checkpoint import import_official  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.training.official_checkpoint import import_official  # pylint: disable=import-outside-toplevel
 
     if not FLAGS.official_checkpoint:
         fail("--mode=import_official needs --official_checkpoint=PATH (a TF1 checkpoint prefix or its folder)")
@@ -105,7 +105,7 @@ def run_import_official(cfg):
 
 
 def run_predict(cfg):
-    from sifa_synthmix.scan_prediction import predict_run  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.prediction.scan_prediction import predict_run  # pylint: disable=import-outside-toplevel
 
     failed = predict_run(cfg.output_dir, FLAGS.predict_input, FLAGS.predictions_dir,
                          checkpoint=FLAGS.checkpoint or None, batch_size=FLAGS.eval_batch_size,
@@ -117,7 +117,7 @@ def run_predict(cfg):
 
 
 def run_export(cfg):
-    from sifa_synthmix.export import export_run  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.prediction.export import export_run  # pylint: disable=import-outside-toplevel
 
     export_run(cfg.output_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint or None)
 

@@ -12,8 +12,9 @@ import time
 import nibabel as nib
 import numpy as np
 
-from data_prep import conversion, folder, volumes
+from data_prep import conversion, folder
 from data_prep.errors import exit_on_bad_input
+from sifa_synthmix.data import volumes
 
 VOXEL_MM = (0.7, 0.7, 1.25)
 

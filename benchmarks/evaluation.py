@@ -7,10 +7,10 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.settings import model_config
-from sifa_synthmix.evaluation import label_files, metrics
-from sifa_synthmix.evaluation.inference import predict_volume
-from sifa_synthmix.segmenter_task import SegmenterNetworks
-from sifa_synthmix.task import set_precision
+from sifa_synthmix.evaluation import metrics
+from sifa_synthmix.models.networks import SegmenterNetworks, set_precision
+from sifa_synthmix.prediction import label_files
+from sifa_synthmix.prediction.inference import predict_volume
 
 NUM_CLASSES = 5
 BATCH_SIZE = 16  # --eval_batch_size's default

@@ -26,7 +26,7 @@ its own k, same seed). Rows per run, then mean(std) over the runs of each varian
 parent of seed<N> runs). The probe learns from real images only, so on the same data and --seed
 every run gets the same probe: a fixed yardstick, and the runs differ only in their translations.
 
-The translations are those the training step computes (task.target_to_source), not inference
+The translations are those the training step computes (networks.target_to_source), not inference
 mode: e_B normalises each batch with its own statistics (training mode) and de_B's dropout is on.
 Everything runs in the precision evaluation uses (the run's where this machine computes it
 natively, else float32).
@@ -56,18 +56,19 @@ tf = import_tensorflow()
 import keras
 
 from benchmarks.machine import describe_machine
-from sifa_synthmix import inputs
+from sifa_synthmix.data import inputs
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.errors import ToolkitError
-from sifa_synthmix.evaluation import inference
+from sifa_synthmix.prediction import inference
 from sifa_synthmix.evaluation.compare import method_folders
 from sifa_synthmix.evaluation.result_files import write_csv
-from sifa_synthmix.synthmix import mixing
-from sifa_synthmix.synthmix.inspector import build_mixup_inspector
-from sifa_synthmix.synthmix.masks import SynthMixMask
-from sifa_synthmix.task import run_stacked, target_to_source
-from sifa_synthmix.task_factory import build_task
-from sifa_synthmix.trainer import load_run_config
+from sifa_synthmix.models.synthmix import mixing
+from sifa_synthmix.models.synthmix.inspector import build_mixup_inspector
+from sifa_synthmix.models.synthmix.masks import SynthMixMask
+from sifa_synthmix.models.networks import target_to_source
+from sifa_synthmix.runs.run_folder import load_run_config
+from sifa_synthmix.training.task import run_stacked
+from sifa_synthmix.training.task_factory import build_task
 
 KINDS = ("unaligned", "S_mix", "T_mix", "A", "B")
 MEASURES = (*KINDS, "trace_S", "trace_T", "adv_S_mix", "adv_T_mix", "floor")

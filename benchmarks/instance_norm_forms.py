@@ -21,8 +21,8 @@ import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import settings, step_time
-from sifa_synthmix import traced_model
-from sifa_synthmix.layers import InstanceNorm
+from sifa_synthmix.models import traced_model
+from sifa_synthmix.models.layers import InstanceNorm
 
 FLAGS = flags.FLAGS
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 from benchmarks import settings, step_time
 from benchmarks.evaluation import NUM_CLASSES, synthetic_volume
 from sifa_synthmix.evaluation.learning_curve import LearningCurve
-from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.training.task_factory import build_task
 
 
 def evaluation_seconds(cfg, volumes, depth, calls=2):

@@ -4,9 +4,8 @@ import tensorflow as tf
 
 from benchmarks.flops import function_flops
 from benchmarks.settings import model_config
-from sifa_synthmix.networks import SIFANetworks
-from sifa_synthmix.task import set_precision
-from sifa_synthmix.traced_model import inline_calls
+from sifa_synthmix.models.networks import SIFANetworks, set_precision
+from sifa_synthmix.models.traced_model import inline_calls
 
 # How often model_setup runs each sub-network per slice pair: g_A on A and fake_A; e_B, s_B,
 # s_B_ll on B and fake_B; de_B twice (fake_A, cycle_A); d_A on A, fake_A, pooled fake_A and

@@ -16,7 +16,7 @@ from absl import app, flags
 
 from benchmarks import settings
 from benchmarks.step_time import random_batch
-from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.training.task_factory import build_task
 
 FLAGS = flags.FLAGS
 CONFIGURATIONS = (("float32", "off"), ("float32", "on"), ("mixed_bfloat16", "off"), ("mixed_bfloat16", "on"))

@@ -20,15 +20,13 @@ import tensorflow as tf
 from benchmarks.evaluation import synthetic_volume
 from benchmarks.flops import function_flops
 from benchmarks.settings import model_config
-from sifa_synthmix import scan_recipe
 from sifa_synthmix.config import DataConfig, TrainConfig
-from sifa_synthmix.evaluation.inference import inference_precision, restore_target_segmenter, run_data
-from sifa_synthmix.scan_prediction import predict_scan
-from sifa_synthmix.segmenter_task import SegmenterNetworks
-from sifa_synthmix.task import set_precision, target_logits
-from sifa_synthmix.traced_model import inline_calls
-from sifa_synthmix.run_folder import CHECKPOINT_DIR
-from sifa_synthmix.trainer import checkpoint_manager, load_run_config, write_run_config
+from sifa_synthmix.models.networks import SegmenterNetworks, set_precision, target_logits
+from sifa_synthmix.models.traced_model import inline_calls
+from sifa_synthmix.prediction import scan_recipe
+from sifa_synthmix.prediction.inference import inference_precision, restore_target_segmenter, run_data
+from sifa_synthmix.prediction.scan_prediction import predict_scan
+from sifa_synthmix.runs.run_folder import CHECKPOINT_DIR, checkpoint_manager, load_run_config, write_run_config
 
 BATCH_SIZE = 16  # --eval_batch_size's default
 INTENSITY_RANGE = (-2.8, 3.2)  # SIFA's released CT statistics

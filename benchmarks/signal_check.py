@@ -1,7 +1,7 @@
 """Which label-free measures tell a run that adapted from one that did not (issue 34, point 5).
 
 For each finished run: its target segmenter (inference mode, as evaluated) predicts the target's
-training slices, and the label-free measures of sifa_synthmix/adaptation_signal.py are taken over
+training slices, and the label-free measures of sifa_synthmix/training/adaptation_signal.py are taken over
 all of them against the source's training labels, beside two measures of where the classes lie
 (`layout_mismatch`: how differently the classes border each other; `centroid_offset`: how far
 each class's mean position moves), and the run's test Dice (RUN/eval/metrics.json, which does use
@@ -65,9 +65,10 @@ def centroid_offset(predicted, source_labels):
 def run_row(run, slices, seed):
     """The measures and the test Dice of one run."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix import adaptation_signal  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.evaluation import inference  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import load_run_config  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.prediction import inference  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.runs.run_folder import (  # pylint: disable=import-outside-toplevel
+        EVAL_DIR, METRICS_FILE, load_run_config)
+    from sifa_synthmix.training import adaptation_signal  # pylint: disable=import-outside-toplevel
 
     cfg = load_run_config(run)
     rng = np.random.default_rng(seed)
@@ -83,7 +84,7 @@ def run_row(run, slices, seed):
     signal = adaptation_signal.window_signal(measures, ["background"] + [str(c) for c in range(1, CLASSES)], 1)
     ratios = [v["volume_ratio"] for v in signal["classes"].values() if v["volume_ratio"] is not None]
     predicted = np.argmax(logits, axis=-1)
-    dice = json.loads((pathlib.Path(run) / "eval" / "metrics.json").read_text())["summary"]["Avg"]["dice_mean"]
+    dice = json.loads((pathlib.Path(run) / EVAL_DIR / METRICS_FILE).read_text())["summary"]["Avg"]["dice_mean"]
     return {"run": str(run), "test_dice": 100 * dice, "fg_ratio": signal["target_foreground_slices"] / max(
                 signal["source_foreground_slices"], 1e-9),
             "volume_ratio_min": min(ratios), "volume_ratio_max": max(ratios), "entropy": signal["target_entropy"],
@@ -99,8 +100,10 @@ def main(argv=None):
     parser.add_argument("--slices", type=int, default=400, help="target and source training slices per run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from sifa_synthmix.runs.run_folder import EVAL_DIR, METRICS_FILE  # pylint: disable=import-outside-toplevel
+
     runs = sorted({p for spec in args.runs.split(",") for p in glob.glob(spec)
-                   if (pathlib.Path(p) / "eval" / "metrics.json").is_file()})
+                   if (pathlib.Path(p) / EVAL_DIR / METRICS_FILE).is_file()})
     rows = [run_row(run, args.slices, args.seed) for run in runs]
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))

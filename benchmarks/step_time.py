@@ -17,8 +17,8 @@ import time
 
 import tensorflow as tf
 
-from sifa_synthmix.task_factory import build_task
-from sifa_synthmix.traced_model import compiled_step
+from sifa_synthmix.models.traced_model import compiled_step
+from sifa_synthmix.training.task_factory import build_task
 
 
 def random_batch(cfg):

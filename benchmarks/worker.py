@@ -14,11 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
-from benchmarks import flops as flops_lib  # pylint: disable=wrong-import-position
-from benchmarks import op_profile  # pylint: disable=wrong-import-position
-from benchmarks import settings, step_time  # pylint: disable=wrong-import-position
-from sifa_synthmix.step_memory import resident_megabytes  # pylint: disable=wrong-import-position
-from sifa_synthmix.traced_model import inline_calls  # pylint: disable=wrong-import-position
+from benchmarks import flops as flops_lib, op_profile, settings, step_time  # pylint: disable=wrong-import-position
+from sifa_synthmix.models.traced_model import inline_calls  # pylint: disable=wrong-import-position
+from sifa_synthmix.training.step_memory import resident_megabytes  # pylint: disable=wrong-import-position
 
 
 def resident_mb():

@@ -19,8 +19,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from data_prep import conversion, converter_cli, errors, raw_files, scans, volumes
-from sifa_synthmix.data import layout
+from data_prep import conversion, converter_cli, errors, raw_files
+from sifa_synthmix.data import layout, scans, volumes
 
 GENERATOR = "data_prep.abdominal"
 BTCV_LABELS = volumes.LabelMapping(

@@ -23,10 +23,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from data_prep import augmentation, preprocessing, volumes
-from data_prep.preprocessing import record_crop
+from data_prep import augmentation
+from sifa_synthmix import files
 from sifa_synthmix.command_errors import quiet_worker
-from sifa_synthmix.data import layout
+from sifa_synthmix.data import layout, preprocessing, volumes
+from sifa_synthmix.data.preprocessing import record_crop
 
 REPORT_NAME = "prep_report.json"
 OBLIQUE_NOTE_DEGREES = 1.0  # a raw stack tilted more than this against the patient's axes is noted
@@ -252,7 +253,7 @@ def convert(raw_volumes, output_dir, settings, class_names, provenance, workers=
     Everything is written to a sibling folder first and renamed at the end, so `output_dir`
     (which must be absent or empty) is either a finished data set or untouched.
     """
-    with layout.staged_folder(output_dir) as staging:
+    with files.staged_folder(output_dir) as staging:
         writer = layout.PreparedDatasetWriter(staging, class_names, settings.image_size,
                                               flip_test_volumes=False, provenance=provenance,
                                               preprocessing=settings.recipe())
@@ -265,7 +266,7 @@ def convert(raw_volumes, output_dir, settings, class_names, provenance, workers=
                 slices += written
             print(progress_line(number, len(raw_volumes), items, slices), file=progress, flush=True)
         result = report.as_dict(writer.finish(), provenance)
-        layout.atomic_write_text(staging / REPORT_NAME, json.dumps(result, indent=2) + "\n")
+        files.atomic_write_text(staging / REPORT_NAME, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -40,9 +40,10 @@ import re
 import nibabel as nib
 import numpy as np
 
-from data_prep import conversion, converter_cli, errors, preprocessing, scans, volumes
-from data_prep.errors import RawDataError, UsageError
-from sifa_synthmix.data import layout
+from data_prep import conversion, converter_cli, errors
+from data_prep.errors import UsageError
+from sifa_synthmix.data import layout, preprocessing, scans, volumes
+from sifa_synthmix.data.scans import RawDataError
 
 GENERATOR = "data_prep.folder"
 # Names that are neither scans nor to be reported: a header's data file, notes, hidden files.

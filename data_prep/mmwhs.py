@@ -14,8 +14,8 @@ the highest-numbered go to validation (CT 2, MR 4) and the rest to training.
 import argparse
 import pathlib
 
-from data_prep import conversion, converter_cli, errors, raw_files, volumes
-from sifa_synthmix.data import layout
+from data_prep import conversion, converter_cli, errors, raw_files
+from sifa_synthmix.data import layout, volumes
 
 GENERATOR = "data_prep.mmwhs"
 HEART_LABELS = volumes.LabelMapping(

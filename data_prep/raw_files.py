@@ -1,7 +1,7 @@
 """Finding a raw data set's image and label files by volume id, and pairing them."""
 import re
 
-from data_prep.errors import RawDataError
+from sifa_synthmix.data.scans import RawDataError
 
 
 def files_by_id(folder, pattern, example):

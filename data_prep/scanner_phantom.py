@@ -2,12 +2,12 @@
 point 2): adaptation that works only on the centred phantom of data_prep/phantom.py does not
 work on users' scans, which are messier.
 
-Each subject is data_prep.phantom's anatomy (draw_anatomy: thorax, heart, MMWHS's labels), placed
+Each subject is data_prep.phantom_anatomy's thorax (draw_anatomy: thorax, heart, MMWHS's labels), placed
 in a scanner and scanned on a grid of its own:
 
 - Pose: body size, a roll / pitch / yaw on the table and an offset from the isocentre vary per
   subject; the heart, left-anterior in the body, varies in size, position and orientation
-  (phantom.HeartFrame). The field of view is centred on the heart, so the body is off-centre.
+  (phantom_anatomy.HeartFrame). The field of view is centred on the heart, so the body is off-centre.
 - Geometry per modality and subject (PROTOCOLS): matrix, in-plane spacing, slice thickness and
   coverage. CT is axial on a square matrix; MR's field of view may cut the body at its sides
   (left-right is the frequency-encode axis, the phase-encode axis covers the body: no
@@ -62,8 +62,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from data_prep import phantom
+from data_prep import phantom_anatomy as anatomy
 from data_prep.augmentation import rotation_matrix
+from sifa_synthmix import files
 from sifa_synthmix.data import layout
 
 GENERATOR = "data_prep.scanner_phantom"
@@ -96,7 +97,7 @@ PROTOCOLS = {"ct": Protocol(matrix=(160, 256), pixel_mm=(1.4, 2.2), thickness_mm
 
 # Where a subject lies (typical): body size, rotation on the table, offset of the body's axis
 # from the isocentre (lateral, vertical, table position).
-BODY_SCALE = (0.9, 1.1)  # times phantom.BODY_UNIT_MM: with draw_thorax's sizes, chests 270-420 mm wide
+BODY_SCALE = (0.9, 1.1)  # times anatomy.BODY_UNIT_MM: with draw_thorax's sizes, chests 270-420 mm wide
 POSE_DEGREES = (6.0, 3.0, 3.0)  # largest roll (about the long axis), pitch and yaw
 BODY_OFFSET_MM = ((-40.0, 40.0), (-40.0, 20.0), (-200.0, 200.0))  # RAS x, y, z
 BODY_TO_RAS = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # (row P, column L, slice S)
@@ -195,7 +196,7 @@ class WrittenScan:
     image: pathlib.Path
     label: Optional[pathlib.Path]
     shape: tuple
-    affine: np.ndarray  # voxel -> world (RAS+, mm), as read back by data_prep.scans.read_scan
+    affine: np.ndarray  # voxel -> world (RAS+, mm), as read back by sifa_synthmix.data.scans.read_scan
     artefacts: dict
 
 
@@ -219,7 +220,7 @@ def homogeneous(matrix=None, offset=(0.0, 0.0, 0.0)):
 
 def subject_pose(rng):
     """Body units -> world (RAS+, mm) of one subject lying on the table."""
-    unit_mm = phantom.BODY_UNIT_MM * rng.uniform(*BODY_SCALE)
+    unit_mm = anatomy.BODY_UNIT_MM * rng.uniform(*BODY_SCALE)
     roll, pitch, yaw = np.radians(rng.uniform(-1.0, 1.0, 3) * POSE_DEGREES)
     offset = [rng.uniform(*limits) for limits in BODY_OFFSET_MM]
     return homogeneous(rotation_matrix(roll, pitch, yaw) @ (unit_mm * BODY_TO_RAS), offset)
@@ -242,7 +243,7 @@ def scan_grid(rng, modality, protocol, pose, oblique):
     unit_mm = body_unit_mm(pose)
     rows = columns if modality == "ct" else int(math.ceil(2 * BODY_HALF_EXTENT[0] * unit_mm / pixel))
     slices = max(1, round(coverage / thickness))
-    heart = (pose @ [*phantom.HEART_CENTRE, 1.0])[:3]
+    heart = (pose @ [*anatomy.HEART_CENTRE, 1.0])[:3]
     centre = heart + np.append(rng.uniform(-CENTRE_JITTER_MM, CENTRE_JITTER_MM, 2), 0.0)
     if modality == "mr":  # the phase-encode field of view is centred on the body
         centre[1] = pose[1, 3] + rng.uniform(-CENTRE_JITTER_MM, CENTRE_JITTER_MM)
@@ -298,7 +299,7 @@ def tissue_intensity(rng, tissue, table, sigma_voxels):
     """Each voxel: its tissue's subject mean (drawn from the table's nominal value and spread) plus
     a texture of the tissue's SD, each tissue its own mix of two smooth random fields."""
     table = np.asarray(table, dtype=float)
-    image = phantom.tissue_image(rng, tissue, table[:, :2]).astype(np.float32)
+    image = anatomy.tissue_image(rng, tissue, table[:, :2]).astype(np.float32)
     mixes = rng.uniform(0.0, 2 * np.pi, len(table))
     for weights in (np.cos(mixes), np.sin(mixes)):
         image += (table[:, 2] * weights).astype(np.float32)[tissue] * smooth_field(rng, tissue.shape, sigma_voxels)
@@ -332,9 +333,9 @@ def on_scan(grid, to_world, intensity, label, air):
     box, fine = on_sub_slices(grid, to_world, intensity, 1, air)
     image = np.full(grid.shape, air, dtype=np.float32)
     image[box] = fine.mean(axis=3)
-    labelled = ndimage.find_objects((label != phantom.BACKGROUND).astype(np.uint8))[0]
+    labelled = ndimage.find_objects((label != anatomy.BACKGROUND).astype(np.uint8))[0]
     box, fine = on_sub_slices(grid, to_world @ homogeneous(offset=[s.start for s in labelled]), label[labelled], 0,
-                              phantom.BACKGROUND)
+                              anatomy.BACKGROUND)
     labels = np.zeros(grid.shape, dtype=np.uint8)
     labels[box] = np.argmax([(fine == c).sum(axis=3, dtype=np.uint8) for c in range(len(layout.CARDIAC_CLASSES))],
                             axis=0)
@@ -413,9 +414,9 @@ def ct_scan(rng, image, grid, padding_hu):
 
 
 def scan_bias(rng, grid):
-    """phantom.bias_field over the scan's voxels, in the scan's own axes about its centre."""
-    coordinates = [(np.arange(n) - (n - 1) / 2.0) * s / phantom.BODY_UNIT_MM for n, s in zip(grid.shape, grid.spacing)]
-    return phantom.bias_field(rng, [along(c, axis) for axis, c in enumerate(coordinates)]).astype(np.float32)
+    """anatomy.bias_field over the scan's voxels, in the scan's own axes about its centre."""
+    coordinates = [(np.arange(n) - (n - 1) / 2.0) * s / anatomy.BODY_UNIT_MM for n, s in zip(grid.shape, grid.spacing)]
+    return anatomy.bias_field(rng, [along(c, axis) for axis, c in enumerate(coordinates)]).astype(np.float32)
 
 
 def mr_scan(rng, image, grid):
@@ -435,18 +436,18 @@ def mr_scan(rng, image, grid):
 
 
 def scan_subject(seed, modality, split, index, voxel_scale=1.0):
-    """One subject drawn, placed and scanned; its own generator (phantom.subject_rng)."""
-    rng = phantom.subject_rng(seed, modality, split, index)
+    """One subject drawn, placed and scanned; its own generator (anatomy.subject_rng)."""
+    rng = anatomy.subject_rng(seed, modality, split, index)
     protocol = PROTOCOLS[modality].coarser(voxel_scale)
     pose = subject_pose(rng)
     grid = scan_grid(rng, modality, protocol, pose, oblique=modality == "mr" and split == "train"
                      and index < OBLIQUE_MR_TRAIN)
     step_mm = grid.spacing[0] / protocol.acquired_fraction
     axes, to_body = anatomy_grid(grid, pose, step_mm / body_unit_mm(pose))
-    tissue, label = phantom.draw_anatomy(rng, [along(a, axis) for axis, a in enumerate(axes)])
+    tissue, label = anatomy.draw_anatomy(rng, [along(a, axis) for axis, a in enumerate(axes)])
     table = CT_TISSUE_HU if modality == "ct" else MR_TISSUE_SIGNAL
     intensity = tissue_intensity(rng, tissue, table, TEXTURE_SIGMA_MM / step_mm)
-    image, labels = on_scan(grid, pose @ to_body, intensity, label, air=table[phantom.AIR][0])
+    image, labels = on_scan(grid, pose @ to_body, intensity, label, air=table[anatomy.AIR][0])
     if modality == "ct":
         image, artefacts = ct_scan(rng, image, grid, PADDING_HU[index % len(PADDING_HU)])
     else:
@@ -527,13 +528,13 @@ def write_scan(scan, root, modality, split, index, seed, target_labels=False):
     if label_ending:
         labels.mkdir(parents=True, exist_ok=True)
         label_path = labels / f"{case}{label_ending}"
-        write_file(label_path, phantom.RAW_LABEL_VALUES[scan.label], scan.grid.affine)
+        write_file(label_path, anatomy.RAW_LABEL_VALUES[scan.label], scan.grid.affine)
     return case, image_path, label_path
 
 
 def dataset_json(modality, counts, seed, voxel_scale, target_labels):
     """A modality folder's dataset.json: MMWHS's label values by name, its one channel."""
-    labels = {"background": 0, **{name: int(phantom.RAW_LABEL_VALUES[index])
+    labels = {"background": 0, **{name: int(anatomy.RAW_LABEL_VALUES[index])
                                   for index, name in enumerate(layout.CARDIAC_CLASSES) if index}}
     return {"name": f"SIFA scanner phantom {modality.upper()}", "channel_names": {"0": modality.upper()},
             "labels": labels, "numTraining": counts[f"{modality}_train"] + counts[f"{modality}_val"],
@@ -543,7 +544,7 @@ def dataset_json(modality, counts, seed, voxel_scale, target_labels):
 
 
 def preview_arrays(scan, modality):
-    """(image, class labels) as phantom.save_preview shows them (rows anterior -> posterior,
+    """(image, class labels) as anatomy.save_preview shows them (rows anterior -> posterior,
     slices feet -> head), and the display window."""
     low, high = PREVIEW_WINDOWS[modality]
     if modality == "mr":
@@ -557,20 +558,20 @@ def write_raw(output_dir, seed=0, counts=None, voxel_scale=1.0, target_labels=Fa
     """Writes the scanner-like phantom as raw scans to `output_dir` (absent or empty): DIR/mr and
     DIR/ct for data_prep.folder, and DIR/preview.png; returns a `WrittenScan` per subject.
 
-    `counts` overrides phantom.DEFAULT_COUNTS entries; validation subjects go to imagesTr (the
+    `counts` overrides anatomy.DEFAULT_COUNTS entries; validation subjects go to imagesTr (the
     MR ones labelled: give data_prep.folder --mr_val_count). `voxel_scale` > 1 makes voxels that
     many times larger (same fields of view), for fast tests. `target_labels` writes the CT training
     and validation scans' labels too (ct/labelsTr/), for the oracle of a comparison, which trains on
     them; SIFA never reads target labels. Everything is written to a staging
     folder renamed into place at the end, so `output_dir` is either finished or untouched.
     """
-    counts = phantom.subject_counts(counts)
+    counts = anatomy.subject_counts(counts)
     output_dir = pathlib.Path(output_dir)
     written, previews, windows = [], {}, {}
-    with layout.staged_folder(output_dir) as staging:
+    with files.staged_folder(output_dir) as staging:
         for modality in layout.MODALITIES:
             (staging / modality).mkdir()
-            for split in phantom.SPLITS:
+            for split in anatomy.SPLITS:
                 for index in range(counts[f"{modality}_{split}"]):
                     scan = scan_subject(seed, modality, split, index, voxel_scale)
                     case, image_path, label_path = write_scan(scan, staging, modality, split, index, seed,
@@ -581,9 +582,9 @@ def write_raw(output_dir, seed=0, counts=None, voxel_scale=1.0, target_labels=Fa
                         scan.grid.affine, scan.artefacts))
                     if modality not in previews:
                         previews[modality], windows[modality] = preview_arrays(scan, modality)
-            layout.atomic_write_text(staging / modality / "dataset.json",
+            files.atomic_write_text(staging / modality / "dataset.json",
                                      json.dumps(dataset_json(modality, counts, seed, voxel_scale, target_labels),
                                                 indent=2) + "\n")
         if previews:
-            phantom.save_preview(staging / "preview.png", previews, windows)
+            anatomy.save_preview(staging / "preview.png", previews, windows)
     return written

@@ -13,7 +13,7 @@ FLAG_NAMES = {"protocol": "mix_protocol", "k": "synthmix_k", "lam": "synthmix_la
               "interpolation": "mask_interpolation", "kind": "model"}
 # Fields that hold paths (or comma-separated lists of paths and globs).
 DATA_PATH_FIELDS = ("data_dir", "source_train_list", "target_train_list", "target_val_list", "stats_file")
-# --update_schedule: the order of a SIFA step's updates (sifa_synthmix/task.py).
+# --update_schedule: the order of a SIFA step's updates (sifa_synthmix/training/task.py).
 UPDATE_SCHEDULES = ("official", "merged")
 # TrainConfig.eval_every for --eval_every=auto: the trainer decides from the data (auto_eval_every).
 EVAL_EVERY_AUTO = -1
@@ -197,7 +197,7 @@ class TrainConfig:
     graph_optimizer: str = "off"  # on | off: TensorFlow's grappler on the train step (flag: auto by device)
     deterministic: bool = False
     max_nonfinite: int = 10  # stop after this many steps in a row with a skipped (non-finite) update
-    distribution: str = "none"  # none | mirrored | multi_worker (sifa_synthmix/distribution.py)
+    distribution: str = "none"  # none | mirrored | multi_worker (sifa_synthmix/training/distribution.py)
     # Under several replicas: the cross-entropy's class weights and the Dice sums over the global
     # batch ("global", as one device with that batch) or over each replica's batch ("replica").
     seg_loss_batch: str = "global"

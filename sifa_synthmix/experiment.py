@@ -14,17 +14,18 @@ import time
 
 import numpy as np
 
-from sifa_synthmix import inputs
-from sifa_synthmix.data.layout import atomic_write_text
+from sifa_synthmix.data import inputs
 from sifa_synthmix.data.reader import DataError
+from sifa_synthmix.errors import TrainingStopped
 from sifa_synthmix.evaluation.compare import (compare_methods, evaluated_step, experiment_run_folders,
                                               write_experiment_file)
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
-from sifa_synthmix.run_evaluation import evaluate_run
-from sifa_synthmix.run_folder import CONFIG_FILE, EVAL_DIR
-from sifa_synthmix.trainer import Trainer, TrainingStopped, check_run_folder
+from sifa_synthmix.evaluation.run_evaluation import evaluate_run
+from sifa_synthmix.files import atomic_write_text
+from sifa_synthmix.runs.run_folder import CONFIG_FILE, EVAL_DIR, METRICS_FILE, check_run_folder
+from sifa_synthmix.training.trainer import Trainer
 
 # variant -> (TrainConfig fields, SynthMixConfig fields)
 VARIANTS = {
@@ -66,7 +67,7 @@ def finished_record(cfg, eval_options):
     """The evaluation record of cfg's run if it can be reused: a run with the same flags, evaluated
     at its max_steps checkpoint with the same evaluation settings; else None."""
     run_dir = pathlib.Path(cfg.output_dir)
-    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / EVAL_DIR / "metrics.json").is_file():
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / EVAL_DIR / METRICS_FILE).is_file():
         return None
     record = read_metrics(run_dir / EVAL_DIR)
     flip = eval_options.get("flip")

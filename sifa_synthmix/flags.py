@@ -6,8 +6,8 @@ import pathlib
 from absl import flags
 
 from sifa_synthmix import cpu_features
-from sifa_synthmix.config import (AUTO_EVALUATIONS, EVAL_EVERY_AUTO, FLAG_NAMES, UPDATE_SCHEDULES, DataConfig,
-                                  ModelConfig, SynthMixConfig, TrainConfig)
+from sifa_synthmix.config import (AUTO_EVALUATIONS, DataConfig, EVAL_EVERY_AUTO, FLAG_NAMES, ModelConfig,
+                                  SynthMixConfig, TrainConfig, UPDATE_SCHEDULES)
 
 FLAGS = flags.FLAGS
 MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official", "predict",
@@ -317,7 +317,7 @@ def train_config(values=FLAGS):
     --overwrite, that run's config.json stands for the defaults, so that continuing it takes
     only the flags that change (`--output_dir=RUN --max_steps=N`), as nnU-Net's --c continues; the
     trainer refuses given flags that change what is trained (RESUMABLE_SETTINGS may change)."""
-    from sifa_synthmix.run_folder import CONFIG_FILE  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.runs.run_folder import CONFIG_FILE  # pylint: disable=import-outside-toplevel
 
     typed = config_from_flags(values)
     if values.overwrite:

@@ -32,9 +32,12 @@ import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
 import step_reference as reference  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix import distribution, losses  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix.optimization import minimize_if_finite  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.models import losses  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.models.replicas import (  # noqa: E402  pylint: disable=wrong-import-position
+    cross_replica_sum, num_replicas)
+from sifa_synthmix.training import distribution  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.training.optimization import minimize_if_finite  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.training.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
 
 STEPS = 3
 GLOBAL_BATCH = 4
@@ -56,12 +59,12 @@ def gradient_recorder(task):
 
     def record(ctx, optimizer, tape, loss, variables):
         del optimizer
-        replicas = distribution.num_replicas()
+        replicas = num_replicas()
         gradients = tape.gradient(loss, variables)
         metrics, name = ctx["metrics"], current[-1]
-        metrics[f"{name}/loss"] = distribution.cross_replica_sum(loss) / replicas
+        metrics[f"{name}/loss"] = cross_replica_sum(loss) / replicas
         for variable, gradient in zip(variables, gradients):
-            gradient = distribution.cross_replica_sum(gradient / replicas)
+            gradient = cross_replica_sum(gradient / replicas)
             direction = reference.path_noise(variable.path, tuple(variable.shape), 13).astype(np.float32)
             metrics[f"{name}/norm/{variable.path}"] = tf.norm(gradient)
             metrics[f"{name}/projection/{variable.path}"] = tf.reduce_sum(gradient * direction)
@@ -98,7 +101,7 @@ def run_updates(strategy):
     with strategy.scope():
         inputs = keras.Input([16, 16, 1])
         hidden = keras.layers.Conv2D(8, 3, padding="same")(inputs)
-        hidden = keras.layers.BatchNormalization(synchronized=distribution.num_replicas() > 1)(hidden)
+        hidden = keras.layers.BatchNormalization(synchronized=num_replicas() > 1)(hidden)
         model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(keras.layers.ReLU()(hidden)))
         optimizer = keras.optimizers.SGD(0.5)
         optimizer.build(model.trainable_variables)

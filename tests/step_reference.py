@@ -25,8 +25,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
-from sifa_synthmix.config import ModelConfig, SynthMixConfig, TrainConfig  # noqa: E402  pylint: disable=wrong-import-position
-from sifa_synthmix.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
+from sifa_synthmix.config import (  # noqa: E402  pylint: disable=wrong-import-position
+    ModelConfig, SynthMixConfig, TrainConfig)
+from sifa_synthmix.training.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
 
 RECORD = pathlib.Path(__file__).resolve().parent / "data" / "step_reference.json"
 PROTOCOLS = ("none", "synthmix")

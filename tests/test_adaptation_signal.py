@@ -11,13 +11,15 @@ import pytest
 import tensorflow as tf
 
 from conftest import config_from_argv
-from sifa_synthmix import adaptation_signal, inputs, networks
-from sifa_synthmix.adaptation_signal import SignalWindow, failure_reasons, progress_text, step_measures
 from sifa_synthmix.config import EVAL_EVERY_AUTO, auto_eval_every
+from sifa_synthmix.data import inputs
 from sifa_synthmix.data.layout import CARDIAC_CLASSES
-from sifa_synthmix.tensorboard_summaries import RunSummaries
-from sifa_synthmix.task_factory import build_task
-from sifa_synthmix.trainer import Trainer, resolve_eval_every
+from sifa_synthmix.models import networks
+from sifa_synthmix.training import adaptation_signal
+from sifa_synthmix.training.adaptation_signal import SignalWindow, failure_reasons, progress_text, step_measures
+from sifa_synthmix.training.task_factory import build_task
+from sifa_synthmix.training.tensorboard_summaries import RunSummaries
+from sifa_synthmix.training.trainer import Trainer, resolve_eval_every
 from tensorboard_events import event_values, read_events
 
 CLASSES = ("background", "one", "two")

@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from benchmarks import instance_norm_forms, op_profile
+from benchmarks import instance_norm_forms, op_profile, settings
 from benchmarks.flops import function_flops, graph_flops, network_name, profiler_flops
 from benchmarks.peak import matmul_flops_per_second, matmul_peaks
 from benchmarks.run import arithmetic
-from benchmarks import settings
 from benchmarks.settings import PAPER_SCALE, PAPER_SCALE_BF16, throughput_specs
-from sifa_synthmix import cpu_features, traced_model
 from benchmarks.suite_cpu import summary
+from sifa_synthmix import cpu_features
+from sifa_synthmix.models import traced_model
 from conftest import REPO
 
 
@@ -129,8 +129,7 @@ def test_the_learning_curve_benchmark_times_the_trainers_evaluation():
 
 def test_the_pipeline_benchmark_times_the_check_of_every_training_record(tiny_phantom):
     from benchmarks import pipeline  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix import inputs  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.data import layout, reader  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.data import inputs, layout, reader  # pylint: disable=import-outside-toplevel
 
     count, seconds = pipeline.record_check_seconds(tiny_phantom, image_size=32)
     paths = reader.resolve_record_paths(str(layout.PreparedLayout(tiny_phantom).datalist("mr", "train")))

@@ -157,8 +157,8 @@ def test_a_bad_record_is_named_before_anything_is_written(capsys, tmp_path, data
 def test_a_checkpoint_of_another_architecture_names_the_flag(capsys, tmp_path, tiny_config):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from sifa_synthmix.segmenter_task import SegmenterNetworks  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import prepare_run_folder  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.models.networks import SegmenterNetworks  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.runs.run_folder import prepare_run_folder  # pylint: disable=import-outside-toplevel
 
     other = tiny_config("--encoder_base=4", output_dir=tmp_path / "other")
     prepare_run_folder(other)
@@ -428,7 +428,8 @@ def test_overwrite_refused_by_a_bad_record_keeps_the_old_run_and_a_replaced_run_
 
 
 def test_a_replacement_killed_before_its_first_checkpoint_is_undone_at_the_next_start(tmp_path, tiny_config):
-    from sifa_synthmix.trainer import RunFolderError, prepare_run_folder  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.runs.run_folder import (  # pylint: disable=import-outside-toplevel
+        RunFolderError, prepare_run_folder)
 
     out = tmp_path / "run"
     fake_run(out, {"model": {"ngf": 99}})
@@ -471,7 +472,7 @@ def test_evaluate_refuses_test_labels_outside_the_classes(capsys, run_copy, valu
 def test_an_evaluation_stopped_midway_leaves_the_previous_one_whole(run_copy, monkeypatch):
     """As a SIGKILL would: eval/ must not mix the predictions of two checkpoints."""
     from sifa_synthmix.evaluation import report  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.evaluation.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
 
     run = run_copy / "run"
     (run / "eval" / "predictions").mkdir(parents=True)
@@ -511,7 +512,7 @@ def test_a_full_disk_at_a_save_is_one_line_naming_the_space_and_leaves_no_partia
     end-of-session TensorBoard record; a ckpt-9_temp/ of an earlier killed save is cleared at start."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from sifa_synthmix.tensorboard_summaries import RunSummaries  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.training.tensorboard_summaries import RunSummaries  # pylint: disable=import-outside-toplevel
 
     monkeypatch.chdir(REPO)
     out = tmp_path / "run"
@@ -680,7 +681,7 @@ def rotate(checkpoints):
 @pytest.mark.parametrize("when", ["while verified", "before restored"])
 def test_a_checkpoint_the_trainer_rotates_away_while_it_is_read_gives_way_to_the_new_one(
         capsys, run_copy, monkeypatch, mode, when):
-    from sifa_synthmix import checkpoint_files  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.runs import checkpoint_files  # pylint: disable=import-outside-toplevel
 
     checkpoints = run_copy / "run" / "checkpoints"
     patched = "verify" if when == "while verified" else "newest_intact"
@@ -703,7 +704,7 @@ def test_a_checkpoint_the_trainer_rotates_away_while_it_is_read_gives_way_to_the
 
 
 def test_a_checkpoint_deleted_under_every_read_is_one_error_line_not_damage(capsys, run_copy, monkeypatch):
-    from sifa_synthmix import checkpoint_files  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.runs import checkpoint_files  # pylint: disable=import-outside-toplevel
 
     checkpoints = run_copy / "run" / "checkpoints"
     monkeypatch.setattr(checkpoint_files, "newest_first", lambda directory: [str(checkpoints / "ckpt-9")])

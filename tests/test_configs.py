@@ -17,7 +17,7 @@ import pytest
 import main
 from conftest import REPO, config_from_argv, main_exit_code
 from sifa_synthmix.experiment import variant_config
-from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.training.task_factory import build_task
 
 FLAGFILES = sorted((REPO / "configs").glob("*.flags"))
 TINY_SIZES = ("--ngf=4", "--ndf=4", "--encoder_base=2", "--inspector_ndf=4", "--batch_size=2",

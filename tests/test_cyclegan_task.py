@@ -8,11 +8,12 @@ import pytest
 import tensorflow as tf
 
 import test_train_step
-from sifa_synthmix import cyclegan_task, losses
 from sifa_synthmix.config import SynthMixConfig, TrainConfig
-from sifa_synthmix.cyclegan_task import CycleGANNetworks, CycleGANTask
-from sifa_synthmix.networks import SIFANetworks
-from sifa_synthmix.task import SEG_L2_WEIGHT
+from sifa_synthmix.models import losses
+from sifa_synthmix.models.networks import SIFANetworks
+from sifa_synthmix.training import cyclegan_task
+from sifa_synthmix.training.cyclegan_task import CycleGANNetworks, CycleGANTask
+from sifa_synthmix.training.task import SEG_L2_WEIGHT
 from test_train_step import assert_all_finite, build_seeded, random_batch
 
 

@@ -12,8 +12,8 @@ import SimpleITK as sitk
 import tensorflow as tf
 from PIL import Image
 
-from data_prep import abdominal, augmentation, mmwhs, volumes
-from sifa_synthmix.data import layout, reader, records
+from data_prep import abdominal, augmentation, mmwhs
+from sifa_synthmix.data import layout, reader, records, volumes
 from sifa_synthmix.evaluation.report import affine_by_volume, evaluate_volumes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from sifa_synthmix import distribution
 from sifa_synthmix.config import TrainConfig
-from sifa_synthmix.run_evaluation import evaluate_run
+from sifa_synthmix.evaluation.run_evaluation import evaluate_run
+from sifa_synthmix.training import distribution
 
 
 def _equality_process(*args):

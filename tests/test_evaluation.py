@@ -11,13 +11,14 @@ from scipy import stats
 from conftest import main_exit_code
 from sifa_synthmix import visualize
 from sifa_synthmix.data.layout import CARDIAC_CLASSES
-from sifa_synthmix.evaluation import label_files, metrics, result_files
+from sifa_synthmix.evaluation import metrics, result_files
 from sifa_synthmix.evaluation.compare import compare_runs
-from sifa_synthmix.evaluation.inference import predict_volume
 from sifa_synthmix.evaluation.methods import method_names
 from sifa_synthmix.evaluation.report import evaluate_volumes, read_metrics, spacing_by_volume
 from sifa_synthmix.evaluation.significance import paired_dice_tests
 from sifa_synthmix.evaluation.table import display_classes
+from sifa_synthmix.prediction import label_files
+from sifa_synthmix.prediction.inference import predict_volume
 
 SIZE, DEPTH, BATCH, VOLUMES = 12, 7, 3, 6  # depth 7 is not a multiple of the batch size
 NUM_CLASSES = len(CARDIAC_CLASSES)

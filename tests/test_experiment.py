@@ -12,9 +12,10 @@ import pytest
 
 from sifa_synthmix import experiment
 from sifa_synthmix.config import TrainConfig
+from sifa_synthmix.errors import TrainingStopped
 from sifa_synthmix.evaluation.report import read_metrics
 from sifa_synthmix.experiment import run_experiment
-from sifa_synthmix.trainer import TrainingStopped, load_run_config, write_run_config
+from sifa_synthmix.runs.run_folder import load_run_config, write_run_config
 from test_evaluation import FAKE_DICE, write_fake_evaluation
 
 MAX_STEPS = 4

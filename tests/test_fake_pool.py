@@ -2,7 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
-from sifa_synthmix.fake_pool import FakeImagePool
+from sifa_synthmix.models.fake_pool import FakeImagePool
 
 BATCH_SHAPE = (2, 4, 4, 1)
 

@@ -15,9 +15,9 @@ import tensorflow as tf
 from scipy import ndimage
 
 from conftest import REPO, main_exit_code
-from data_prep import conversion, folder, phantom, preprocessing, volumes
-from sifa_synthmix import scan_recipe
-from sifa_synthmix.data import layout, records
+from data_prep import conversion, folder, phantom
+from sifa_synthmix.data import layout, preprocessing, records, volumes
+from sifa_synthmix.prediction import scan_recipe
 
 SHAPE = (44, 40, 16)
 VALUES = {"MYO": 205, "LAC": 420, "LVC": 500, "AA": 820}

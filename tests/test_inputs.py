@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from data_prep import phantom
-from sifa_synthmix import inputs
 from sifa_synthmix.config import DataConfig, ModelConfig, TrainConfig
+from sifa_synthmix.data import inputs
 from sifa_synthmix.data.reader import DataError
 
 IMAGE_SIZE = 32

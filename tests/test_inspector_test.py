@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from benchmarks import inspector_test
 from conftest import config_from_argv
-from sifa_synthmix.task_factory import build_task
-from sifa_synthmix.trainer import Trainer
+from sifa_synthmix.training.task_factory import build_task
+from sifa_synthmix.training.trainer import Trainer
 
 ACCURACIES = ("unaligned", "S_mix", "T_mix", "A", "B")
 

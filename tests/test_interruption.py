@@ -8,7 +8,7 @@ import time
 import tensorflow as tf
 
 from conftest import REPO
-from sifa_synthmix.run_lock import LOCK_FILE
+from sifa_synthmix.runs.run_folder import LOCK_FILE
 
 TIMEOUT = 400
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sifa_synthmix import losses
+from sifa_synthmix.models import losses
 
 NUM_CLASSES = 5
 

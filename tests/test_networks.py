@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 
 from sifa_synthmix.config import ModelConfig
-from sifa_synthmix.layers import AlwaysOnDropout, BilinearResize, ChannelZeroPad, InstanceNorm, UnaddedBiasConv2D
-from sifa_synthmix.networks import SIFANetworks, build_de_B, build_e_B, build_g_A
-from sifa_synthmix.task import set_graph_optimizer
-from sifa_synthmix.traced_model import STATIC_BATCH_MIN_PIXELS, TracedModel, compiled_step
+from sifa_synthmix.models.layers import AlwaysOnDropout, BilinearResize, ChannelZeroPad, InstanceNorm, UnaddedBiasConv2D
+from sifa_synthmix.models.networks import SIFANetworks, build_de_B, build_e_B, build_g_A
+from sifa_synthmix.models.traced_model import STATIC_BATCH_MIN_PIXELS, TracedModel, compiled_step
+from sifa_synthmix.training.task import set_graph_optimizer
 
 # Trainable parameters of the official TF1 graph at its defaults (docs/sifa_reference.md).
 OFFICIAL_PARAMETER_COUNTS = {

@@ -14,13 +14,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import main_exit_code
-from sifa_synthmix import official_checkpoint as official
 from sifa_synthmix.config import ModelConfig
-from sifa_synthmix.networks import SIFANetworks
-from sifa_synthmix.task import UPDATE_ORDER, UPDATE_SCOPES
-from sifa_synthmix.task_factory import build_task
-from sifa_synthmix.run_folder import CHECKPOINT_DIR
-from sifa_synthmix.trainer import load_run_config, run_checkpoint, step_variable
+from sifa_synthmix.models.networks import SIFANetworks
+from sifa_synthmix.runs.run_folder import CHECKPOINT_DIR, IMPORT_RECORD, load_run_config, run_checkpoint, step_variable
+from sifa_synthmix.training import official_checkpoint as official
+from sifa_synthmix.training.task import UPDATE_ORDER, UPDATE_SCOPES
+from sifa_synthmix.training.task_factory import build_task
 
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_sifa_tf1"
@@ -189,7 +188,7 @@ def test_a_checkpoint_without_adam_state_imports_with_a_one_line_notice(fixture_
     task, step = restored_task(out)
     assert step == 7
     assert int(task.gan_optimizer.iterations) == int(task.seg_optimizer.iterations) == 0
-    assert json.loads((out / official.IMPORT_RECORD).read_text())["optimizer_state"] == "fresh"
+    assert json.loads((out / IMPORT_RECORD).read_text())["optimizer_state"] == "fresh"
 
 
 def assert_one_error_and_nothing_written(code, err, out, *parts):

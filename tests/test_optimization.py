@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sifa_synthmix.optimization import DynamicLossScale, FusedAdam, count_skipped_updates, minimize_if_finite
+from sifa_synthmix.training.optimization import DynamicLossScale, FusedAdam, count_skipped_updates, minimize_if_finite
 
 
 def test_fused_adam_moves_weights_and_slots_as_keras_adam():

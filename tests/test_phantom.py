@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 from data_prep import phantom
-from data_prep.preprocessing import clip_and_standardise
+from data_prep import phantom_anatomy as anatomy
 from sifa_synthmix.data import layout, records
+from sifa_synthmix.data.preprocessing import clip_and_standardise
 
 IMAGE_SIZE = 32
 DEPTH = phantom.default_depth(IMAGE_SIZE)
@@ -73,7 +74,7 @@ def test_test_volumes_have_an_axial_geometry_that_matches_the_drawing(dataset):
     rows, columns, slices = phantom.voxel_grid(IMAGE_SIZE, DEPTH)
     for i, j, k in ((0, 0, 0), (3, 20, 9), (31, 31, 15)):
         world = affine @ [i, j, k, 1]
-        body = np.array([-columns[0, j, 0], -rows[i, 0, 0], slices[0, 0, k]]) * phantom.BODY_UNIT_MM
+        body = np.array([-columns[0, j, 0], -rows[i, 0, 0], slices[0, 0, k]]) * anatomy.BODY_UNIT_MM
         np.testing.assert_allclose(world[:3], body, atol=1e-3)
 
 
@@ -143,26 +144,26 @@ def test_ensure_phantom_reuses_a_matching_data_set_only(dataset):
 
 def tissue_means(modality, seed=0):
     """Mean preprocessed intensity per tissue of one subject rendered in `modality`."""
-    rng = phantom.subject_rng(seed, modality, "train", 0)
-    tissue, _ = phantom.draw_anatomy(rng, phantom.voxel_grid(IMAGE_SIZE, DEPTH))
+    rng = anatomy.subject_rng(seed, modality, "train", 0)
+    tissue, _ = anatomy.draw_anatomy(rng, phantom.voxel_grid(IMAGE_SIZE, DEPTH))
     image = clip_and_standardise(phantom.RENDERERS[modality](rng, tissue))
-    return {t: image[tissue == t].mean() for t in (phantom.FAT, phantom.MYOCARDIUM, phantom.BONE)}
+    return {t: image[tissue == t].mean() for t in (anatomy.FAT, anatomy.MYOCARDIUM, anatomy.BONE)}
 
 
 def test_myocardium_fat_and_bone_swap_order_between_modalities():
     mr, ct = tissue_means("mr"), tissue_means("ct")
-    assert mr[phantom.FAT] > mr[phantom.MYOCARDIUM] > mr[phantom.BONE]
-    assert ct[phantom.BONE] > ct[phantom.MYOCARDIUM] > ct[phantom.FAT]
+    assert mr[anatomy.FAT] > mr[anatomy.MYOCARDIUM] > mr[anatomy.BONE]
+    assert ct[anatomy.BONE] > ct[anatomy.MYOCARDIUM] > ct[anatomy.FAT]
 
 
 def test_unlabelled_blood_pools_look_like_labelled_ones():
-    tissue, label = phantom.draw_anatomy(np.random.default_rng(0), phantom.voxel_grid(IMAGE_SIZE, DEPTH))
-    blood = tissue == phantom.BLOOD
-    assert 0.3 < np.mean(label[blood] == phantom.BACKGROUND) < 0.8
+    tissue, label = anatomy.draw_anatomy(np.random.default_rng(0), phantom.voxel_grid(IMAGE_SIZE, DEPTH))
+    blood = tissue == anatomy.BLOOD
+    assert 0.3 < np.mean(label[blood] == anatomy.BACKGROUND) < 0.8
     assert set(np.unique(label)) == {0, 1, 2, 3, 4}
 
 
 def test_mr_and_ct_subjects_are_different_people():
     grid = phantom.voxel_grid(IMAGE_SIZE, DEPTH)
-    mr, ct = (phantom.draw_anatomy(phantom.subject_rng(0, m, "train", 0), grid)[1] for m in ("mr", "ct"))
+    mr, ct = (anatomy.draw_anatomy(anatomy.subject_rng(0, m, "train", 0), grid)[1] for m in ("mr", "ct"))
     assert not np.array_equal(mr, ct)

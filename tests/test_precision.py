@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import step_reference as reference
-from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.training.task_factory import build_task
 from test_train_step import check_each_update_changes_only_its_own_variables
 
 

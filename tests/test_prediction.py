@@ -17,16 +17,16 @@ import tensorflow as tf
 from scipy import ndimage
 
 from conftest import REPO, main_exit_code
-from data_prep import phantom
-from data_prep.preprocessing import clip_and_standardise
-from sifa_synthmix import inputs
+from data_prep import phantom, phantom_anatomy
+from sifa_synthmix.data import inputs
+from sifa_synthmix.data.preprocessing import clip_and_standardise
 from sifa_synthmix.data.reader import DataError
-from sifa_synthmix.evaluation import label_files
-from sifa_synthmix.evaluation.inference import inference_precision, predict_volume, restore_target_segmenter, run_data
-from sifa_synthmix.scan_prediction import on_scan_grid
-from sifa_synthmix.scan_recipe import Recipe, recipe_for, scan_framing
-from sifa_synthmix.task import set_precision
-from sifa_synthmix.trainer import load_run_config
+from sifa_synthmix.models.networks import set_precision
+from sifa_synthmix.prediction import label_files
+from sifa_synthmix.prediction.inference import inference_precision, predict_volume, restore_target_segmenter, run_data
+from sifa_synthmix.prediction.scan_prediction import on_scan_grid
+from sifa_synthmix.prediction.scan_recipe import Recipe, recipe_for, scan_framing
+from sifa_synthmix.runs.run_folder import load_run_config
 
 TINY_FLAGS = f"--flagfile={REPO / 'configs' / 'tiny_cpu.flags'}"
 SIZE, DEPTH = 32, phantom.default_depth(32)
@@ -50,8 +50,8 @@ def trained(tmp_path_factory, tiny_phantom):
 def raw_ct_test_subject(index):
     """The phantom's CT test subject `index` as a scanner would give it (before clip and z-score)
     and the affine of its voxels; the prepared test volume is this, preprocessed."""
-    rng = phantom.subject_rng(0, "ct", "test", index)
-    tissue, _ = phantom.draw_anatomy(rng, phantom.voxel_grid(SIZE, DEPTH))
+    rng = phantom_anatomy.subject_rng(0, "ct", "test", index)
+    tissue, _ = phantom_anatomy.draw_anatomy(rng, phantom.voxel_grid(SIZE, DEPTH))
     return phantom.RENDERERS["ct"](rng, tissue), phantom.volume_affine(SIZE, DEPTH)  # float64, as rendered
 
 

@@ -1,5 +1,5 @@
 """The scanner-like phantom (data_prep/scanner_phantom.py): its layout and format mix, geometry
-read back through data_prep.scans, the artefacts it claims, determinism, the command line, and
+read back through sifa_synthmix.data.scans, the artefacts it claims, determinism, the command line, and
 conversion by data_prep.folder."""
 import json
 import math
@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from data_prep import folder, phantom, scanner_phantom, scans
+from data_prep import folder, phantom, phantom_anatomy, scanner_phantom
 from data_prep.errors import UsageError
-from sifa_synthmix.data import layout
+from sifa_synthmix.data import layout, scans
 
 COUNTS = {"mr_train": 3, "ct_train": 2, "mr_val": 1, "ct_val": 1, "mr_test": 1, "ct_test": 1}
 VOXEL_SCALE = 3.0  # voxels 3 times the default protocols' size, same fields of view: about a second per data set
@@ -264,13 +264,13 @@ def test_data_prep_folder_converts_it(written, tmp_path):
 
 
 def test_phantom_as_raw_writes_scanner_scans_unless_told_centred(tmp_path):
-    only_mr = [f"--{name}={int(name == 'mr_test')}" for name in phantom.DEFAULT_COUNTS]
+    only_mr = [f"--{name}={int(name == 'mr_test')}" for name in phantom_anatomy.DEFAULT_COUNTS]
     phantom.main(["--as_raw", str(tmp_path / "scanner")] + only_mr)
     info = json.loads((tmp_path / "scanner" / "mr" / "dataset.json").read_text(encoding="utf-8"))
     assert info["provenance"]["generator"] == scanner_phantom.GENERATOR
     with pytest.raises(UsageError, match="--kind centred"):
         phantom.main(["--as_raw", str(tmp_path / "sized"), "--image_size=32"] + only_mr)
-    test_only = [f"--{name}={int(name.endswith('_test'))}" for name in phantom.DEFAULT_COUNTS]
+    test_only = [f"--{name}={int(name.endswith('_test'))}" for name in phantom_anatomy.DEFAULT_COUNTS]
     phantom.main(["--as_raw", str(tmp_path / "centred"), "--kind=centred", "--image_size=32"] + test_only)
     info = json.loads((tmp_path / "centred" / "mr" / "dataset.json").read_text(encoding="utf-8"))
     assert info["provenance"]["generator"] == phantom.GENERATOR

@@ -3,8 +3,8 @@ import pytest
 
 import main
 from conftest import main_exit_code
-from sifa_synthmix import step_memory
 from sifa_synthmix.config import ModelConfig, TrainConfig
+from sifa_synthmix.training import step_memory
 
 DEMO = dict(ngf=8, ndf=8, encoder_base=4)
 OFFICIAL = dict(ngf=32, ndf=64, encoder_base=16)

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sifa_synthmix.synthmix.inspector import build_mixup_inspector, build_resnet_inspector
-from sifa_synthmix.synthmix.inspector_losses import (image_inspector_loss, inspector_loss,
-                                                     per_patch_accuracy)
-from sifa_synthmix.synthmix.masks import SynthMixMask
-from sifa_synthmix.synthmix.mixing import cutmix, mix, mixup
+from sifa_synthmix.models.synthmix.inspector import build_mixup_inspector, build_resnet_inspector
+from sifa_synthmix.models.synthmix.inspector_losses import image_inspector_loss, inspector_loss, per_patch_accuracy
+from sifa_synthmix.models.synthmix.masks import SynthMixMask
+from sifa_synthmix.models.synthmix.mixing import cutmix, mix, mixup
 
 
 # --- masks ---------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sifa_synthmix.networks import SIFANetworks
-from sifa_synthmix.synthmix.inspector_losses import inspector_loss
-from sifa_synthmix.synthmix.task import MixingTask
-from sifa_synthmix.task import SIFATask
+from sifa_synthmix.models.networks import SIFANetworks
+from sifa_synthmix.models.synthmix.inspector_losses import inspector_loss
+from sifa_synthmix.training.synthmix_task import MixingTask
+from sifa_synthmix.training.task import SIFATask
 from test_train_step import (EXPECTED_METRICS, assert_all_finite, build_seeded,
                              check_each_update_changes_only_its_own_variables, random_batch,
                              tiny_config)

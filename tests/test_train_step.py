@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 
 from sifa_synthmix.config import ModelConfig, SynthMixConfig, TrainConfig
-from sifa_synthmix.networks import SIFANetworks
-from sifa_synthmix.task import GENERATORS, UPDATE_SCOPES, SIFATask
-from sifa_synthmix.task_factory import build_task
+from sifa_synthmix.models.networks import SIFANetworks
+from sifa_synthmix.training.task import GENERATORS, SIFATask, UPDATE_SCOPES
+from sifa_synthmix.training.task_factory import build_task
 
 
 TINY_MODEL = ModelConfig(image_size=32, ngf=4, ndf=4, encoder_base=2)

@@ -13,14 +13,16 @@ import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import api_pb2
 
-from sifa_synthmix import checkpoint_files
 from sifa_synthmix.data.layout import CARDIAC_CLASSES
 from sifa_synthmix.evaluation.learning_curve import read_curve
-from sifa_synthmix.run_lock import LOCK_FILE, RunLock, RunLockError
-from sifa_synthmix.task_factory import build_task
-from sifa_synthmix.tensorboard_summaries import RunSummaries
+from sifa_synthmix.runs import checkpoint_files
+from sifa_synthmix.runs.run_folder import (LOCK_FILE, RunFolderError, check_run_folder, checkpoint_manager,
+                                           load_run_config, prepare_run_folder)
+from sifa_synthmix.runs.run_lock import RunLock, RunLockError
 from sifa_synthmix.tensorflow_paths import for_tensorflow
-from sifa_synthmix.trainer import RunFolderError, Trainer, check_run_folder, load_run_config, prepare_run_folder
+from sifa_synthmix.training.task_factory import build_task
+from sifa_synthmix.training.tensorboard_summaries import RunSummaries
+from sifa_synthmix.training.trainer import Trainer
 from tensorboard_events import event_values, hparams_records, read_events
 
 
@@ -160,7 +162,7 @@ def test_an_output_dir_with_other_flags_is_refused_unless_overwrite(resume_runs,
 
 
 def test_too_many_nonfinite_steps_in_a_row_stop_the_run(tiny_config):
-    from sifa_synthmix.trainer import NonFiniteError  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.training.trainer import NonFiniteError  # pylint: disable=import-outside-toplevel
 
     trainer = Trainer(tiny_config("--max_nonfinite=2"), log=lambda _: None)
     trainer.nonfinite_in_a_row = 0
@@ -308,7 +310,7 @@ def test_the_run_lock_is_exclusive_and_replaces_a_dead_trainers_lock(tmp_path):
 def test_a_run_folder_named_like_a_glob_pattern_resumes_evaluates_and_prunes_only_its_own(resume_runs, tmp_path):
     """TensorFlow's checkpoint functions read a path as a pattern: `sifa [1]` would find no
     checkpoint, and its clean-up of old checkpoints would match `sifa 1`'s."""
-    from sifa_synthmix.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.evaluation.run_evaluation import evaluate_run  # pylint: disable=import-outside-toplevel
 
     straight, _, _, root = resume_runs
     neighbour = shutil.copytree(root / "straight", tmp_path / "sifa 1")
@@ -329,7 +331,6 @@ def test_a_run_folder_named_like_a_glob_pattern_resumes_evaluates_and_prunes_onl
 def test_an_unreadable_checkpoint_state_file_does_not_stop_keep_checkpoints(tmp_path):
     """CheckpointManager learns from checkpoints/checkpoint alone which old checkpoints it may delete."""
     from sifa_synthmix.config import TrainConfig  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.trainer import checkpoint_manager  # pylint: disable=import-outside-toplevel
 
     checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=10)

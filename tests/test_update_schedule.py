@@ -13,9 +13,10 @@ import pytest
 import test_train_step
 from conftest import REPO, config_from_argv, main_exit_code
 from sifa_synthmix.config import TrainConfig
-from sifa_synthmix.cyclegan_task import CycleGANNetworks
-from sifa_synthmix.task import GENERATORS
-from sifa_synthmix.trainer import RunFolderError, Trainer, check_run_folder, load_run_config, prepare_run_folder
+from sifa_synthmix.runs.run_folder import RunFolderError, check_run_folder, load_run_config, prepare_run_folder
+from sifa_synthmix.training.cyclegan_task import CycleGANNetworks
+from sifa_synthmix.training.task import GENERATORS
+from sifa_synthmix.training.trainer import Trainer
 from test_train_step import (EXPECTED_METRICS, assert_all_finite, batch_norm_statistics, build_seeded,
                              check_each_update_changes_only_its_own_variables, random_batch)
 from test_train_step import tiny_config as tiny_task_config

@@ -23,17 +23,19 @@ import re
 
 import numpy as np
 
-from sifa_synthmix import checkpoint_files
-from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
+from sifa_synthmix.data.layout import read_test_volume
 from sifa_synthmix.data.reader import to_unit_range
 from sifa_synthmix.errors import ToolkitError
-from sifa_synthmix.evaluation import figures, label_files, result_files, table
+from sifa_synthmix.evaluation import figures, result_files, table
 from sifa_synthmix.evaluation.learning_curve import read_curve
 from sifa_synthmix.evaluation.methods import method_names
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
 from sifa_synthmix.evaluation.significance import paired_dice_tests, seed_ttest
-from sifa_synthmix.run_folder import CONFIG_FILE, EVAL_DIR
+from sifa_synthmix.files import atomic_write_text
+from sifa_synthmix.prediction import label_files
+from sifa_synthmix.runs import checkpoint_files
+from sifa_synthmix.runs.run_folder import CHECKPOINT_DIR, CONFIG_FILE, EVAL_DIR, METRICS_FILE
 
 EXPERIMENT_FILE = "experiment.json"
 METRICS = ("dice", "assd")
@@ -50,7 +52,7 @@ def evaluated_step(record, run_dir):
         return int(record["step"])
     if record.get("checkpoint"):
         return checkpoint_files.step_of(record["checkpoint"])
-    newest = checkpoint_files.newest_first(pathlib.Path(run_dir) / "checkpoints")
+    newest = checkpoint_files.newest_first(pathlib.Path(run_dir) / CHECKPOINT_DIR)
     return checkpoint_files.step_of(newest[0]) if newest else None
 
 
@@ -165,8 +167,8 @@ def _load_methods(groups, names=None):
     for folder in (f for group in groups for f in group):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: the run folder does not exist")
-        if not (folder / EVAL_DIR / "metrics.json").is_file():
-            raise FileNotFoundError(f"{folder}: no {EVAL_DIR}/metrics.json; train and evaluate the run first "
+        if not (folder / EVAL_DIR / METRICS_FILE).is_file():
+            raise FileNotFoundError(f"{folder}: no {EVAL_DIR}/{METRICS_FILE}; train and evaluate the run first "
                                     "(--mode=evaluate, or rerun the experiment)")
     runs = [[EvaluatedRun(f, _read_config(f), read_metrics(f / EVAL_DIR)) for f in group] for group in groups]
     if names is None:

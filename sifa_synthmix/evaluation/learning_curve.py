@@ -16,14 +16,13 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from sifa_synthmix import inputs
-from sifa_synthmix.data import layout, reader, records
+from sifa_synthmix.data import inputs, layout, reader, records
 from sifa_synthmix.data.reader import DataError
-from sifa_synthmix.data.layout import atomic_write_text
 from sifa_synthmix.evaluation import metrics
-from sifa_synthmix.evaluation.inference import predict_volume
+from sifa_synthmix.files import atomic_write_text
+from sifa_synthmix.prediction.inference import predict_volume
+from sifa_synthmix.runs.run_folder import CURVE_FILE
 
-CURVE_FILE = "eval_curve.csv"
 COLUMNS = ("step", "volumes", "class", "dice", "assd")
 
 

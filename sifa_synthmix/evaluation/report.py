@@ -16,15 +16,15 @@ import pathlib
 
 import numpy as np
 
-from sifa_synthmix.data.layout import atomic_write_text, read_test_volume
+from sifa_synthmix.data.layout import read_test_volume
 from sifa_synthmix.data.reader import DataError
-from sifa_synthmix.evaluation import label_files, metrics, result_files, table
-from sifa_synthmix.evaluation.inference import predict_volume
+from sifa_synthmix.evaluation import metrics, result_files, table
+from sifa_synthmix.files import atomic_write_text
+from sifa_synthmix.prediction import label_files
+from sifa_synthmix.prediction.inference import predict_volume
+from sifa_synthmix.runs.run_folder import (GROUND_TRUTH_DIR, IMAGES_DIR, METRICS_FILE, METRICS_TABLE_FILE,
+                                           PREDICTIONS_DIR, TABLE_FILE)
 
-METRICS_FILE = "metrics.json"
-PREDICTIONS_DIR = "predictions"
-IMAGES_DIR = "images"
-GROUND_TRUTH_DIR = "ground_truth"
 SPACING_UNITS = ("voxel", "mm")
 
 
@@ -123,11 +123,11 @@ def evaluate_volumes(predict_logits, volume_paths, intensity_range, class_names,
         "volumes": volumes,
         "summary": metrics.summarise([v["classes"] for v in volumes]),
     }
-    result_files.write_csv(out_dir / "metrics.csv", ["volume", "class_index", "class", "dice", "assd",
+    result_files.write_csv(out_dir / METRICS_TABLE_FILE, ["volume", "class_index", "class", "dice", "assd",
                                                      "assd_unit", "status"],
                            [[v["name"], class_names.index(c), c, m["dice"], m["assd"], spacing_unit, m["status"]]
                             for v in volumes for c, m in v["classes"].items()])
-    atomic_write_text(out_dir / "table.md", run_table(record))
+    atomic_write_text(out_dir / TABLE_FILE, run_table(record))
     # Last: compare reads metrics.json, so its presence means the whole folder is written.
     result_files.write_json(out_dir / METRICS_FILE, record)
     return record

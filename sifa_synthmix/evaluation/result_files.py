@@ -9,7 +9,7 @@ import os
 import pathlib
 import shutil
 
-from sifa_synthmix.data.layout import atomic_write_bytes, atomic_write_text
+from sifa_synthmix.files import atomic_write_bytes, atomic_write_text
 
 # Fields that hold a float which may be NaN (stored as null).
 FLOAT_FIELDS = frozenset({"dice", "assd", "dice_mean", "dice_std", "assd_mean", "assd_std", "t", "p", "w", "w_p"})

@@ -22,6 +22,7 @@ from sifa_synthmix.tensorflow_start import import_tensorflow
 tf = import_tensorflow()  # before the modules below import it: its start-up noise filtered out
 
 from sifa_synthmix.evaluation.result_files import write_csv  # pylint: disable=wrong-import-position
+from sifa_synthmix.runs.run_folder import TENSORBOARD_DIR  # pylint: disable=wrong-import-position
 
 EVENTS_GLOB = "events.out.tfevents.*"
 
@@ -29,7 +30,7 @@ EVENTS_GLOB = "events.out.tfevents.*"
 def event_values(run_dir):
     """(event, summary value) of every value in a run's event files, oldest file first."""
     tf.get_logger().setLevel("ERROR")  # summary_iterator's deprecation notice
-    for path in sorted((pathlib.Path(run_dir) / "tb").glob(EVENTS_GLOB)):
+    for path in sorted((pathlib.Path(run_dir) / TENSORBOARD_DIR).glob(EVENTS_GLOB)):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
                 yield event, value
@@ -48,11 +49,11 @@ def read_scalars(run_dir, tags):
 def run_folders(path):
     """The run folders a --runs entry names: itself when it holds tb/, else its subfolders that do."""
     path = pathlib.Path(path)
-    if (path / "tb").is_dir():
+    if (path / TENSORBOARD_DIR).is_dir():
         return [path]
-    runs = sorted(p for p in path.iterdir() if (p / "tb").is_dir()) if path.is_dir() else []
+    runs = sorted(p for p in path.iterdir() if (p / TENSORBOARD_DIR).is_dir()) if path.is_dir() else []
     if not runs:
-        raise ValueError(f"{path}: neither a run folder (with tb/) nor a folder of run folders")
+        raise ValueError(f"{path}: neither a run folder (with {TENSORBOARD_DIR}/) nor a folder of run folders")
     return runs
 
 

@@ -1,1 +1,0 @@
-"""SynthMix: block masks, mixing, the Mixup Inspector and its losses (plus the Mixup/CutMix baselines)."""
