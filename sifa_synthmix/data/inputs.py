@@ -195,7 +195,7 @@ def build_training_datasets(cfg, resolved):
         return reader.make_dataset(
             paths, image_size=model.image_size, num_classes=model.num_classes,
             intensity_range=intensity_range, batch_size=cfg.batch_size, shuffle=True, repeat=True,
-            seed=cfg.seed + seed_offset, deterministic=cfg.deterministic)
+            seed=cfg.seed + seed_offset, deterministic=cfg.runtime.deterministic)
 
     source = dataset(resolved.source_train, resolved.source_range, 0)
     target = dataset(resolved.target_train, resolved.target_range, 1)
