@@ -48,7 +48,7 @@ def run_train(cfg):
     from sifa_synthmix.training import distribution  # pylint: disable=import-outside-toplevel
     from sifa_synthmix.training.trainer import Trainer  # pylint: disable=import-outside-toplevel
 
-    distribution.build_strategy(cfg.distribution)  # before other TensorFlow work (multi_worker)
+    distribution.build_strategy(cfg.runtime.distribution)  # before other TensorFlow work (multi_worker)
     prepare_data(cfg)
     Trainer(cfg, overwrite=FLAGS.overwrite).run()
 

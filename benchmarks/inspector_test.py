@@ -99,7 +99,7 @@ def probe_config(cfg, seed, k=None):
     this test's seed, input order fixed, evaluation's precision."""
     mix = dataclasses.replace(cfg.synthmix, protocol="synthmix", k=k or cfg.synthmix.k)
     return dataclasses.replace(cfg, synthmix=mix, seed=seed, deterministic=True, jit_compile=False,
-                               precision=inference.inference_precision(cfg.precision))
+                               precision=inference.inference_precision(cfg.runtime.precision))
 
 
 def train_probe(task, pairs, steps):

@@ -28,8 +28,8 @@ def traced_steps(image_size, widths, batch_size):
     each runs once right after its task is built."""
     steps = {}
     for precision, optimizer in CONFIGURATIONS:
-        cfg = dataclasses.replace(settings.train_config(settings.spec(image_size, batch_size, widths, precision)),
-                                  graph_optimizer=optimizer)
+        cfg = settings.train_config(settings.spec(image_size, batch_size, widths, precision))
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, graph_optimizer=optimizer))
         task = build_task(cfg)
         step = tf.function(task.train_step, autograph=False)
         batch = random_batch(cfg)

@@ -20,7 +20,7 @@ import tensorflow as tf
 from benchmarks.evaluation import synthetic_volume
 from benchmarks.flops import function_flops
 from benchmarks.settings import model_config
-from sifa_synthmix.config import DataConfig, TrainConfig
+from sifa_synthmix.config import DataConfig, RuntimeConfig, TrainConfig
 from sifa_synthmix.models.networks import SegmenterNetworks, set_precision, target_logits
 from sifa_synthmix.models.traced_model import inline_calls
 from sifa_synthmix.prediction import scan_recipe
@@ -36,7 +36,7 @@ def untrained_run(folder, size, widths, precision="float32"):
     """A run folder holding an untrained e_B + s_B (ckpt-1) and its flags (trained in `precision`);
     and the conv FLOPs of one slice through them."""
     cfg = TrainConfig(model=model_config(size, widths), data=DataConfig(target_range=INTENSITY_RANGE),
-                      output_dir=str(folder), precision=precision)
+                      output_dir=str(folder), runtime=RuntimeConfig(precision=precision))
     set_precision("float32")
     networks = SegmenterNetworks(cfg.model)
 
@@ -72,7 +72,7 @@ def time_prediction(size=256, depth=128, widths="official", scans=2, precision="
         cfg = load_run_config(run)
         recorded = run_data(run, cfg)
         recipe = scan_recipe.recipe_for(recorded.recipe, size)
-        computed_in = inference_precision(cfg.precision)
+        computed_in = inference_precision(cfg.runtime.precision)
         predict_logits, _ = restore_target_segmenter(run, cfg, log=lambda _: None, precision=computed_in)
         results = []
         for _ in range(scans):

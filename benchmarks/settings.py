@@ -2,7 +2,7 @@
 of the quick and full runs."""
 import itertools
 
-from sifa_synthmix.config import ModelConfig, SynthMixConfig, TrainConfig
+from sifa_synthmix.config import ModelConfig, RuntimeConfig, SynthMixConfig, TrainConfig
 from sifa_synthmix.flags import resolve_graph_optimizer
 
 # demo: configs/demo.flags (the inspector has its real size relative to SIFA); official: the paper.
@@ -36,8 +36,9 @@ def train_config(values, protocol="none"):
     return TrainConfig(
         model=model_config(values["image_size"], values["widths"]),
         synthmix=SynthMixConfig(protocol=protocol, inspector_ndf=WIDTHS[values["widths"]]["inspector_ndf"]),
-        batch_size=values["batch_size"], precision=values["precision"], jit_compile=values["jit_compile"],
-        graph_optimizer=resolve_graph_optimizer("auto", values["image_size"]), output_dir="/nonexistent")
+        batch_size=values["batch_size"], output_dir="/nonexistent",
+        runtime=RuntimeConfig(precision=values["precision"], jit_compile=values["jit_compile"],
+                              graph_optimizer=resolve_graph_optimizer("auto", values["image_size"])))
 
 
 # The paper's scale as a CPU can take it: 256 px, official widths, batch 2 (a step takes about 15 s),

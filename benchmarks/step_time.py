@@ -40,7 +40,7 @@ def trace_step(cfg, protocol, batch, schedule=None):
     """The protocol's tf.function train step (in `schedule`, else cfg's), called once on `batch`,
     and the seconds of that call."""
     task = build_task(with_protocol(cfg, protocol, schedule))
-    step = compiled_step(task.train_step, cfg.jit_compile)
+    step = compiled_step(task.train_step, cfg.runtime.jit_compile)
     start = time.perf_counter()
     float(step(*batch)[0]["g_loss_A"])
     return step, time.perf_counter() - start
@@ -91,14 +91,15 @@ def main(argv):
     timings, trace_seconds = time_protocols(cfg, protocols, FLAGS.rounds, FLAGS.steps_per_round, schedules)
     medians = {name: statistics.median(t) for name, t in timings.items()}
     relative = ratios(medians, protocols, schedules)
-    print(f"{cfg.model.image_size} px, batch {cfg.batch_size}, ngf {cfg.model.ngf}, {cfg.precision}, graph optimizer "
-          f"{cfg.graph_optimizer}; machine: {json.dumps(machine.describe_machine())}")
+    print(f"{cfg.model.image_size} px, batch {cfg.batch_size}, ngf {cfg.model.ngf}, {cfg.runtime.precision}, "
+          f"graph optimizer {cfg.runtime.graph_optimizer}; machine: {json.dumps(machine.describe_machine())}")
     for name, median in medians.items():
         print(f"{name:>18}: {median:.4f} s/step (median of {FLAGS.rounds} rounds: "
               f"{', '.join(f'{t:.3f}' for t in timings[name])}), overhead over {protocols[0]} "
               f"{relative['overhead'][name]:.3f}, speed-up over {schedules[0]} {relative['speedup'][name]:.3f}, "
               f"first call {trace_seconds[name]:.1f} s")
-    print(json.dumps({"image_size": cfg.model.image_size, "batch_size": cfg.batch_size, "precision": cfg.precision,
+    print(json.dumps({"image_size": cfg.model.image_size, "batch_size": cfg.batch_size,
+                      "precision": cfg.runtime.precision,
                       "seconds_per_step": medians, "rounds": timings, "first_call_seconds": trace_seconds,
                       **relative}))
 

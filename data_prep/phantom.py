@@ -34,7 +34,7 @@ from scipy import ndimage
 from data_prep import scanner_phantom
 from data_prep.errors import UsageError, exit_on_bad_input
 from data_prep.phantom_anatomy import (BODY_UNIT_MM, DEFAULT_COUNTS, RAW_LABEL_VALUES, SPLITS, bias_field, draw_anatomy,
-                                     save_preview, subject_counts, subject_rng, tissue_image)
+                                       save_preview, subject_counts, subject_rng, tissue_image)
 from sifa_synthmix import files
 from sifa_synthmix.data import layout
 from sifa_synthmix.data.preprocessing import clip_and_standardise, record_crop

@@ -1,7 +1,8 @@
 """Plain configuration objects; built from flags in `flags.py`, or directly in tests.
 
-Each range rule lives here once; its message names the command-line flag, so the same check
-serves main.py and programmatic use.
+Each default and each range rule lives here once: every flag of a field takes its default from
+it (flags.py), and a rule's message names the command-line flag, so the same check serves main.py
+and programmatic use.
 """
 import dataclasses
 import errno
@@ -15,7 +16,7 @@ FLAG_NAMES = {"protocol": "mix_protocol", "k": "synthmix_k", "lam": "synthmix_la
 DATA_PATH_FIELDS = ("data_dir", "source_train_list", "target_train_list", "target_val_list", "stats_file")
 # --update_schedule: the order of a SIFA step's updates (sifa_synthmix/training/task.py).
 UPDATE_SCHEDULES = ("official", "merged")
-# TrainConfig.eval_every for --eval_every=auto: the trainer decides from the data (auto_eval_every).
+# ScheduleConfig.eval_every for --eval_every=auto: the trainer decides from the data (auto_eval_every).
 EVAL_EVERY_AUTO = -1
 # --eval_every=auto: about this many learning-curve evaluations per run. At the paper's scale one
 # evaluation of two 128-slice volumes took 82 s against 14.4 s per step (docs/benchmarks.md), so
@@ -24,11 +25,14 @@ AUTO_EVALUATIONS = 10
 
 
 def flat_settings(values, prefix=""):
-    """A nested settings dict (TrainConfig.to_dict()) as {"model.image_size": 256, ...}."""
+    """A nested settings dict (TrainConfig.to_dict(), or a config.json of either form) as
+    {"model.image_size": 256, "max_steps": 20000, ...}: the settings by the names resuming
+    compares, HParams show and refusals name, the same before and after the split of TrainConfig
+    (the fields of its schedule and runtime go by their bare names, BARE_GROUPS)."""
     flat = {}
     for key, value in values.items():
         if isinstance(value, dict):
-            flat.update(flat_settings(value, f"{prefix}{key}."))
+            flat.update(flat_settings(value, "" if not prefix and key in BARE_GROUPS else f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -168,47 +172,41 @@ class SynthMixConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Defaults are SIFA's official schedule."""
+class ScheduleConfig:
+    """How long a run trains and how often it saves, reports and evaluates. None of it changes what
+    is trained: a resumed run may change any of it (run_folder.RESUMABLE_SETTINGS)."""
 
-    model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
-    synthmix: SynthMixConfig = SynthMixConfig()
-    kind: str = "sifa"  # sifa: SIFA (+ mixing); cyclegan: image-level adaptation; segmenter: e_B + s_B alone
-    train_domain: str = "source"  # segmenter only: source ("source only") or target ("oracle")
-    output_dir: str = "runs/sifa"
     max_steps: int = 20000
-    batch_size: int = 8
-    base_lr: float = 2e-4
-    lambda_cycle: float = 10.0
-    pool_size: int = 50
-    seed: int = 1234
     save_every: int = 300
     keep_checkpoints: int = 40
     log_every: int = 10
     image_every: int = 300
     # Whole-volume target Dice every N steps and at the end (0: off; EVAL_EVERY_AUTO: the trainer decides).
     eval_every: int = 0
+    max_nonfinite: int = 10  # stop after this many steps in a row with a skipped (non-finite) update
+
+    def __post_init__(self):
+        _require_at_least(self, 1, "max_steps", "save_every", "keep_checkpoints", "log_every", "image_every",
+                          "max_nonfinite")
+        if self.eval_every != EVAL_EVERY_AUTO:
+            _require_at_least(self, 0, "eval_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """How a run computes: precision, compilation, determinism and devices. Of these a resumed run
+    may change the distribution and the graph optimizer (run_folder.RESUMABLE_SETTINGS)."""
+
     precision: str = "float32"
-    # official: SIFA's seven updates in order, each on the weights the last one left; merged: one
-    # forward pass per step feeds the generators' and the segmenter's updates (task.py).
-    update_schedule: str = "official"
     jit_compile: bool = False
     graph_optimizer: str = "off"  # on | off: TensorFlow's grappler on the train step (flag: auto by device)
     deterministic: bool = False
-    max_nonfinite: int = 10  # stop after this many steps in a row with a skipped (non-finite) update
     distribution: str = "none"  # none | mirrored | multi_worker (sifa_synthmix/training/distribution.py)
     # Under several replicas: the cross-entropy's class weights and the Dice sums over the global
     # batch ("global", as one device with that batch) or over each replica's batch ("replica").
     seg_loss_batch: str = "global"
 
     def __post_init__(self):
-        if self.kind == "cyclegan" and self.synthmix.protocol != "none":
-            raise ValueError("--model=cyclegan is image-level adaptation alone; it takes no --mix_protocol "
-                             f"(got {self.synthmix.protocol})")
-        if self.update_schedule not in UPDATE_SCHEDULES:
-            raise ValueError(f"--update_schedule must be one of {', '.join(UPDATE_SCHEDULES)}, "
-                             f"got {self.update_schedule!r}")
         if self.distribution not in ("none", "mirrored", "multi_worker"):
             raise ValueError(f"unknown distribution {self.distribution!r}")
         if self.seg_loss_batch not in ("global", "replica"):
@@ -218,11 +216,40 @@ class TrainConfig:
         if self.deterministic and self.jit_compile:
             raise ValueError("--deterministic cannot be combined with --jit_compile: XLA has no deterministic "
                              "gradient of e_B's max pooling")
-        _require_at_least(self, 1, "max_steps", "batch_size", "pool_size", "save_every", "keep_checkpoints",
-                          "log_every", "image_every", "max_nonfinite")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run, split as tensorflow/models splits its ExperimentConfig: what is trained
+    (the model, the data, SynthMix and the task's own settings below), how long and how often
+    (schedule) and how it computes (runtime). Defaults are SIFA's official schedule."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    synthmix: SynthMixConfig = SynthMixConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    kind: str = "sifa"  # sifa: SIFA (+ mixing); cyclegan: image-level adaptation; segmenter: e_B + s_B alone
+    train_domain: str = "source"  # segmenter only: source ("source only") or target ("oracle")
+    output_dir: str = "runs/sifa"
+    batch_size: int = 8
+    base_lr: float = 2e-4
+    lambda_cycle: float = 10.0
+    pool_size: int = 50
+    seed: int = 1234
+    # official: SIFA's seven updates in order, each on the weights the last one left; merged: one
+    # forward pass per step feeds the generators' and the segmenter's updates (task.py).
+    update_schedule: str = "official"
+
+    def __post_init__(self):
+        if self.kind == "cyclegan" and self.synthmix.protocol != "none":
+            raise ValueError("--model=cyclegan is image-level adaptation alone; it takes no --mix_protocol "
+                             f"(got {self.synthmix.protocol})")
+        if self.update_schedule not in UPDATE_SCHEDULES:
+            raise ValueError(f"--update_schedule must be one of {', '.join(UPDATE_SCHEDULES)}, "
+                             f"got {self.update_schedule!r}")
+        _require_at_least(self, 1, "batch_size", "pool_size")
         _require_at_least(self, 0.0, "lambda_cycle")
-        if self.eval_every != EVAL_EVERY_AUTO:
-            _require_at_least(self, 0, "eval_every")
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
             raise ValueError(f"--base_lr must be positive and finite, got {self.base_lr}")
         require_power_of_two_cells(self.model.image_size, self.synthmix.k)
@@ -239,14 +266,35 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values):
-        """The config of a `to_dict()` (config.json); ValueError naming a setting it does not know."""
-        values = _known_settings(cls, values)
-        nested = {"model": ModelConfig, "data": DataConfig, "synthmix": SynthMixConfig}
-        for key, kind in nested.items():
+        """The config of a `to_dict()` (config.json), also one written before the split (its
+        schedule and runtime fields at the top); ValueError naming a setting it does not know."""
+        values = _known_settings(cls, _grouped(values))
+        for key, kind in SETTING_GROUPS.items():
             if key in values:
                 fields = _known_settings(kind, values[key], f"{key}.")
                 values[key] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
         return cls(**values)
+
+
+# The parts of a TrainConfig, by field name.
+SETTING_GROUPS = {"model": ModelConfig, "data": DataConfig, "synthmix": SynthMixConfig, "schedule": ScheduleConfig,
+                  "runtime": RuntimeConfig}
+# Parts whose fields config.json held at its top level before the split (issue 35): their setting
+# names stay bare (flat_settings), and from_dict groups them when it finds them at the top.
+BARE_GROUPS = ("schedule", "runtime")
+
+
+def _grouped(values):
+    """A config.json dict with the fields of BARE_GROUPS that stand at its top level (as written
+    before the split) moved into their part; anything else as it is."""
+    if not isinstance(values, dict):
+        return values
+    values = dict(values)
+    for group in BARE_GROUPS:
+        names = [field.name for field in dataclasses.fields(SETTING_GROUPS[group]) if field.name in values]
+        if names and isinstance(values.get(group, {}), dict):
+            values[group] = {**{name: values.pop(name) for name in names}, **values.get(group, {})}
+    return values
 
 
 def _known_settings(kind, values, prefix=""):

@@ -72,7 +72,7 @@ def finished_record(cfg, eval_options):
     record = read_metrics(run_dir / EVAL_DIR)
     flip = eval_options.get("flip")
     if (check_run_folder(cfg, overwrite=True) != "resume" or eval_options.get("checkpoint")
-            or evaluated_step(record, run_dir) != cfg.max_steps
+            or evaluated_step(record, run_dir) != cfg.schedule.max_steps
             or record["assd_unit"] != eval_options.get("assd_unit", "voxel")
             or (flip is not None and record["flip"] != flip)):
         return None
@@ -100,7 +100,7 @@ def train_and_evaluate(cfg, variant, seed, overwrite, eval_options, log):
     record = finished_record(cfg, eval_options)
     label = _run_label(variant, seed)
     if record is not None:
-        log(f"=== {label}: trained to step {cfg.max_steps} and evaluated, reused ({cfg.output_dir})")
+        log(f"=== {label}: trained to step {cfg.schedule.max_steps} and evaluated, reused ({cfg.output_dir})")
         return record
     log(f"=== {label}: {method_name(cfg.to_dict())} -> {cfg.output_dir}")
     start = time.perf_counter()
@@ -108,7 +108,7 @@ def train_and_evaluate(cfg, variant, seed, overwrite, eval_options, log):
         Trainer(cfg, overwrite=overwrite, log=log).run()
     except TrainingStopped as stopped:
         raise TrainingStopped(stopped.exit_code - 128, (
-            f"{stopped}; the experiment stopped in {label} (of {cfg.max_steps} steps): run the same command "
+            f"{stopped}; the experiment stopped in {label} (of {cfg.schedule.max_steps} steps): run the same command "
             "again to resume it (finished runs are reused)")) from None
     record = evaluate_run(cfg.output_dir, log=log, **eval_options)
     log(f"=== {label}: trained and evaluated in {time.perf_counter() - start:.0f} s")

@@ -1,4 +1,8 @@
-"""Every command-line flag of main.py, defined once, and their translation into a TrainConfig."""
+"""Every command-line flag of main.py, defined once, and their translation into a TrainConfig.
+
+A flag that sets a config field takes its default from the field (config.py), so each default is
+written once; --precision, --graph_optimizer and --eval_every default to "auto", which the field
+cannot hold: the flag resolves it (resolve_precision, resolve_graph_optimizer, the trainer)."""
 import dataclasses
 import json
 import pathlib
@@ -6,8 +10,8 @@ import pathlib
 from absl import flags
 
 from sifa_synthmix import cpu_features
-from sifa_synthmix.config import (AUTO_EVALUATIONS, DataConfig, EVAL_EVERY_AUTO, FLAG_NAMES, ModelConfig,
-                                  SynthMixConfig, TrainConfig, UPDATE_SCHEDULES)
+from sifa_synthmix.config import (AUTO_EVALUATIONS, EVAL_EVERY_AUTO, FLAG_NAMES, UPDATE_SCHEDULES, DataConfig,
+                                  ModelConfig, RuntimeConfig, ScheduleConfig, SynthMixConfig, TrainConfig)
 
 FLAGS = flags.FLAGS
 MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official", "predict",
@@ -52,17 +56,22 @@ def define_flags():
                         "or a folder holding a `checkpoint` file.", **group)
     flags.DEFINE_bool("overwrite", False, "Start afresh in an output_dir that holds a run with other flags.", **group)
     group = {"module_name": "data"}
-    flags.DEFINE_string("data_dir", "data/mmwhs", "Prepared-data folder (data_prep output or the phantom).", **group)
-    flags.DEFINE_enum("source_modality", "mr", ["mr", "ct"], "Labelled domain A.", **group)
-    flags.DEFINE_enum("target_modality", "ct", ["mr", "ct"], "Unlabelled domain B.", **group)
-    flags.DEFINE_string("source_train_list", "", "Overrides DATA_DIR/datalists: a datalist, glob or .tfrecords.",
-                        **group)
-    flags.DEFINE_string("target_train_list", "", "Overrides DATA_DIR/datalists for the target.", **group)
-    flags.DEFINE_string("target_val_list", "", "Target validation records (monitoring only).", **group)
-    flags.DEFINE_string("stats_file", "", "Overrides DATA_DIR/stats.json.", **group)
-    flags.DEFINE_list("source_range", [], "Explicit min,max of the source intensities (maps to [-1, 1]).", **group)
-    flags.DEFINE_list("target_range", [], "Explicit min,max of the target intensities.", **group)
-    flags.DEFINE_float("random_shift", 0.0,
+    flags.DEFINE_string("data_dir", DataConfig.data_dir,
+                        "Prepared-data folder (data_prep output or the phantom).", **group)
+    flags.DEFINE_enum("source_modality", DataConfig.source_modality, ["mr", "ct"], "Labelled domain A.", **group)
+    flags.DEFINE_enum("target_modality", DataConfig.target_modality, ["mr", "ct"], "Unlabelled domain B.", **group)
+    flags.DEFINE_string("source_train_list", DataConfig.source_train_list,
+                        "Overrides DATA_DIR/datalists: a datalist, glob or .tfrecords.", **group)
+    flags.DEFINE_string("target_train_list", DataConfig.target_train_list,
+                        "Overrides DATA_DIR/datalists for the target.", **group)
+    flags.DEFINE_string("target_val_list", DataConfig.target_val_list,
+                        "Target validation records (monitoring only).", **group)
+    flags.DEFINE_string("stats_file", DataConfig.stats_file, "Overrides DATA_DIR/stats.json.", **group)
+    flags.DEFINE_list("source_range", list(DataConfig.source_range),
+                      "Explicit min,max of the source intensities (maps to [-1, 1]).", **group)
+    flags.DEFINE_list("target_range", list(DataConfig.target_range),
+                      "Explicit min,max of the target intensities.", **group)
+    flags.DEFINE_float("random_shift", DataConfig.random_shift,
                        "Largest random shift of each training slice (both domains, image and label), as a "
                        "fraction of the image width; pixels shifted in take the slice's minimum. 0: none, as "
                        "SIFA. Removes the position prior of a fixed framing (docs/own_data.md).", **group)
@@ -74,55 +83,57 @@ def define_flags():
                       "prepared through data_prep.folder as a user's scans are; centred = the earlier phantom, "
                       "centred hearts in a fixed field of view, written prepared.", **group)
     group = {"module_name": "model"}
-    flags.DEFINE_enum("model", "sifa", ["sifa", "cyclegan", "segmenter"],
+    flags.DEFINE_enum("model", TrainConfig.kind, ["sifa", "cyclegan", "segmenter"],
                       "sifa: SIFA (+ --mix_protocol); cyclegan: the CycleGAN baseline, image-level adaptation "
                       "alone (SIFA's translation, e_B + s_B trained on g_A(A)); segmenter: e_B + s_B alone with "
                       "SIFA's segmentation loss, the 'source only' / 'oracle' reference rows.", **group)
-    flags.DEFINE_enum("train_domain", "source", ["source", "target"],
+    flags.DEFINE_enum("train_domain", TrainConfig.train_domain, ["source", "target"],
                       "Segmenter only: train on source labels (source only) or target labels (oracle).", **group)
-    flags.DEFINE_integer("image_size", 256, "Slice height and width.", **group)
-    flags.DEFINE_integer("ngf", 32, "Generator/decoder base width.", **group)
-    flags.DEFINE_integer("ndf", 64, "Discriminator base width.", **group)
-    flags.DEFINE_integer("encoder_base", 16, "e_B base width (even).", **group)
-    flags.DEFINE_integer("num_classes", 5, "Classes including background.", **group)
-    flags.DEFINE_bool("skip", True, "Skip connection tanh(image + conv) in g_A and de_B.", **group)
-    flags.DEFINE_float("decoder_dropout", 0.25,
+    flags.DEFINE_integer("image_size", ModelConfig.image_size, "Slice height and width.", **group)
+    flags.DEFINE_integer("ngf", ModelConfig.ngf, "Generator/decoder base width.", **group)
+    flags.DEFINE_integer("ndf", ModelConfig.ndf, "Discriminator base width.", **group)
+    flags.DEFINE_integer("encoder_base", ModelConfig.encoder_base, "e_B base width (even).", **group)
+    flags.DEFINE_integer("num_classes", ModelConfig.num_classes, "Classes including background.", **group)
+    flags.DEFINE_bool("skip", ModelConfig.skip, "Skip connection tanh(image + conv) in g_A and de_B.", **group)
+    flags.DEFINE_float("decoder_dropout", ModelConfig.decoder_dropout,
                        "Always-on dropout rate after the convs of de_B's residual blocks, in training and "
                        "inference alike, as the official TF1 graph (its blocks fall back to keep_rate=0.75); "
                        "0 switches it off.", **group)
     group = {"module_name": "training"}
-    flags.DEFINE_string("output_dir", "runs/sifa", "Run folder: checkpoints/, tb/, config.json.", **group)
-    flags.DEFINE_integer("max_steps", 20000, "Training steps.", **group)
-    flags.DEFINE_integer("batch_size", 8, "Slices per domain per step.", **group)
-    flags.DEFINE_float("base_lr", 2e-4, "Adam learning rate of every update.", **group)
-    flags.DEFINE_float("lambda_cycle", 10.0, "Weight of each cycle-consistency term.", **group)
-    flags.DEFINE_integer("pool_size", 50, "Batches held by each fake-image pool.", **group)
-    flags.DEFINE_integer("seed", 1234, "Seed of weights, data order, pools and masks.", **group)
-    flags.DEFINE_integer("save_every", 300, "Checkpoint every N steps (and at the end).", **group)
-    flags.DEFINE_integer("keep_checkpoints", 40, "Checkpoints kept (official: 40).", **group)
-    flags.DEFINE_integer("log_every", 10, "Scalars, batch Dice and the progress line every N steps.", **group)
-    flags.DEFINE_integer("image_every", 300, "TensorBoard images every N steps.", **group)
+    flags.DEFINE_string("output_dir", TrainConfig.output_dir, "Run folder: checkpoints/, tb/, config.json.", **group)
+    flags.DEFINE_integer("max_steps", ScheduleConfig.max_steps, "Training steps.", **group)
+    flags.DEFINE_integer("batch_size", TrainConfig.batch_size, "Slices per domain per step.", **group)
+    flags.DEFINE_float("base_lr", TrainConfig.base_lr, "Adam learning rate of every update.", **group)
+    flags.DEFINE_float("lambda_cycle", TrainConfig.lambda_cycle, "Weight of each cycle-consistency term.", **group)
+    flags.DEFINE_integer("pool_size", TrainConfig.pool_size, "Batches held by each fake-image pool.", **group)
+    flags.DEFINE_integer("seed", TrainConfig.seed, "Seed of weights, data order, pools and masks.", **group)
+    flags.DEFINE_integer("save_every", ScheduleConfig.save_every, "Checkpoint every N steps (and at the end).", **group)
+    flags.DEFINE_integer("keep_checkpoints", ScheduleConfig.keep_checkpoints,
+                         "Checkpoints kept (official: 40).", **group)
+    flags.DEFINE_integer("log_every", ScheduleConfig.log_every,
+                         "Scalars, batch Dice and the progress line every N steps.", **group)
+    flags.DEFINE_integer("image_every", ScheduleConfig.image_every, "TensorBoard images every N steps.", **group)
     flags.DEFINE_enum("precision", "auto", PRECISIONS,
                       "auto: mixed_float16 when a GPU is present; on a CPU with bfloat16 instructions "
                       f"(AVX512_BF16, AMX) mixed_bfloat16 from {BFLOAT16_MIN_IMAGE_SIZE} px up; else float32.",
                       **group)
-    flags.DEFINE_enum("update_schedule", "official", list(UPDATE_SCHEDULES),
+    flags.DEFINE_enum("update_schedule", TrainConfig.update_schedule, list(UPDATE_SCHEDULES),
                       "official: SIFA's seven updates per step in the official order, each on the weights the "
                       "previous one left; merged: one forward pass per step feeds the updates of the generators "
                       "and of the segmenter, then the discriminators train on its detached outputs, as "
                       "SIFA-pytorch does (same losses; faster: docs/benchmarks.md). A run resumes only with "
                       "the schedule it started with.", **group)
-    flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.", **group)
+    flags.DEFINE_bool("jit_compile", RuntimeConfig.jit_compile, "Compile the train step with XLA.", **group)
     flags.DEFINE_enum("graph_optimizer", "auto", GRAPH_OPTIMIZER_SETTINGS,
                       "TensorFlow's graph optimizer (grappler) on the train step. auto: on with a GPU (its "
                       "layout and fusion passes suit cuDNN); on a CPU on from "
                       f"{GRAPH_OPTIMIZER_MIN_IMAGE_SIZE} px up, where its fused kernels save step time, "
                       "off below, where they save none measurable and the first call takes 4-5 s longer.",
                       **group)
-    flags.DEFINE_bool("deterministic", False,
+    flags.DEFINE_bool("deterministic", RuntimeConfig.deterministic,
                       "Seeded, op-deterministic run whose input pipeline position is checkpointed too, "
                       "so a resumed run continues exactly (the shuffle buffer goes into checkpoints).", **group)
-    flags.DEFINE_integer("max_nonfinite", 10,
+    flags.DEFINE_integer("max_nonfinite", ScheduleConfig.max_nonfinite,
                          "A non-finite loss or gradient skips that update; after this many steps in a row "
                          "with a skipped update the run stops, keeping its last good checkpoint.", **group)
     group = {"module_name": "evaluation"}
@@ -169,31 +180,35 @@ def define_flags():
     flags.register_validator("predict_spacing", _is_spacing,
                              "--predict_spacing must be 'recorded', 'native' or a positive number of mm")
     group = {"module_name": "distribution"}
-    flags.DEFINE_enum("distribution", "none", ["none", "mirrored", "multi_worker"],
+    flags.DEFINE_enum("distribution", RuntimeConfig.distribution, ["none", "mirrored", "multi_worker"],
                       "none: one device; mirrored: MirroredStrategy over this machine's GPUs; multi_worker: "
                       "MultiWorkerMirroredStrategy over the machines in TF_CONFIG. --batch_size is the "
                       "global batch, split over the replicas.", **group)
-    flags.DEFINE_bool("sync_batch_norm", True,
+    flags.DEFINE_bool("sync_batch_norm", ModelConfig.sync_batch_norm,
                       "Under several replicas: e_B's batch norm uses the global batch's statistics "
                       "(false: each replica's own).", **group)
-    flags.DEFINE_enum("seg_loss_batch", "global", ["global", "replica"],
+    flags.DEFINE_enum("seg_loss_batch", RuntimeConfig.seg_loss_batch, ["global", "replica"],
                       "Under several replicas: the cross-entropy's class weights and the Dice sums are "
                       "taken over the global batch or over each replica's batch.", **group)
     group = {"module_name": "SynthMix"}
-    flags.DEFINE_enum("mix_protocol", "none", ["none", "synthmix", "mixup", "cutmix"],
+    flags.DEFINE_enum("mix_protocol", SynthMixConfig.protocol, ["none", "synthmix", "mixup", "cutmix"],
                       "none: plain SIFA; synthmix: the paper's method; mixup/cutmix: its baselines.", **group)
-    flags.DEFINE_integer("synthmix_k", 8, "SynthMix mask resolution k (divides image_size).", **group)
-    flags.DEFINE_string("synthmix_lambda", "uniform", "Share of target cells: a number, or 'uniform'.", **group)
-    flags.DEFINE_enum("mask_interpolation", "nearest", ["nearest", "bilinear"], "Mask upsampling.", **group)
-    flags.DEFINE_float("lambda_inspector", 0.1, "lambda_I, weight of L_adv^mix and L_cls.", **group)
-    flags.DEFINE_enum("inspector_loss", "bce", ["bce", "lsgan"], "Loss of the Mixup Inspector.", **group)
-    flags.DEFINE_bool("image_discriminators", True,
+    flags.DEFINE_integer("synthmix_k", SynthMixConfig.k, "SynthMix mask resolution k (divides image_size).", **group)
+    flags.DEFINE_string("synthmix_lambda", SynthMixConfig.lam,
+                        "Share of target cells: a number, or 'uniform'.", **group)
+    flags.DEFINE_enum("mask_interpolation", SynthMixConfig.interpolation, ["nearest", "bilinear"],
+                      "Mask upsampling.", **group)
+    flags.DEFINE_float("lambda_inspector", SynthMixConfig.lambda_inspector,
+                       "lambda_I, weight of L_adv^mix and L_cls.", **group)
+    flags.DEFINE_enum("inspector_loss", SynthMixConfig.inspector_loss, ["bce", "lsgan"],
+                      "Loss of the Mixup Inspector.", **group)
+    flags.DEFINE_bool("image_discriminators", SynthMixConfig.image_discriminators,
                       "False: the paper's 'Model 0', no d_A/d_B terms; the Inspector alone judges translations.",
                       **group)
-    flags.DEFINE_integer("inspector_ndf", 64,
+    flags.DEFINE_integer("inspector_ndf", SynthMixConfig.inspector_ndf,
                          "Inspector base width: the Mixup Inspector's first layer; the Mixup/CutMix "
                          "PreAct-ResNet-18's first stage (64 there: widths 64-128-256-512).", **group)
-    flags.DEFINE_bool("aux_in_adversarial", True,
+    flags.DEFINE_bool("aux_in_adversarial", SynthMixConfig.aux_in_adversarial,
                       "SynthMix: the Mixup Inspector's auxiliary term (its score against mean(M)) also "
                       "enters the generators' L_adv^mix; false: it trains the Inspector only (L_cls). "
                       "The paper does not say which.", **group)
@@ -262,39 +277,32 @@ def resolve_graph_optimizer(setting, image_size, has_gpu=None):
     return "on" if image_size >= GRAPH_OPTIMIZER_MIN_IMAGE_SIZE else "off"
 
 
+# Flags whose value the field takes converted: a function of the parsed flags.
+_CONVERTED = {
+    "source_range": lambda values: _range(values.source_range, "source_range"),
+    "target_range": lambda values: _range(values.target_range, "target_range"),
+    "eval_every": lambda values: _eval_every(values.eval_every),
+    "precision": lambda values: resolve_precision(values.precision, values.image_size),
+    "graph_optimizer": lambda values: resolve_graph_optimizer(values.graph_optimizer, values.image_size),
+}
+
+
+def _from_flags(kind, values):
+    """The config dataclass `kind` with every field from the flag of its name (FLAG_NAMES where
+    they differ; _CONVERTED where the value changes), its parts likewise."""
+    settings = {}
+    for field in dataclasses.fields(kind):
+        if dataclasses.is_dataclass(field.default):
+            settings[field.name] = _from_flags(type(field.default), values)
+            continue
+        name = FLAG_NAMES.get(field.name, field.name)
+        settings[field.name] = _CONVERTED[name](values) if name in _CONVERTED else getattr(values, name)
+    return kind(**settings)
+
+
 def config_from_flags(values=FLAGS):
     """A TrainConfig from parsed flags; TrainConfig and its parts check the ranges (ValueError)."""
-    return TrainConfig(
-        model=ModelConfig(image_size=values.image_size, ngf=values.ngf, ndf=values.ndf,
-                          encoder_base=values.encoder_base, num_classes=values.num_classes,
-                          skip=values.skip, decoder_dropout=values.decoder_dropout,
-                          sync_batch_norm=values.sync_batch_norm),
-        data=DataConfig(data_dir=values.data_dir, source_modality=values.source_modality,
-                        target_modality=values.target_modality,
-                        source_train_list=values.source_train_list,
-                        target_train_list=values.target_train_list,
-                        target_val_list=values.target_val_list, stats_file=values.stats_file,
-                        source_range=_range(values.source_range, "source_range"),
-                        target_range=_range(values.target_range, "target_range"),
-                        random_shift=values.random_shift),
-        synthmix=SynthMixConfig(protocol=values.mix_protocol, k=values.synthmix_k,
-                                lam=values.synthmix_lambda, interpolation=values.mask_interpolation,
-                                lambda_inspector=values.lambda_inspector,
-                                inspector_loss=values.inspector_loss,
-                                image_discriminators=values.image_discriminators,
-                                inspector_ndf=values.inspector_ndf,
-                                aux_in_adversarial=values.aux_in_adversarial),
-        kind=values.model, train_domain=values.train_domain, output_dir=values.output_dir,
-        max_steps=values.max_steps, batch_size=values.batch_size,
-        base_lr=values.base_lr, lambda_cycle=values.lambda_cycle, pool_size=values.pool_size,
-        seed=values.seed, save_every=values.save_every, keep_checkpoints=values.keep_checkpoints,
-        log_every=values.log_every, image_every=values.image_every, eval_every=_eval_every(values.eval_every),
-        precision=resolve_precision(values.precision, values.image_size),
-        update_schedule=values.update_schedule, jit_compile=values.jit_compile,
-        graph_optimizer=resolve_graph_optimizer(values.graph_optimizer, values.image_size),
-        deterministic=values.deterministic, max_nonfinite=values.max_nonfinite,
-        distribution=values.distribution, seg_loss_batch=values.seg_loss_batch,
-    )
+    return _from_flags(TrainConfig, values)
 
 
 def _with_given_flags(saved, typed, values):

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
 from sifa_synthmix.config import (  # noqa: E402  pylint: disable=wrong-import-position
-    ModelConfig, SynthMixConfig, TrainConfig)
+    ModelConfig, RuntimeConfig, SynthMixConfig, TrainConfig)
 from sifa_synthmix.training.task_factory import build_task  # noqa: E402  pylint: disable=wrong-import-position
 
 RECORD = pathlib.Path(__file__).resolve().parent / "data" / "step_reference.json"
@@ -37,7 +37,8 @@ MODEL = ModelConfig(image_size=32, ngf=8, ndf=4, encoder_base=4, num_classes=5, 
 
 def reference_config(protocol, graph_optimizer="off"):
     return TrainConfig(model=MODEL, synthmix=SynthMixConfig(protocol=protocol, k=4, inspector_ndf=4),
-                       batch_size=BATCH, pool_size=3, seed=11, precision="float32", graph_optimizer=graph_optimizer)
+                       batch_size=BATCH, pool_size=3, seed=11,
+                       runtime=RuntimeConfig(precision="float32", graph_optimizer=graph_optimizer))
 
 
 def path_noise(path, shape, salt):

@@ -179,8 +179,8 @@ def test_a_run_predicting_background_on_the_target_ends_with_a_warning(tiny_conf
 def test_eval_every_auto_is_on_at_checkpoints_when_the_target_has_labelled_volumes(tiny_config, tiny_phantom, tmp_path):
     assert [auto_eval_every(m, s) for m, s in ((20000, 300), (3000, 300), (4, 2), (100, 1))] == [2100, 300, 2, 10]
     cfg = tiny_config()
-    assert cfg.eval_every == EVAL_EVERY_AUTO
-    assert (tiny_config("--eval_every=0").eval_every, tiny_config("--eval_every=25").eval_every) == (0, 25)
+    assert cfg.schedule.eval_every == EVAL_EVERY_AUTO
+    assert [tiny_config(f"--eval_every={n}").schedule.eval_every for n in (0, 25)] == [0, 25]
     with pytest.raises(Exception, match="--eval_every must be 'auto' or a whole number >= 0"):
         config_from_argv("--eval_every=-1")
     resolved = inputs.resolve_data(cfg.data)
@@ -190,4 +190,5 @@ def test_eval_every_auto_is_on_at_checkpoints_when_the_target_has_labelled_volum
     unlabelled = {"unlabelled": {"ct_test": [p.name.removesuffix(".npz")
                                              for p in (tiny_phantom / "ct" / "test").glob("*.npz")]}}
     assert resolve_eval_every(cfg, dataclasses.replace(test_only, info=unlabelled)) == 0
-    assert resolve_eval_every(dataclasses.replace(cfg, eval_every=0), resolved) == 0
+    off = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, eval_every=0))
+    assert resolve_eval_every(off, resolved) == 0

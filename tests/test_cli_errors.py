@@ -940,7 +940,7 @@ def test_a_run_continues_with_only_the_flags_that_change(capsys, run_copy):
     code, err = run_main(capsys, f"--output_dir={run}", "--max_steps=3")
     assert code == 0, err
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    assert config["max_steps"] == 3 and config["model"]["ngf"] == 4 and config["data"]["data_dir"] == str(
+    assert config["schedule"]["max_steps"] == 3 and config["model"]["ngf"] == 4 and config["data"]["data_dir"] == str(
         run_copy / "data")
     assert (run / "checkpoints" / "ckpt-3.index").is_file()
     code, err = run_main(capsys, f"--output_dir={run}", "--max_steps=4", "--ngf=8")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from sifa_synthmix.config import TrainConfig
+from sifa_synthmix.config import RuntimeConfig
 from sifa_synthmix.evaluation.run_evaluation import evaluate_run
 from sifa_synthmix.training import distribution
 
@@ -97,7 +97,7 @@ def test_two_workers_train_and_the_chief_writes_the_run(tiny_phantom, tmp_path):
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
     assert (out / "checkpoints" / "ckpt-2.index").is_file()
-    assert json.loads((out / "config.json").read_text())["distribution"] == "multi_worker"
+    assert json.loads((out / "config.json").read_text())["runtime"]["distribution"] == "multi_worker"
     assert list((out / "tb").glob("events.out.tfevents.*"))
     # Only the chief logs progress and writes; the other worker removed its scratch checkpoint.
     assert "step 2/2" in outputs[0][0] and "step 2/2" not in outputs[1][0]
@@ -130,6 +130,6 @@ def test_bad_tf_config_is_one_clear_error(monkeypatch):
 
 def test_unknown_settings_are_refused():
     with pytest.raises(ValueError, match="unknown distribution"):
-        TrainConfig(distribution="ring")
+        RuntimeConfig(distribution="ring")
     with pytest.raises(ValueError, match="seg_loss_batch"):
-        TrainConfig(seg_loss_batch="both")
+        RuntimeConfig(seg_loss_batch="both")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sifa_synthmix import experiment
-from sifa_synthmix.config import TrainConfig
+from sifa_synthmix.config import ScheduleConfig, TrainConfig
 from sifa_synthmix.errors import TrainingStopped
 from sifa_synthmix.evaluation.report import read_metrics
 from sifa_synthmix.experiment import run_experiment
@@ -39,7 +39,7 @@ class FakeTrainer:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_run_config(self.cfg, out)
         stop_signal = self.interrupt.pop(str(out), None)
-        step = self.cfg.max_steps // 2 if stop_signal else self.cfg.max_steps
+        step = self.cfg.schedule.max_steps // 2 if stop_signal else self.cfg.schedule.max_steps
         (out / "checkpoints" / f"ckpt-{step}.index").touch()
         self.trained.append(str(out.relative_to(self.root)))
         if stop_signal:
@@ -68,7 +68,7 @@ def stubbed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "Trainer", FakeTrainer)
     monkeypatch.setattr(experiment, "evaluate_run", evaluate)
-    cfg = TrainConfig(output_dir=str(tmp_path / "exp"), max_steps=MAX_STEPS, seed=1)
+    cfg = TrainConfig(output_dir=str(tmp_path / "exp"), schedule=ScheduleConfig(max_steps=MAX_STEPS), seed=1)
     return cfg, evaluated
 
 
@@ -94,8 +94,9 @@ def test_a_run_with_other_flags_or_steps_is_not_reused(stubbed):
     cfg, _ = stubbed
     run_experiment(cfg, ["sifa"], seeds=[1])
     FakeTrainer.trained.clear()
-    run_experiment(TrainConfig(output_dir=cfg.output_dir, max_steps=MAX_STEPS + 2, seed=1), ["sifa"], seeds=[1])
-    run_experiment(TrainConfig(output_dir=cfg.output_dir, max_steps=MAX_STEPS + 2, lambda_cycle=5.0), ["sifa"],
+    longer = ScheduleConfig(max_steps=MAX_STEPS + 2)
+    run_experiment(TrainConfig(output_dir=cfg.output_dir, schedule=longer, seed=1), ["sifa"], seeds=[1])
+    run_experiment(TrainConfig(output_dir=cfg.output_dir, schedule=longer, lambda_cycle=5.0), ["sifa"],
                    seeds=[1])
     assert FakeTrainer.trained == ["sifa/seed1", "sifa/seed1"]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from data_prep import phantom
-from sifa_synthmix.config import DataConfig, ModelConfig, TrainConfig
+from sifa_synthmix.config import DataConfig, ModelConfig, RuntimeConfig, TrainConfig
 from sifa_synthmix.data import inputs
 from sifa_synthmix.data.reader import DataError
 
@@ -28,7 +28,7 @@ def data_config(root, **changes):
 
 def train_config(data, image_size=IMAGE_SIZE, num_classes=5, batch_size=2):
     return TrainConfig(model=ModelConfig(image_size=image_size, num_classes=num_classes), data=data,
-                       batch_size=batch_size, seed=3, deterministic=True)
+                       batch_size=batch_size, seed=3, runtime=RuntimeConfig(deterministic=True))
 
 
 def stats_of(root):

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep import phantom
-from data_prep import phantom_anatomy as anatomy
+from data_prep import phantom, phantom_anatomy as anatomy
 from sifa_synthmix.data import layout, records
 from sifa_synthmix.data.preprocessing import clip_and_standardise
 

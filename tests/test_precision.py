@@ -35,7 +35,9 @@ def float32_policy_afterwards():
 
 def fixed_task(protocol, precision, kind="sifa", loss_scale=None):
     """A task of the reference config, with reference weights (and, under float16, `loss_scale`)."""
-    task = build_task(dataclasses.replace(reference.reference_config(protocol), precision=precision, kind=kind))
+    cfg = reference.reference_config(protocol)
+    runtime = dataclasses.replace(cfg.runtime, precision=precision)
+    task = build_task(dataclasses.replace(cfg, runtime=runtime, kind=kind))
     reference.set_fixed_weights(task)
     for scale in task.loss_scales.values():
         if scale is not None and loss_scale is not None:

@@ -3,7 +3,7 @@ import pytest
 
 import main
 from conftest import main_exit_code
-from sifa_synthmix.config import ModelConfig, TrainConfig
+from sifa_synthmix.config import ModelConfig, RuntimeConfig, TrainConfig
 from sifa_synthmix.training import step_memory
 
 DEMO = dict(ngf=8, ndf=8, encoder_base=4)
@@ -13,7 +13,7 @@ DEMO_PARAMETERS, OFFICIAL_PARAMETERS = 2_204_285, 43_347_441  # SIFA's trainable
 
 def sifa(image_size, batch_size, widths, precision="float32"):
     return TrainConfig(model=ModelConfig(image_size=image_size, **widths), batch_size=batch_size,
-                       precision=precision, output_dir="/nonexistent")
+                       runtime=RuntimeConfig(precision=precision), output_dir="/nonexistent")
 
 
 @pytest.mark.parametrize("cfg, parameters, measured_mb", [

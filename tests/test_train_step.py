@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sifa_synthmix.config import ModelConfig, SynthMixConfig, TrainConfig
+from sifa_synthmix.config import ModelConfig, RuntimeConfig, SynthMixConfig, TrainConfig
 from sifa_synthmix.models.networks import SIFANetworks
-from sifa_synthmix.training.task import GENERATORS, SIFATask, UPDATE_SCOPES
+from sifa_synthmix.training.task import GENERATORS, UPDATE_SCOPES, SIFATask
 from sifa_synthmix.training.task_factory import build_task
 
 
@@ -209,7 +209,7 @@ def test_mixed_bfloat16_step_gives_finite_float32_losses(float32_policy_afterwar
     del float32_policy_afterwards
     keras.utils.set_random_seed(SEED)
     task = SIFATask(TrainConfig(model=TINY_MODEL, batch_size=BATCH, pool_size=3, seed=SEED,
-                                precision="mixed_bfloat16"))
+                                runtime=RuntimeConfig(precision="mixed_bfloat16")))
     assert task.networks.e_B.get_layer("c1").compute_dtype == "bfloat16"
     metrics, _ = task.train_step(*random_batch(seed=3))
     assert set(EXPECTED_METRICS) <= set(metrics)

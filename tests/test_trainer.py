@@ -249,7 +249,8 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_resumed(resume_
     damaged = run / "checkpoints" / "ckpt-4.data-00000-of-00001"
     truncate(damaged)
     logs = []
-    resumed = Trainer(dataclasses.replace(straight.cfg, output_dir=str(run), max_steps=2), log=logs.append)
+    schedule = dataclasses.replace(straight.cfg.schedule, max_steps=2)
+    resumed = Trainer(dataclasses.replace(straight.cfg, output_dir=str(run), schedule=schedule), log=logs.append)
     events_before = sorted((run / "tb").iterdir())
     assert resumed.run() == {}  # already at max_steps after the restore: no step is trained
     assert int(resumed.step) == 2
@@ -317,8 +318,8 @@ def test_a_run_folder_named_like_a_glob_pattern_resumes_evaluates_and_prunes_onl
     neighbour_files = sorted(neighbour.rglob("*"))
     run = shutil.copytree(root / "straight", tmp_path / "sifa [1]")
     logs = []
-    resumed = Trainer(dataclasses.replace(straight.cfg, output_dir=str(run), max_steps=5, keep_checkpoints=1),
-                      log=logs.append)
+    schedule = dataclasses.replace(straight.cfg.schedule, max_steps=5, keep_checkpoints=1)
+    resumed = Trainer(dataclasses.replace(straight.cfg, output_dir=str(run), schedule=schedule), log=logs.append)
     resumed.run()
     assert any(line.startswith("resumed") and f"{run}/checkpoints/ckpt-4 at step 4" in line for line in logs), logs
     assert f"saved {run}/checkpoints/ckpt-5" in logs
@@ -330,7 +331,7 @@ def test_a_run_folder_named_like_a_glob_pattern_resumes_evaluates_and_prunes_onl
 
 def test_an_unreadable_checkpoint_state_file_does_not_stop_keep_checkpoints(tmp_path):
     """CheckpointManager learns from checkpoints/checkpoint alone which old checkpoints it may delete."""
-    from sifa_synthmix.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.config import ScheduleConfig, TrainConfig  # pylint: disable=import-outside-toplevel
 
     checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=10)
@@ -338,7 +339,8 @@ def test_an_unreadable_checkpoint_state_file_does_not_stop_keep_checkpoints(tmp_
         manager.save(checkpoint_number=number)
     (tmp_path / "checkpoint").write_text("garbage {{{")
     logs = []
-    checkpoint_files.save(checkpoint_manager(checkpoint, tmp_path, TrainConfig(keep_checkpoints=2), logs.append), 5)
+    cfg = TrainConfig(schedule=ScheduleConfig(keep_checkpoints=2))
+    checkpoint_files.save(checkpoint_manager(checkpoint, tmp_path, cfg, logs.append), 5)
     assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-4.index", "ckpt-5.index"]
     assert len(logs) == 1 and "checkpoint was missing or unreadable" in logs[0], logs
 

@@ -128,7 +128,8 @@ def test_merged_step_in_mixed_precision_gives_finite_float32_losses(precision, f
     scales: Keras' initial 2^15 overflows in the GAN updates of the tiny networks' first steps (as
     in the official schedule), which then apply once the scale has come down."""
     del float32_policy_afterwards
-    task = build_seeded(dataclasses.replace(merged(tiny_task_config()), precision=precision))
+    cfg = merged(tiny_task_config())
+    task = build_seeded(dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, precision=precision)))
     for _ in range(4):
         metrics, _ = task.train_step(*random_batch(seed=3))
         assert int(metrics["skipped_updates"]) == 0

@@ -195,7 +195,7 @@ def build_training_datasets(cfg, resolved):
         return reader.make_dataset(
             paths, image_size=model.image_size, num_classes=model.num_classes,
             intensity_range=intensity_range, batch_size=cfg.batch_size, shuffle=True, repeat=True,
-            seed=cfg.seed + seed_offset, deterministic=cfg.deterministic, max_shift=max_shift)
+            seed=cfg.seed + seed_offset, deterministic=cfg.runtime.deterministic, max_shift=max_shift)
 
     max_shift = cfg.data.max_shift_pixels(model.image_size)
     source = dataset(resolved.source_train, resolved.source_range, 0, max_shift)

@@ -23,6 +23,7 @@ import re
 
 import numpy as np
 
+from sifa_synthmix.config import flat_settings
 from sifa_synthmix.data.layout import read_test_volume
 from sifa_synthmix.data.reader import to_unit_range
 from sifa_synthmix.errors import ToolkitError
@@ -204,13 +205,13 @@ def comparison_warnings(methods):
     warnings = []
     for method in methods:
         for run in method.runs:
-            step, max_steps = run.evaluated_step(), (run.config or {}).get("max_steps")
+            step, max_steps = run.evaluated_step(), flat_settings(run.config or {}).get("max_steps")
             if step is not None and max_steps is not None and step < max_steps:
                 warnings.append(f"{method.label(run)} ({run.folder}) was evaluated at step {step} of its "
                                 f"{max_steps}: an unfinished run.")
 
     def steps(run):
-        return run.evaluated_step() or run.config.get("max_steps")
+        return run.evaluated_step() or flat_settings(run.config).get("max_steps")
 
     if len(_distinct(methods, steps)) > 1:
         warnings.append(f"The runs were trained for different numbers of steps ({_per_method(methods, steps)}).")

@@ -31,7 +31,7 @@ def evaluate_run(run_dir, checkpoint=None, flip=None, assd_unit="voxel", batch_s
     check_data_fingerprint(run_dir, cfg, inputs.data_facts(cfg.data), "evaluate", log)
     inputs.check_classes(cfg.data.data_dir, info, cfg.model.num_classes)
     class_names = recorded.class_names
-    precision = inference_precision(cfg.precision)
+    precision = inference_precision(cfg.runtime.precision)
     predict_logits, restored = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision)
     step = restored.step
     log(f"evaluating {restored.path} (step {step}) on {len(volumes)} {modality} test volumes in {precision}")

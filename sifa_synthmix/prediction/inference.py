@@ -102,7 +102,8 @@ def restore_networks(run_dir, cfg, networks, checkpoint=None, log=print, use="to
             path = checkpoint_files.newest_intact(run_dir / CHECKPOINT_DIR, log)
         if path is None:
             raise DataError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint {use} yet; " + (
-                f"the run is {training}: wait for its first checkpoint (every --save_every={cfg.save_every} steps)"
+                f"the run is {training}: wait for its first checkpoint (every "
+                f"--save_every={cfg.schedule.save_every} steps)"
                 if training else "train the run first"))
         try:
             status = tf.train.Checkpoint(**networks).restore(for_tensorflow(path))

@@ -182,7 +182,7 @@ def predict_run(run_dir, specs, out_dir, checkpoint=None, batch_size=16, save_pr
     paths = scan_paths(specs, out_dir, log)
     recorded = run_data(run_dir, cfg, target_range)
     recipe = scan_recipe.recipe_for(recorded.recipe, cfg.model.image_size, slice_axis, spacing)
-    precision = inference_precision(cfg.precision)
+    precision = inference_precision(cfg.runtime.precision)
     predict_logits, restored = restore_target_segmenter(run_dir, cfg, checkpoint, log, precision, "to predict with")
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -295,9 +295,9 @@ def run_checkpoint(task, step, **extra_items):
 
 
 def checkpoint_manager(checkpoint, directory, cfg, log=print):
-    """Keeps cfg.keep_checkpoints checkpoints in `directory` (created); save with checkpoint_number=step.
+    """Keeps cfg.schedule.keep_checkpoints checkpoints in `directory` (created); save with checkpoint_number=step.
     Its paths are `for_tensorflow` aliases: pass them through `for_people` to show them."""
     pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
     checkpoint_files.repair_state(directory, log)
     return tf.train.CheckpointManager(checkpoint, for_tensorflow(directory, folder=True),
-                                      max_to_keep=cfg.keep_checkpoints)
+                                      max_to_keep=cfg.schedule.keep_checkpoints)

@@ -54,7 +54,7 @@ class CycleGANTask(SIFATask):
         the batch Dice and the logits image. Returns (loss, terms, {}, {})."""
         del g_loss_B, d_A_fake
         logits = self.networks.s_B(latents["latent_fake_B"])
-        terms = segmentation_losses(logits, ctx["gt_A"], self.cfg.seg_loss_batch)
+        terms = segmentation_losses(logits, ctx["gt_A"], self.cfg.runtime.seg_loss_batch)
         terms["l2"] = SEG_L2_WEIGHT * losses.l2_regularisation(variables)
         ctx["metrics"]["dice_fake_B"] = foreground_dice(logits, ctx["gt_A"])
         ctx["images"]["seg_logits"] = logits

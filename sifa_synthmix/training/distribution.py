@@ -88,8 +88,9 @@ def check_run(strategy, cfg):
         raise DistributionError(f"--batch_size={cfg.batch_size} is the global batch and must be divisible by "
                                 f"the {strategy.num_replicas_in_sync} replicas")
     for flag in ("jit_compile", "deterministic"):
-        if getattr(cfg, flag):
-            raise DistributionError(f"--{flag} is not supported with --distribution={cfg.distribution} (not tested)")
+        if getattr(cfg.runtime, flag):
+            raise DistributionError(f"--{flag} is not supported with --distribution={cfg.runtime.distribution} "
+                                    "(not tested)")
 
 
 def distributed_step(strategy, replica_step, jit_compile):

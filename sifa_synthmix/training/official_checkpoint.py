@@ -251,7 +251,7 @@ def _check_config(cfg):
     if cfg.kind != "sifa" or cfg.synthmix.protocol != "none":
         raise OfficialCheckpointError(f"--mode=import_official imports plain SIFA (--model=sifa --mix_protocol=none), "
                                       f"not --model={cfg.kind} --mix_protocol={cfg.synthmix.protocol}")
-    if cfg.deterministic:
+    if cfg.runtime.deterministic:
         raise OfficialCheckpointError("--deterministic: an official checkpoint holds no input-pipeline position; "
                                       "import without it")
     out = pathlib.Path(cfg.output_dir)

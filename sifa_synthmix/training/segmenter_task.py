@@ -24,11 +24,11 @@ class SegmenterTask:
         if cfg.train_domain not in TRAIN_DOMAINS:
             raise ValueError(f"unknown train domain {cfg.train_domain!r}; expected one of {TRAIN_DOMAINS}")
         self.cfg = cfg
-        set_precision(cfg.precision)
-        set_graph_optimizer(cfg.graph_optimizer)
+        set_precision(cfg.runtime.precision)
+        set_graph_optimizer(cfg.runtime.graph_optimizer)
         self.networks = SegmenterNetworks(cfg.model)
         self.variables = self.networks.e_B.trainable_variables + self.networks.s_B.trainable_variables
-        self.optimizer, loss_scale = build_adam(cfg.base_lr, 0.9, "adam_seg", cfg.precision, self.variables)
+        self.optimizer, loss_scale = build_adam(cfg.base_lr, 0.9, "adam_seg", cfg.runtime.precision, self.variables)
         self.loss_scales = {self.optimizer.name: loss_scale}
 
     def parameter_counts(self):
@@ -57,7 +57,8 @@ class SegmenterTask:
         with tf.GradientTape() as tape:
             latent, _ = self.networks.e_B(images, training=True)
             logits = self.networks.s_B(latent)
-            terms = {f"seg_{k}": v for k, v in segmentation_losses(logits, labels, self.cfg.seg_loss_batch).items()}
+            seg_losses = segmentation_losses(logits, labels, self.cfg.runtime.seg_loss_batch)
+            terms = {f"seg_{k}": v for k, v in seg_losses.items()}
             terms["seg_l2"] = SEG_L2_WEIGHT * losses.l2_regularisation(self.variables)
             loss = tf.add_n(list(terms.values()))
         loss_scale = self.loss_scales[self.optimizer.name]

@@ -32,7 +32,7 @@ class StepMemoryError(ToolkitError):
 
 def step_parts(cfg, parameters):
     """(fixed MB, MB per slice of the batch) of a process training SIFA with cfg."""
-    low = cfg.precision != "float32"
+    low = cfg.runtime.precision != "float32"
     model = cfg.model
     per_slice = (PER_SLICE_MB_AT_256 + PER_SLICE_MB_AT_256_PER_NGF * model.ngf) * (model.image_size / 256) ** 2
     if low:
@@ -98,6 +98,6 @@ def check_step_fits(cfg, parameters, available_mb):
               "even one slice does not fit: lower --image_size or the widths (--ngf, --ndf, --encoder_base)")
     raise StepMemoryError(
         f"--batch_size={cfg.batch_size} at {cfg.model.image_size} x {cfg.model.image_size}, "
-        f"ngf {cfg.model.ngf}, {cfg.precision}: a SIFA training step needs about {needed / 1024:.1f} GiB "
+        f"ngf {cfg.model.ngf}, {cfg.runtime.precision}: a SIFA training step needs about {needed / 1024:.1f} GiB "
         f"({per_slice:.0f} MB per slice, measured peaks in docs/benchmarks.md), and this machine has "
         f"{available_mb / 1024:.1f} GiB available; {advice}")

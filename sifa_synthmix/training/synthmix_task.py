@@ -44,7 +44,7 @@ class MixingTask(sifa_task.SIFATask):
             self.inspector = inspector_lib.build_resnet_inspector(size, ndf=self.mix_cfg.inspector_ndf)
             self.seed_generator = keras.random.SeedGenerator(cfg.seed)
         self.inspector_optimizer, self.loss_scales["adam_inspector"] = build_adam(
-            cfg.base_lr, 0.5, "adam_inspector", cfg.precision, self.inspector.trainable_variables)
+            cfg.base_lr, 0.5, "adam_inspector", cfg.runtime.precision, self.inspector.trainable_variables)
 
     @property
     def update_order(self):

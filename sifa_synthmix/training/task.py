@@ -116,8 +116,8 @@ class SIFATask:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        set_precision(cfg.precision)
-        set_graph_optimizer(cfg.graph_optimizer)
+        set_precision(cfg.runtime.precision)
+        set_graph_optimizer(cfg.runtime.graph_optimizer)
         self.networks = self.build_model()
         self.loss_scales = {}  # optimizer name -> DynamicLossScale (mixed_float16 only)
         self.gan_optimizer, self.seg_optimizer = self.build_optimizers()
@@ -142,9 +142,9 @@ class SIFATask:
         step count, and Adam's bias correction, advances once per update), and one for seg; each
         with its loss scale under mixed_float16."""
         gan_scopes = [s for name in self.UPDATE_ORDER if name != "seg" for s in self.UPDATE_SCOPES[name]]
-        gan, self.loss_scales["adam_gan"] = build_adam(self.cfg.base_lr, 0.5, "adam_gan", self.cfg.precision,
+        gan, self.loss_scales["adam_gan"] = build_adam(self.cfg.base_lr, 0.5, "adam_gan", self.cfg.runtime.precision,
                                                        self.scope_variables(gan_scopes))
-        seg, self.loss_scales["adam_seg"] = build_adam(self.cfg.base_lr, 0.9, "adam_seg", self.cfg.precision,
+        seg, self.loss_scales["adam_seg"] = build_adam(self.cfg.base_lr, 0.9, "adam_seg", self.cfg.runtime.precision,
                                                        self.scope_variables(self.UPDATE_SCOPES["seg"]))
         return gan, seg
 
@@ -228,8 +228,9 @@ class SIFATask:
                 "latent_fake_B": latent_fake_B, "latent_fake_B_ll": latent_fake_B_ll}
 
     def segmentation_terms(self, logits, logits_ll, onehot):
-        return {**segmentation_losses(logits, onehot, self.cfg.seg_loss_batch),
-                **{f"{k}_ll": v for k, v in segmentation_losses(logits_ll, onehot, self.cfg.seg_loss_batch).items()}}
+        batch = self.cfg.runtime.seg_loss_batch
+        return {**segmentation_losses(logits, onehot, batch),
+                **{f"{k}_ll": v for k, v in segmentation_losses(logits_ll, onehot, batch).items()}}
 
     def seg_loss(self, ctx, latents, g_loss_B, d_A_fake, variables):
         """The seg update's loss from e_B's encodings of B and fake_B, g_loss_B and d_A's output

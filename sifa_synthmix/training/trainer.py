@@ -46,14 +46,15 @@ class NonFiniteError(ToolkitError):
 
 
 def resolve_eval_every(cfg, resolved):
-    """cfg.eval_every, with EVAL_EVERY_AUTO (--eval_every=auto) turned into auto_eval_every when
+    """cfg.schedule.eval_every, with EVAL_EVERY_AUTO (--eval_every=auto) turned into auto_eval_every when
     the target has labelled validation or test volumes to score, else 0 (off)."""
-    if cfg.eval_every != EVAL_EVERY_AUTO:
-        return cfg.eval_every
+    if cfg.schedule.eval_every != EVAL_EVERY_AUTO:
+        return cfg.schedule.eval_every
     modality = cfg.data.target_modality
     test_volumes = PreparedLayout(cfg.data.data_dir).test_volumes(modality)
     labelled_test = inputs.split_unlabelled(test_volumes, resolved.info, modality, "test")[0]
-    return auto_eval_every(cfg.max_steps, cfg.save_every) if resolved.target_val or labelled_test else 0
+    schedule = cfg.schedule
+    return auto_eval_every(schedule.max_steps, schedule.save_every) if resolved.target_val or labelled_test else 0
 
 
 def _format_duration(seconds):
@@ -90,7 +91,7 @@ class Trainer:
         """Everything that can fail on bad flags or data (the task included) comes before the
         run folder changes; the folder is locked before it does."""
         cfg = self.cfg
-        strategy = self.strategy = distribution.build_strategy(cfg.distribution)
+        strategy = self.strategy = distribution.build_strategy(cfg.runtime.distribution)
         distribution.check_run(strategy, cfg)
         # Under several workers only the chief writes config, events, checkpoints and train.log.
         self.chief = distribution.is_chief(strategy)
@@ -101,18 +102,19 @@ class Trainer:
             self.log = RunLog(lambda _: None)
             self.log.without_file()
         resolved = inputs.resolve_data(cfg.data)
-        cfg = self.cfg = dataclasses.replace(cfg, eval_every=resolve_eval_every(cfg, resolved))
+        schedule = dataclasses.replace(cfg.schedule, eval_every=resolve_eval_every(cfg, resolved))
+        cfg = self.cfg = dataclasses.replace(cfg, schedule=schedule)
         if self.chief and plan == "resume" and has_checkpoint(cfg.output_dir):
             check_data_fingerprint(cfg.output_dir, cfg, inputs.data_fingerprint(cfg.data, resolved), "resume", self.log)
         keras.utils.set_random_seed(cfg.seed)
-        if cfg.deterministic:
+        if cfg.runtime.deterministic:
             tf.config.experimental.enable_op_determinism()
         source, target, val = inputs.build_training_datasets(cfg, resolved)
         self.record_paths = resolved.source_train + resolved.target_train + resolved.target_val
         self.target_labelled = not resolved.target_unlabelled
         class_names = self.class_names = inputs.class_names(resolved.info, cfg.model.num_classes)
         self.curve = None
-        if cfg.eval_every and self.chief:
+        if cfg.schedule.eval_every and self.chief:
             self.curve = LearningCurve(cfg.output_dir, *curve_volumes(cfg, resolved, self.log), resolved.target_range,
                                        class_names, cfg.batch_size)
         with strategy.scope():
@@ -133,7 +135,8 @@ class Trainer:
         self.source_it = iter(distribution.distribute_dataset(strategy, source))
         self.target_it = iter(distribution.distribute_dataset(strategy, target))
         self.val_it = iter(val) if val is not None else None
-        iterators = dict(source_iterator=self.source_it, target_iterator=self.target_it) if cfg.deterministic else {}
+        iterators = (dict(source_iterator=self.source_it, target_iterator=self.target_it) if cfg.runtime.deterministic
+                     else {})
         self.checkpoint = run_checkpoint(self.task, self.step, **iterators)
         checkpoint_dir = self.out / CHECKPOINT_DIR
         self.manager = checkpoint_manager(
@@ -149,7 +152,7 @@ class Trainer:
             self.log(f"resumed {latest} at step {int(self.step)}")
         if self.curve is not None:
             self.curve.keep_until(int(self.step))
-        self.train_step = distribution.distributed_step(strategy, self.task.train_step, cfg.jit_compile)
+        self.train_step = distribution.distributed_step(strategy, self.task.train_step, cfg.runtime.jit_compile)
         self.predict = tf.function(self.task.predict_logits, autograph=False)
         self.summaries = RunSummaries(cfg, class_names)
 
@@ -170,10 +173,10 @@ class Trainer:
         parameters = self.task.parameter_counts()["total"]
         self.log(f"model: {method_name(cfg.to_dict())}, {parameters:,} trainable parameters, "
                  f"{cfg.model.image_size} x {cfg.model.image_size} slices, batch {cfg.batch_size}; "
-                 f"precision {cfg.precision}; device: {describe_devices(self.strategy)}")
+                 f"precision {cfg.runtime.precision}; device: {describe_devices(self.strategy)}")
         if self.curve is not None:
             self.log(f"learning curve: target Dice and ASSD on the whole {self.curve.kind} volumes every "
-                     f"{cfg.eval_every} step(s) and at the end (--eval_every)")
+                     f"{cfg.schedule.eval_every} step(s) and at the end (--eval_every)")
 
     def _write_session_start(self):
         with self.writer.as_default(step=int(self.step)):
@@ -273,8 +276,8 @@ class Trainer:
         dice = " ".join(f"{k.replace('_', ' ', 1)} {float(v):.3f}" for k, v in metrics.items() if k.startswith("dice_"))
         signal_note = f" | {adaptation_signal.progress_text(adaptation)}" if adaptation else ""
         overflow_note = f" | {overflows} loss-scale overflow(s) since the last line" if overflows else ""
-        return (f"step {step}/{cfg.max_steps} | {seconds_per_step:.2f} s/step | "
-                f"ETA {_format_duration((cfg.max_steps - step) * seconds_per_step)} | {losses} | {dice}"
+        return (f"step {step}/{cfg.schedule.max_steps} | {seconds_per_step:.2f} s/step | "
+                f"ETA {_format_duration((cfg.schedule.max_steps - step) * seconds_per_step)} | {losses} | {dice}"
                 f"{signal_note}{overflow_note}")
 
     def save(self):
@@ -294,13 +297,13 @@ class Trainer:
         self.stop_signal = signum
 
     def _check_finite(self, step, metrics):
-        """Counts steps in a row with a skipped update; raises after cfg.max_nonfinite of them."""
+        """Counts steps in a row with a skipped update; raises after cfg.schedule.max_nonfinite of them."""
         skipped = int(metrics.get("skipped_updates", 0))
         self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if skipped else 0
         if skipped:
             self.log(f"step {step}: {skipped} update(s) skipped (non-finite loss or gradient), "
                      f"{self.nonfinite_in_a_row} step(s) in a row")
-        if self.nonfinite_in_a_row >= self.cfg.max_nonfinite:
+        if self.nonfinite_in_a_row >= self.cfg.schedule.max_nonfinite:
             raise NonFiniteError(
                 f"stopped at step {step}: {self.nonfinite_in_a_row} steps in a row with non-finite losses or "
                 f"gradients; the last good checkpoint is {for_people(self.manager.latest_checkpoint)}")
@@ -349,22 +352,22 @@ class Trainer:
     def _train(self):
         self._build()
         cfg = self.cfg  # as _build resolved it
-        if int(self.step) >= cfg.max_steps:
-            self.log(f"{self.out} is already at step {int(self.step)} of --max_steps={cfg.max_steps}: nothing to "
-                     "train (a higher --max_steps continues it)")
+        if int(self.step) >= cfg.schedule.max_steps:
+            self.log(f"{self.out} is already at step {int(self.step)} of --max_steps={cfg.schedule.max_steps}: "
+                     "nothing to train (a higher --max_steps continues it)")
             return {}
         if self.chief:
             self.writer = tf.summary.create_file_writer(str(self.out / TENSORBOARD_DIR))
             self._write_session_start()
         self.log(f"building the training step (TensorFlow traces it on the first step: "
-                 f"{'XLA-compiled, ' if cfg.jit_compile else ''}this can take minutes)")
+                 f"{'XLA-compiled, ' if cfg.runtime.jit_compile else ''}this can take minutes)")
         metrics, interval_start, interval_steps, overflows = {}, None, 0, 0
         self.stop_signal, self.nonfinite_in_a_row = None, 0
         self.signal_window, adaptation = adaptation_signal.SignalWindow(), None
         started = time.perf_counter()
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while int(self.step) < cfg.max_steps and self.stop_signal is None:
+            while int(self.step) < cfg.schedule.max_steps and self.stop_signal is None:
                 source_images, source_labels = next(self.source_it)
                 target_batch = next(self.target_it)
                 metrics, images = self.train_step(source_images, source_labels, *target_batch)
@@ -379,7 +382,7 @@ class Trainer:
                     interval_steps += 1
                 if self.chief:
                     self.signal_window.add(metrics)
-                if self.chief and (step % cfg.log_every == 0 or step == cfg.max_steps):
+                if self.chief and (step % cfg.schedule.log_every == 0 or step == cfg.schedule.max_steps):
                     self._write_scalars(step, metrics, target_batch)
                     adaptation = self._close_signal_window(target_batch, distribution.local_batch(self.strategy,
                                                                                                   source_labels))
@@ -387,13 +390,13 @@ class Trainer:
                     elapsed = time.perf_counter() - interval_start
                     self.log(self._progress(step, elapsed / max(interval_steps, 1), metrics, overflows, adaptation))
                     interval_start, interval_steps, overflows = time.perf_counter(), 0, 0
-                if self.chief and (step % cfg.image_every == 0 or step == cfg.max_steps):
+                if self.chief and (step % cfg.schedule.image_every == 0 or step == cfg.schedule.max_steps):
                     self._write_images(step, images, target_batch)
-                if self.curve is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                if self.curve is not None and (step % cfg.schedule.eval_every == 0 or step == cfg.schedule.max_steps):
                     evaluation_start = time.perf_counter()
                     self.curve.evaluate(self.predict, step, self.writer, self.log)
                     interval_start += time.perf_counter() - evaluation_start  # not in the s/step
-                if step % cfg.save_every == 0:
+                if step % cfg.schedule.save_every == 0:
                     self.save()
         except tf.errors.DataLossError:
             corrupt = find_corrupt_file(self.record_paths)
@@ -415,7 +418,7 @@ class Trainer:
             raise TrainingStopped(self.stop_signal, f"{signal.Signals(self.stop_signal).name}: stopped at step "
                                                     f"{int(self.step)}, saved in {saved}")
         self._end_session("success")
-        self.log(f"finished: step {int(self.step)} of {cfg.max_steps} in "
+        self.log(f"finished: step {int(self.step)} of {cfg.schedule.max_steps} in "
                  f"{_format_duration(time.perf_counter() - started)}. Results in {self.out}: {CHECKPOINT_DIR}/, "
                  f"{TENSORBOARD_DIR}/ (tensorboard --logdir {self.out / TENSORBOARD_DIR}), {LOG_FILE}; evaluate with "
                  f"python main.py --mode=evaluate --output_dir={self.out}")
