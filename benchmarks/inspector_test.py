@@ -98,8 +98,9 @@ def probe_config(cfg, seed, k=None):
     """The run's config as the probe's task: SynthMix with the run's mixing settings (k: --k),
     this test's seed, input order fixed, evaluation's precision."""
     mix = dataclasses.replace(cfg.synthmix, protocol="synthmix", k=k or cfg.synthmix.k)
-    return dataclasses.replace(cfg, synthmix=mix, seed=seed, deterministic=True, jit_compile=False,
-                               precision=inference.inference_precision(cfg.runtime.precision))
+    runtime = dataclasses.replace(cfg.runtime, deterministic=True, jit_compile=False,
+                                  precision=inference.inference_precision(cfg.runtime.precision))
+    return dataclasses.replace(cfg, synthmix=mix, seed=seed, runtime=runtime)
 
 
 def train_probe(task, pairs, steps):

@@ -16,7 +16,8 @@ from conftest import config_from_argv
 from sifa_synthmix import flags as flags_lib
 from sifa_synthmix.config import (EVAL_EVERY_AUTO, FLAG_NAMES, DataConfig, ModelConfig, RuntimeConfig, ScheduleConfig,
                                   SynthMixConfig, TrainConfig, flat_settings)
-from sifa_synthmix.runs.run_folder import CONFIG_FILE, check_run_folder, load_run_config, write_run_config
+from sifa_synthmix.runs.run_folder import (CONFIG_FILE, LATER_SETTINGS, check_run_folder, load_run_config,
+                                           write_run_config)
 
 PRE_SPLIT_CONFIG = pathlib.Path(__file__).resolve().parent / "data" / "config_pre_split.json"
 # The run that config.json describes, as the split config writes it.
@@ -45,7 +46,8 @@ def test_a_config_json_written_before_the_split_loads_as_the_same_run(tmp_path):
     loaded = load_run_config(old_run(tmp_path))
     assert loaded == PRE_SPLIT_RUN
     as_json = json.loads(json.dumps(loaded.to_dict()))
-    assert flat_settings(as_json) == flat_settings(saved)  # every setting keeps its name and value
+    # Every setting keeps its name and value; settings added since take LATER_SETTINGS' values.
+    assert flat_settings(as_json) == {**LATER_SETTINGS, **flat_settings(saved)}
     write_run_config(loaded, tmp_path)
     rewritten = json.loads((tmp_path / CONFIG_FILE).read_text(encoding="utf-8"))
     assert rewritten["schedule"]["max_steps"] == 500 and "max_steps" not in rewritten
