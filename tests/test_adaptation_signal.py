@@ -17,6 +17,7 @@ from sifa_synthmix.data.layout import CARDIAC_CLASSES
 from sifa_synthmix.models import networks
 from sifa_synthmix.training import adaptation_signal
 from sifa_synthmix.training.adaptation_signal import SignalWindow, failure_reasons, progress_text, step_measures
+from sifa_synthmix.training.reporting import RunReporter
 from sifa_synthmix.training.task_factory import build_task
 from sifa_synthmix.training.tensorboard_summaries import RunSummaries
 from sifa_synthmix.training.trainer import Trainer, resolve_eval_every
@@ -116,18 +117,17 @@ def test_the_rule_names_each_threshold_broken_and_nothing_else():
 
 def test_a_segmenter_run_takes_its_signal_from_the_logged_target_batch(tiny_config):
     """Source only: no signal from its step, so one inference-mode prediction per log line."""
-    trainer = Trainer(tiny_config("--model=segmenter"), log=lambda _: None)
-    trainer.task = build_task(trainer.cfg)
-    trainer.predict, trainer.class_names = trainer.task.predict_logits, CARDIAC_CLASSES
-    trainer.signal_window = SignalWindow()
+    cfg = tiny_config("--model=segmenter")
+    task = build_task(cfg)
+    reporter = RunReporter(cfg, cfg.output_dir, task, task.predict_logits, CARDIAC_CLASSES, log=lambda _: None)
     images = tf.random.stateless_uniform([2, 32, 32, 1], seed=[1, 2], minval=-1.0, maxval=1.0)
     labels = tf.one_hot(tf.fill([2, 32, 32], 2), 5)
-    signal = trainer._close_signal_window((images, labels), labels)
+    signal = reporter.close_signal_window((images, labels), labels)
     assert signal["batches"] == 1 and signal["d_P_accuracy"] is None and signal["source_foreground_slices"] == 1.0
-    expected = step_measures(trainer.task.predict_logits(images), labels)
+    expected = step_measures(task.predict_logits(images), labels)
     assert signal["target_entropy"] == pytest.approx(float(expected["signal_target_entropy"]))
     assert signal["classes"]["LAC"]["volume_ratio"] == pytest.approx(float(expected["signal_target_fraction_2"]))
-    described = RunSummaries(trainer.cfg, CARDIAC_CLASSES).signal_scalars(signal)
+    described = RunSummaries(cfg, CARDIAC_CLASSES).signal_scalars(signal)
     assert {"signal/target_entropy", "signal/volume_ratio_LAC"} <= {tag for tag, _ in described}
     assert "signal/volume_ratio_MYO" not in {tag for tag, _ in described}  # no MYO in the source labels
 

@@ -90,10 +90,10 @@ def test_auto_graph_optimizer_resolves_per_device_kind_and_size(has_gpu, image_s
 
 def test_the_start_names_the_cpus_bfloat16_instructions(monkeypatch):
     from sifa_synthmix import cpu_features  # pylint: disable=import-outside-toplevel
-    from sifa_synthmix.training import trainer  # pylint: disable=import-outside-toplevel
+    from sifa_synthmix.training import reporting  # pylint: disable=import-outside-toplevel
 
     strategy = type("OneDevice", (), {"num_replicas_in_sync": 1})()
     monkeypatch.setattr(cpu_features, "cpu_flags", lambda path="": {"avx512f", "avx512_bf16", "amx_bf16"})
-    assert "bfloat16 instructions: amx_bf16 avx512_bf16" in trainer.describe_devices(strategy)
+    assert "bfloat16 instructions: amx_bf16 avx512_bf16" in reporting.describe_devices(strategy)
     monkeypatch.setattr(cpu_features, "cpu_flags", lambda path="": {"avx2"})
-    assert "no bfloat16 instructions" in trainer.describe_devices(strategy)
+    assert "no bfloat16 instructions" in reporting.describe_devices(strategy)

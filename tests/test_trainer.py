@@ -21,7 +21,7 @@ from sifa_synthmix.runs.run_folder import (LOCK_FILE, RunFolderError, check_run_
 from sifa_synthmix.runs.run_lock import RunLock, RunLockError
 from sifa_synthmix.tensorflow_paths import for_tensorflow
 from sifa_synthmix.training.task_factory import build_task
-from sifa_synthmix.training.tensorboard_summaries import RunSummaries
+from sifa_synthmix.training.reporting import RunReporter
 from sifa_synthmix.training.trainer import Trainer
 from tensorboard_events import event_values, hparams_records, read_events
 
@@ -176,23 +176,22 @@ def test_too_many_nonfinite_steps_in_a_row_stop_the_run(tiny_config):
 
 def test_float16_loss_scales_and_overflows_are_logged(tiny_config, tmp_path):
     """Without training: the scalars of a step under mixed_float16 (a segmenter, cheap to build)."""
-    trainer = Trainer(tiny_config("--model=segmenter", "--precision=mixed_float16"), log=lambda _: None)
+    cfg = tiny_config("--model=segmenter", "--precision=mixed_float16")
     try:
-        trainer.task = build_task(trainer.cfg)
-        trainer.summaries = RunSummaries(trainer.cfg, CARDIAC_CLASSES)
-        trainer.writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
-        trainer.predict, trainer.val_it, trainer.target_labelled = trainer.task.predict_logits, None, True
+        task = build_task(cfg)
+        reporter = RunReporter(cfg, tmp_path, task, task.predict_logits, CARDIAC_CLASSES, log=lambda _: None)
+        reporter.writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
         batch = (tf.zeros([2, 32, 32, 1]), tf.one_hot(tf.zeros([2, 32, 32], tf.int32), 5))
         metrics = {"seg_loss": 1.5, "skipped_updates": 0, "loss_scale_overflows": 1}
-        trainer._write_scalars(3, metrics, batch)
-        trainer.writer.flush()
+        reporter.write_scalars(3, metrics, batch)
+        reporter.writer.flush()
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     values, _ = read_events(tmp_path)
     assert float(values["loss_scale/seg"][3]) == 2.0 ** 15
     assert int(values["updates/loss_scale_overflows"][3]) == 1 and "loss/loss_scale_overflows" not in values
-    assert trainer._progress(3, 0.5, metrics, overflows=2).endswith("| 2 loss-scale overflow(s) since the last line")
-    assert "overflow" not in trainer._progress(3, 0.5, metrics, overflows=0)
+    assert reporter.progress(3, 0.5, metrics, overflows=2).endswith("| 2 loss-scale overflow(s) since the last line")
+    assert "overflow" not in reporter.progress(3, 0.5, metrics, overflows=0)
 
 
 def test_deterministic_runs_repeat_exactly(resume_runs):
