@@ -223,14 +223,14 @@ def main(argv):
 
 
 def run_command(argv):
+    """Runs --mode. Every error of the toolkit (a ToolkitError: a bad setting, bad data, a run
+    folder it must not touch, ...) and whatever the system refuses (a full or read-only disk) ends
+    it with one `error:` line; a stop by SIGINT or SIGTERM, with one line and 128 + the signal."""
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         cfg = flags_lib.train_config(FLAGS) if FLAGS.mode == "train" else flags_lib.config_from_flags(FLAGS)
-    except (ValueError, flags.ValidationError) as error:
-        fail(error)
-    try:
         MODES[FLAGS.mode](cfg)
     except ToolkitError as error:
         fail(error_text(error), code=error.exit_code)

@@ -9,6 +9,8 @@ import errno
 import math
 import os
 
+from sifa_synthmix.errors import ToolkitError
+
 # Config fields whose command-line flag has another name.
 FLAG_NAMES = {"protocol": "mix_protocol", "k": "synthmix_k", "lam": "synthmix_lambda",
               "interpolation": "mask_interpolation", "kind": "model"}
@@ -22,6 +24,10 @@ EVAL_EVERY_AUTO = -1
 # evaluation of two 128-slice volumes took 82 s against 14.4 s per step (docs/benchmarks.md), so
 # ten in 20,000 steps cost under 0.3% of the training time.
 AUTO_EVALUATIONS = 10
+
+
+class ConfigError(ToolkitError, ValueError):
+    """A setting out of range, or one a config does not know; the message names the flag."""
 
 
 def flat_settings(values, prefix=""):
@@ -49,7 +55,7 @@ def _require_at_least(config, low, *names):
     for name in names:
         value = getattr(config, name)
         if not (value >= low and math.isfinite(value)):  # NaN fails every comparison
-            raise ValueError(f"--{FLAG_NAMES.get(name, name)} must be a finite number, at least {low}, got {value}")
+            raise ConfigError(f"--{FLAG_NAMES.get(name, name)} must be a finite number, at least {low}, got {value}")
 
 
 def absolute_path_spec(spec):
@@ -90,13 +96,13 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.image_size < 8 or self.image_size % 8:
-            raise ValueError(f"--image_size must be a multiple of 8 (e_B pools three times), got {self.image_size}")
+            raise ConfigError(f"--image_size must be a multiple of 8 (e_B pools three times), got {self.image_size}")
         _require_at_least(self, 1, "ngf", "ndf", "encoder_base", "num_classes")
         if self.encoder_base % 2:
             # res_ds shortcuts zero-pad (C_out - C_in) / 2 channels on each side.
-            raise ValueError(f"--encoder_base must be even, got {self.encoder_base}")
+            raise ConfigError(f"--encoder_base must be even, got {self.encoder_base}")
         if not 0.0 <= self.decoder_dropout < 1.0:
-            raise ValueError(f"--decoder_dropout must be in [0, 1), got {self.decoder_dropout}")
+            raise ConfigError(f"--decoder_dropout must be in [0, 1), got {self.decoder_dropout}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +135,7 @@ def require_power_of_two_cells(image_size, k):
     value, so that ratio must be a power of two of at least 2."""
     ratio = image_size // k
     if image_size % k or ratio < 2 or ratio & (ratio - 1):
-        raise ValueError(f"--synthmix_k={k}: image_size / k must be a power of two >= 2, got {image_size} / {k}")
+        raise ConfigError(f"--synthmix_k={k}: image_size / k must be a power of two >= 2, got {image_size} / {k}")
 
 
 def _as_float(text):
@@ -157,16 +163,16 @@ class SynthMixConfig:
 
     def __post_init__(self):
         if self.protocol not in ("none", "synthmix", "mixup", "cutmix"):
-            raise ValueError(f"unknown mix protocol {self.protocol!r}")
+            raise ConfigError(f"unknown mix protocol {self.protocol!r}")
         if self.inspector_loss not in ("bce", "lsgan"):
-            raise ValueError(f"unknown inspector loss {self.inspector_loss!r}")
+            raise ConfigError(f"unknown inspector loss {self.inspector_loss!r}")
         if self.interpolation not in ("nearest", "bilinear"):
-            raise ValueError(f"unknown mask interpolation {self.interpolation!r}")
+            raise ConfigError(f"unknown mask interpolation {self.interpolation!r}")
         if self.protocol == "none" and not self.image_discriminators:
-            raise ValueError("--image_discriminators=false (Model 0) needs a mixing protocol; "
+            raise ConfigError("--image_discriminators=false (Model 0) needs a mixing protocol; "
                              "plain SIFA keeps d_A and d_B")
         if self.lam != "uniform" and not 0.0 <= _as_float(self.lam) <= 1.0:
-            raise ValueError(f"--synthmix_lambda must be 'uniform' or a number in [0, 1], got {self.lam!r}")
+            raise ConfigError(f"--synthmix_lambda must be 'uniform' or a number in [0, 1], got {self.lam!r}")
         _require_at_least(self, 1, "k", "inspector_ndf")
         _require_at_least(self, 0.0, "lambda_inspector")
 
@@ -208,13 +214,13 @@ class RuntimeConfig:
 
     def __post_init__(self):
         if self.distribution not in ("none", "mirrored", "multi_worker"):
-            raise ValueError(f"unknown distribution {self.distribution!r}")
+            raise ConfigError(f"unknown distribution {self.distribution!r}")
         if self.seg_loss_batch not in ("global", "replica"):
-            raise ValueError(f"seg_loss_batch must be global or replica, got {self.seg_loss_batch!r}")
+            raise ConfigError(f"seg_loss_batch must be global or replica, got {self.seg_loss_batch!r}")
         if self.graph_optimizer not in ("on", "off"):
-            raise ValueError(f"--graph_optimizer must be on or off here, got {self.graph_optimizer!r}")
+            raise ConfigError(f"--graph_optimizer must be on or off here, got {self.graph_optimizer!r}")
         if self.deterministic and self.jit_compile:
-            raise ValueError("--deterministic cannot be combined with --jit_compile: XLA has no deterministic "
+            raise ConfigError("--deterministic cannot be combined with --jit_compile: XLA has no deterministic "
                              "gradient of e_B's max pooling")
 
 
@@ -243,15 +249,15 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.kind == "cyclegan" and self.synthmix.protocol != "none":
-            raise ValueError("--model=cyclegan is image-level adaptation alone; it takes no --mix_protocol "
+            raise ConfigError("--model=cyclegan is image-level adaptation alone; it takes no --mix_protocol "
                              f"(got {self.synthmix.protocol})")
         if self.update_schedule not in UPDATE_SCHEDULES:
-            raise ValueError(f"--update_schedule must be one of {', '.join(UPDATE_SCHEDULES)}, "
+            raise ConfigError(f"--update_schedule must be one of {', '.join(UPDATE_SCHEDULES)}, "
                              f"got {self.update_schedule!r}")
         _require_at_least(self, 1, "batch_size", "pool_size")
         _require_at_least(self, 0.0, "lambda_cycle")
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
-            raise ValueError(f"--base_lr must be positive and finite, got {self.base_lr}")
+            raise ConfigError(f"--base_lr must be positive and finite, got {self.base_lr}")
         require_power_of_two_cells(self.model.image_size, self.synthmix.k)
 
     def with_absolute_paths(self):
@@ -267,7 +273,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values):
         """The config of a `to_dict()` (config.json), also one written before the split (its
-        schedule and runtime fields at the top); ValueError naming a setting it does not know."""
+        schedule and runtime fields at the top); ConfigError naming a setting it does not know."""
         values = _known_settings(cls, _grouped(values))
         for key, kind in SETTING_GROUPS.items():
             if key in values:
@@ -298,10 +304,10 @@ def _grouped(values):
 
 
 def _known_settings(kind, values, prefix=""):
-    """`values` as a dict for the dataclass `kind`; ValueError for anything else or an unknown key."""
+    """`values` as a dict for the dataclass `kind`; ConfigError for anything else or an unknown key."""
     if not isinstance(values, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'the config'} must be a JSON object, got {type(values).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'the config'} must be a JSON object, got {type(values).__name__}")
     unknown = sorted(set(values) - {field.name for field in dataclasses.fields(kind)})
     if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(prefix + key for key in unknown)}")
+        raise ConfigError(f"unknown setting(s) {', '.join(prefix + key for key in unknown)}")
     return dict(values)

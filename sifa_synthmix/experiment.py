@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from sifa_synthmix.config import ConfigError
 from sifa_synthmix.data import inputs
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.errors import TrainingStopped
@@ -45,7 +46,7 @@ REFERENCE_ORDER = ("sifa", "synthmix", "cyclegan", "mixup", "cutmix", "model0", 
 def variant_config(cfg, variant, seed=None):
     """The TrainConfig of one variant: in OUTPUT_DIR/<variant>, or with a seed OUTPUT_DIR/<variant>/seed<N>."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown experiment variant {variant!r}; expected some of {sorted(VARIANTS)}")
+        raise ConfigError(f"unknown experiment variant {variant!r}; expected some of {sorted(VARIANTS)}")
     train_fields, mix_fields = VARIANTS[variant]
     [[output_dir]] = experiment_run_folders(cfg.output_dir, [variant], [] if seed is None else [seed])
     seed_field = {} if seed is None else {"seed": seed}

@@ -10,8 +10,9 @@ import pathlib
 from absl import flags
 
 from sifa_synthmix import cpu_features
-from sifa_synthmix.config import (AUTO_EVALUATIONS, EVAL_EVERY_AUTO, FLAG_NAMES, UPDATE_SCHEDULES, DataConfig,
-                                  ModelConfig, RuntimeConfig, ScheduleConfig, SynthMixConfig, TrainConfig)
+from sifa_synthmix.config import (AUTO_EVALUATIONS, EVAL_EVERY_AUTO, FLAG_NAMES, UPDATE_SCHEDULES, ConfigError,
+                                  DataConfig, ModelConfig, RuntimeConfig, ScheduleConfig, SynthMixConfig,
+                                  TrainConfig)
 
 FLAGS = flags.FLAGS
 MODES = ("summary", "train", "evaluate", "compare", "experiment", "import_official", "predict",
@@ -243,11 +244,11 @@ def _range(values, name):
     if not values:
         return ()
     if len(values) != 2:
-        raise flags.ValidationError(f"--{name} takes min,max, got {','.join(values)}")
+        raise ConfigError(f"--{name} takes min,max, got {','.join(values)}")
     try:
         return tuple(float(v) for v in values)
     except ValueError:
-        raise flags.ValidationError(f"--{name}={','.join(values)}: min and max must be numbers") from None
+        raise ConfigError(f"--{name}={','.join(values)}: min and max must be numbers") from None
 
 
 def _has_gpu():
@@ -301,7 +302,7 @@ def _from_flags(kind, values):
 
 
 def config_from_flags(values=FLAGS):
-    """A TrainConfig from parsed flags; TrainConfig and its parts check the ranges (ValueError)."""
+    """A TrainConfig from parsed flags; TrainConfig and its parts check the ranges (ConfigError)."""
     return _from_flags(TrainConfig, values)
 
 

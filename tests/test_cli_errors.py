@@ -32,6 +32,27 @@ def run_main(capsys, *argv):
     return code, capsys.readouterr().err
 
 
+def test_every_error_class_of_the_toolkit_is_a_toolkit_error():
+    """main.py and the converters catch ToolkitError alone (and what the system refuses, OSError):
+    every exception class the package or data_prep defines derives from it, but the stops."""
+    import ast  # pylint: disable=import-outside-toplevel
+
+    stops = {"TrainingStopped", "Stopped"}  # a run or command stopped by a signal: no error
+    bases = {}  # class name -> the names of its bases
+    for path in [*(REPO / "sifa_synthmix").rglob("*.py"), *(REPO / "data_prep").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases[node.name] = {ast.unparse(base).rpartition(".")[2] for base in node.bases}
+
+    def derives(name, ancestor):
+        return name == ancestor or any(derives(base, ancestor) for base in bases.get(name, ()))
+
+    errors = [name for name in bases if derives(name, "Exception") or derives(name, "ValueError")
+              or derives(name, "SystemExit")]
+    assert len(errors) > 10
+    assert not [name for name in errors if name not in stops and not derives(name, "ToolkitError")]
+
+
 @pytest.fixture
 def data_copy(tiny_phantom, tmp_path):
     """A private copy of the tiny phantom, free to damage."""

@@ -65,11 +65,12 @@ LATER_SETTINGS = {"update_schedule": "official", "data.random_shift": 0.0}
 
 
 class RunFolderError(ToolkitError):
-    """The output folder holds a run that this one must not overwrite."""
+    """A folder that is not a run folder, one whose config.json or data fingerprint cannot be used
+    (unreadable, or edited since training), or one holding a run this one must not overwrite."""
 
 
 def require_run_folder(run_dir):
-    """`run_dir` as a Path; DataError unless it holds a run's config.json, naming the runs in it
+    """`run_dir` as a Path; RunFolderError unless it holds a run's config.json, naming the runs in it
     when it holds some (an experiment's OUT/VARIANT/ and OUT/VARIANT/seedN/)."""
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -77,7 +78,7 @@ def require_run_folder(run_dir):
                       for path in run_dir.glob(pattern))
         inside = (f"; it holds the runs {', '.join(runs)}: pass one as --output_dir (an experiment's folder: "
                   "--mode=compare --compare_runs compares them)" if runs else "")
-        raise DataError(f"{run_dir}: not a run folder (no {CONFIG_FILE}){inside}")
+        raise RunFolderError(f"{run_dir}: not a run folder (no {CONFIG_FILE}){inside}")
     return run_dir
 
 
@@ -94,7 +95,7 @@ def sealed_fingerprint(fingerprint):
 
 def read_fingerprint(run_dir):
     """RUN/data_fingerprint.json without its seal ({} when absent; fingerprints written before the
-    seal are taken as they are). DataError when it is not a JSON object, or was edited since the
+    seal are taken as they are). RunFolderError when it is not a JSON object, or was edited since the
     trainer wrote it."""
     path = pathlib.Path(run_dir) / DATA_FINGERPRINT_FILE
     if not path.is_file():
@@ -102,32 +103,32 @@ def read_fingerprint(run_dir):
     try:
         fingerprint = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error}); restore it from a copy of the run") from None
+        raise RunFolderError(f"{path}: not valid JSON ({error}); restore it from a copy of the run") from None
     if not isinstance(fingerprint, dict):
-        raise DataError(f"{path}: not a JSON object of the data's class names, slice size and intensity ranges "
+        raise RunFolderError(f"{path}: not a JSON object of the data's class names, slice size and intensity ranges "
                         f"(got {type(fingerprint).__name__}); restore it from a copy of the run")
     seal = fingerprint.pop(FINGERPRINT_SEAL, None)
     if seal is not None and seal != _digest(fingerprint):
-        raise DataError(f"{path}: edited after training (its entries no longer match its {FINGERPRINT_SEAL}); "
+        raise RunFolderError(f"{path}: edited after training (its entries no longer match its {FINGERPRINT_SEAL}); "
                         "the class names, slice size and intensity ranges there may not be the run's: restore "
                         "it from a copy of the run")
     return fingerprint
 
 
 def check_config_against_fingerprint(run_dir, model, fingerprint):
-    """DataError when RUN/config.json's model flags (`model`, a ModelConfig) contradict what the
+    """RunFolderError when RUN/config.json's model flags (`model`, a ModelConfig) contradict what the
     fingerprint recorded of the data the run was trained on (training refuses both mismatches):
     an edited image_size would crop new scans to a size the model never saw, an edited
     num_classes would name classes the model does not predict."""
     run_dir = pathlib.Path(run_dir)
     recorded_size = fingerprint.get("image_size")
     if recorded_size is not None and int(recorded_size) != model.image_size:
-        raise DataError(f"{run_dir / CONFIG_FILE}: image_size is {model.image_size}, but the run was trained on "
+        raise RunFolderError(f"{run_dir / CONFIG_FILE}: image_size is {model.image_size}, but the run was trained on "
                         f"{recorded_size} x {recorded_size} slices ({run_dir / DATA_FINGERPRINT_FILE}); "
                         f"{CONFIG_FILE} was edited: put back \"image_size\": {recorded_size}")
     names = fingerprint.get("class_names")
     if names and len(names) != model.num_classes:
-        raise DataError(f"{run_dir / CONFIG_FILE}: num_classes is {model.num_classes}, but the run was trained on "
+        raise RunFolderError(f"{run_dir / CONFIG_FILE}: num_classes is {model.num_classes}, but the run was trained on "
                         f"{len(names)} classes {names} ({run_dir / DATA_FINGERPRINT_FILE}); {CONFIG_FILE} was "
                         f"edited: put back \"num_classes\": {len(names)}")
 
