@@ -3,7 +3,8 @@ import dataclasses
 import pathlib
 
 from sifa_synthmix.config import not_a_folder_reason
-from sifa_synthmix.data import layout as layout_lib, reader
+from sifa_synthmix.data import layout as layout_lib
+from sifa_synthmix.data import reader
 from sifa_synthmix.data.reader import DataError
 
 HOW_TO_PREPARE = (
