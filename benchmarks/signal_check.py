@@ -116,6 +116,19 @@ def main(argv=None):
         if keep.sum() > 2:
             print(f"{column}: Pearson r with test Dice {np.corrcoef(values[keep], dice[keep])[0, 1]:+.2f} "
                   f"over {keep.sum()} runs")
+    print(verdict_tally(rows))
+
+
+def verdict_tally(rows, bands=((0, 20), (20, 40), (40, 101))):
+    """How often the end-of-run verdict says "not adapted" in each band of test Dice."""
+    from sifa_synthmix.training.adaptation_signal import NOT_ADAPTED  # pylint: disable=import-outside-toplevel
+
+    parts = []
+    for low, high in bands:
+        band = [r for r in rows if low <= r["test_dice"] < high]
+        flagged = sum(r["verdict"] == NOT_ADAPTED for r in band)
+        parts.append(f"{flagged} of {len(band)} runs with test Dice {low}-{min(high, 100)}")
+    return "verdict 'not adapted' on " + ", ".join(parts)
 
 
 if __name__ == "__main__":

@@ -97,11 +97,14 @@ def test_the_rule_names_each_threshold_broken_and_nothing_else():
     assert failure_reasons(good_signal(source_foreground_slices=0.0, target_foreground_slices=0.0)) == []
     (reason,) = failure_reasons(good_signal(target_foreground_slices=0.3))
     assert reason.startswith("0.30 of the target slices have any predicted foreground against 0.70")
-    for ratio in (0.35, 4.5):
+    (reason,) = failure_reasons(good_signal(target_foreground_slices=0.45))  # 0.64 x the source's share
+    assert reason.endswith("(less than 0.7 x)")
+    assert failure_reasons(good_signal(target_foreground_slices=0.5)) == []  # 0.71 x
+    for ratio in (0.09, 4.5):
         classes = {"one": {"target_fraction": 0.0, "source_fraction": 0.1, "volume_ratio": ratio}}
         (reason,) = failure_reasons(good_signal(classes=classes))
-        assert reason.startswith(f"one covers {ratio:.2f} x as many target pixels") and "0.4-4.0" in reason
-    assert failure_reasons(good_signal(classes={"one": {"volume_ratio": 0.4}, "two": {"volume_ratio": 4.0}})) == []
+        assert reason.startswith(f"one covers {ratio:.2f} x as many target pixels") and "0.1-4.0" in reason
+    assert failure_reasons(good_signal(classes={"one": {"volume_ratio": 0.1}, "two": {"volume_ratio": 4.0}})) == []
     (reason,) = failure_reasons(good_signal(target_entropy=0.6))
     assert "entropy is 0.60 (above 0.5)" in reason
     record = adaptation_signal.end_of_run_record(good_signal(target_entropy=0.6), step=7)
@@ -161,7 +164,7 @@ def test_a_run_predicting_background_on_the_target_ends_with_a_warning(tiny_conf
     record = json.loads((out / "adaptation_signal.json").read_text(encoding="utf-8"))
     assert record["verdict"] == "not adapted" and record["step"] == 2
     assert record["signal"]["target_foreground_slices"] == 0.0 and record["signal"]["source_foreground_slices"] > 0.5
-    assert record["thresholds"]["volume_ratio_range"] == [0.4, 4.0]
+    assert record["thresholds"]["volume_ratio_range"] == [0.1, 4.0]
     batches = -(-adaptation_signal.FINAL_SIGNAL_SLICES // 2)  # of 2 slices each
     assert record["signal"]["batches"] == -(-batches // adaptation_signal.FINAL_SIGNAL_CHUNK)
     ratios = {name: values["volume_ratio"] for name, values in record["signal"]["classes"].items()}
@@ -192,3 +195,13 @@ def test_eval_every_auto_is_on_at_checkpoints_when_the_target_has_labelled_volum
     assert resolve_eval_every(cfg, dataclasses.replace(test_only, info=unlabelled)) == 0
     off = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, eval_every=0))
     assert resolve_eval_every(off, resolved) == 0
+
+
+def test_signal_check_tallies_the_verdict_by_band_of_test_dice():
+    from benchmarks.signal_check import verdict_tally
+
+    rows = [{"test_dice": dice, "verdict": verdict} for dice, verdict in (
+        (4.0, "not adapted"), (13.0, "no sign of failure"), (25.0, "not adapted"), (54.0, "no sign of failure"),
+        (100.0, "not adapted"))]
+    assert verdict_tally(rows) == ("verdict 'not adapted' on 1 of 2 runs with test Dice 0-20, "
+                                   "1 of 1 runs with test Dice 20-40, 1 of 2 runs with test Dice 40-100")

@@ -359,7 +359,7 @@ def test_comparison_files(comparison):
     assert (out_dir / "comparison.md").read_text(encoding="utf-8") == comparison["markdown"]
     rows = (out_dir / "comparison.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == ("method,runs,class,dice_mean,dice_std,dice_difference,assd_mean,assd_std,assd_difference,"
-                       "t,p,n,w,w_p,seed_t,seed_p,seed_n")
+                       "t,p,n,w,w_p,seed_t,seed_p,seed_n,seed_ci95_low,seed_ci95_high")
     assert len(rows) == 1 + 2 * 5  # two methods x (4 classes + Avg)
     saved = json.loads((out_dir / "comparison.json").read_text(encoding="utf-8"))
     assert saved["differences"]["SIFA+SynthMix"]["AA"]["dice"] == pytest.approx(1 / 6)
