@@ -32,7 +32,14 @@ Everything runs in the precision evaluation uses (the run's where this machine c
 natively, else float32).
 
     python -m benchmarks.inspector_test --runs=runs/scan64/sifa,runs/scan64/synthmix \\
-        [--probe_steps=300] [--eval_batches=50] [--k=K] [--seed=0] [--csv=OUT.csv]
+        [--probe_steps=300] [--eval_batches=50] [--k=K] [--seed=0] [--csv=OUT.csv] \\
+        [--blend=F] [--checkerboard=F]
+
+Two controls spoil the translations on purpose, to measure what the probe can find (issue 37,
+point 4): --blend=F pulls each translation back toward the image it was made from by the share F
+(fake_B = (1 - F) g_A(A) + F A: a translation that leaves F of the source's appearance), and
+--checkerboard=F adds F times a +1/-1 pattern on alternate pixels (the highest spatial frequency,
+the artefact transposed convolutions leave) to both translations, in the [-1, 1] intensity units.
 
 --runs: comma-separated globs of run folders, folders of seed<N> runs or experiment folders;
 runs that are not SIFA runs (source only, oracle, CycleGAN) are left out.
@@ -72,7 +79,7 @@ from sifa_synthmix.training.task_factory import build_task
 
 KINDS = ("unaligned", "S_mix", "T_mix", "A", "B")
 MEASURES = (*KINDS, "trace_S", "trace_T", "adv_S_mix", "adv_T_mix", "floor")
-COLUMNS = ("run", "step", "k", "L_cls", *MEASURES, *(f"own_{m}" for m in MEASURES))
+COLUMNS = ("run", "step", "k", "blend", "checkerboard", "L_cls", *MEASURES, *(f"own_{m}" for m in MEASURES))
 TRANSLATORS = ("g_A", "e_B", "de_B")
 
 
@@ -116,9 +123,19 @@ def train_probe(task, pairs, steps):
     return np.array([float(step(a, b)) for a, b in itertools.islice(pairs, steps)])
 
 
-def translations(networks, source, target):
-    """(fake_B, fake_A) as the training step computes them."""
-    return networks.g_A(source), target_to_source(networks, target)
+def checkerboard_pattern(image_size):
+    """[1, H, W, 1] of +1 and -1 on alternate pixels."""
+    return tf.constant((np.indices((image_size, image_size)).sum(axis=0) % 2 * 2 - 1.0)[None, :, :, None])
+
+
+def translations(networks, source, target, blend=0.0, checkerboard=0.0):
+    """(fake_B, fake_A) as the training step computes them, spoilt by the controls (module
+    docstring) when blend or checkerboard is not 0."""
+    spoilt = []
+    for fake, original in ((networks.g_A(source), source), (target_to_source(networks, target), target)):
+        fake = (1.0 - blend) * fake + blend * tf.cast(original, fake.dtype)
+        spoilt.append(fake + tf.cast(checkerboard * checkerboard_pattern(fake.shape[1]), fake.dtype))
+    return tuple(spoilt)
 
 
 def mean_binary_entropy(shares):
@@ -163,7 +180,7 @@ def eval_masks(mix_cfg, k, image_size, seed):
     return SynthMixMask(k, image_size, lam=mix_cfg.lam, interpolation=mix_cfg.interpolation, seed=seed)
 
 
-def run_row(run, probe_steps, eval_batches, seed, k=None):
+def run_row(run, probe_steps, eval_batches, seed, k=None, blend=0.0, checkerboard=0.0):
     """The Inspector test of one run: a row of COLUMNS."""
     cfg = load_run_config(run)
     probe_cfg = probe_config(cfg, seed, k)
@@ -180,11 +197,11 @@ def run_row(run, probe_steps, eval_batches, seed, k=None):
     (source_probe, source_held), (target_probe, target_held) = map(
         held_out_split, (resolved.source_train, resolved.target_train))
     losses = train_probe(task, image_pairs(probe_cfg, resolved, source_probe, target_probe), probe_steps)
-    translate = tf.function(functools.partial(translations, task.networks))
+    translate = tf.function(functools.partial(translations, task.networks, blend=blend, checkerboard=checkerboard))
     held_out = image_pairs(dataclasses.replace(probe_cfg, seed=seed + 1), resolved, source_held, target_held)
     batches = [(a, b, *translate(a, b)) for a, b in itertools.islice(held_out, eval_batches)]
     probe_k = probe_cfg.synthmix.k
-    row = {"run": str(run), "step": restored.step, "k": probe_k,
+    row = {"run": str(run), "step": restored.step, "k": probe_k, "blend": blend, "checkerboard": checkerboard,
            "L_cls": float(np.mean(losses[-max(1, len(losses) // 10):])),
            **evaluate(task, task.inspector, eval_masks(cfg.synthmix, probe_k, size, seed + 1), batches)}
     own_values = (evaluate(task, networks["inspector"], eval_masks(cfg.synthmix, cfg.synthmix.k, size, seed + 1),
@@ -243,9 +260,15 @@ def main(argv=None):
     parser.add_argument("--k", type=int, help="the probe's cells per side (default: the run's --synthmix_k)")
     parser.add_argument("--seed", type=int, default=0, help="probe weights, masks and batch order")
     parser.add_argument("--csv", help="also write the rows here")
+    parser.add_argument("--blend", type=float, default=0.0,
+                        help="control: share of the original image left in each translation, 0-1")
+    parser.add_argument("--checkerboard", type=float, default=0.0,
+                        help="control: amplitude of a checkerboard added to each translation, 0-1")
     args = parser.parse_args(argv)
     if args.probe_steps < 1 or args.eval_batches < 1:
         parser.error("--probe_steps and --eval_batches must be at least 1")
+    if not (0 <= args.blend <= 1 and 0 <= args.checkerboard <= 1):
+        parser.error("--blend and --checkerboard must be between 0 and 1")
     tf.get_logger().setLevel("ERROR")  # every run traces its own functions: no retracing warnings
     machine = describe_machine()
     print(f"command: python -m benchmarks.inspector_test {' '.join(argv)}")
@@ -256,7 +279,8 @@ def main(argv=None):
             raise DataError(f"--runs={args.runs}: no SIFA run folders")
         if others:
             print(f"left out {others} run(s) that are not SIFA runs")
-        rows = [run_row(run, args.probe_steps, args.eval_batches, args.seed, args.k) for run in runs]
+        rows = [run_row(run, args.probe_steps, args.eval_batches, args.seed, args.k, args.blend, args.checkerboard)
+                for run in runs]
     except (FileNotFoundError, ValueError, ToolkitError) as error:
         sys.exit(f"error: {error}")
     print(markdown(COLUMNS, [[row[c] for c in COLUMNS] for row in rows]))

@@ -115,3 +115,16 @@ def main_exit_code(*argv):
     except SystemExit as stop:
         return stop.code
     return 0
+
+
+@pytest.fixture
+def networks_run_inline():
+    """Runs the networks op by op in tests that call a task's train_step eagerly. Called eagerly
+    under a tape, each network's own tf.function (sifa_synthmix/models/traced_model.py) builds its
+    forward and backward graphs for every fresh task: about 7 of the 9 s of a tiny SIFA step's
+    first call, against 1.5 s op by op, with the same losses. Compiled steps (test_trainer,
+    test_configs, the modules' own compiled fixtures) and test_networks keep the traced path."""
+    from sifa_synthmix.models.traced_model import inline_calls  # pylint: disable=import-outside-toplevel
+
+    with inline_calls():
+        yield

@@ -16,6 +16,9 @@ from sifa_synthmix.training.cyclegan_task import CycleGANNetworks, CycleGANTask
 from sifa_synthmix.training.task import SEG_L2_WEIGHT
 from test_train_step import assert_all_finite, build_seeded, random_batch
 
+# Eager steps run the networks op by op (conftest.networks_run_inline).
+pytestmark = pytest.mark.usefixtures("networks_run_inline")
+
 
 NUM_CLASSES = test_train_step.TINY_MODEL.num_classes
 

@@ -69,6 +69,28 @@ def test_the_probe_learns_the_modalities_and_finds_an_untranslated_image_not_a_p
     assert perfect["floor"] == untranslated["floor"] == pytest.approx(numpy_floor(masks_k))
 
 
+class ConstantTranslators:
+    """g_A gives 0.5 everywhere, de_B(e_B(.)) -0.5."""
+    g_A = staticmethod(lambda images: tf.zeros_like(images) + 0.5)
+    e_B = staticmethod(lambda images, training: (images, None))
+    de_B = staticmethod(lambda pair: tf.zeros_like(pair[1]) - 0.5)
+
+
+def test_the_controls_blend_the_original_back_and_add_a_checkerboard():
+    rng = np.random.default_rng(0)
+    a, b = (tf.constant(rng.uniform(-1, 1, (2, 4, 4, 1)), tf.float32) for _ in range(2))
+    fake_b, fake_a = inspector_test.translations(ConstantTranslators, a, b)
+    np.testing.assert_array_equal(fake_b, np.full((2, 4, 4, 1), 0.5))
+    np.testing.assert_array_equal(fake_a, np.full((2, 4, 4, 1), -0.5))
+    fake_b, fake_a = inspector_test.translations(ConstantTranslators, a, b, blend=1.0)
+    np.testing.assert_array_equal(fake_b, a)
+    np.testing.assert_array_equal(fake_a, b)
+    fake_b, fake_a = inspector_test.translations(ConstantTranslators, a, b, blend=0.25, checkerboard=0.1)
+    pattern = np.array([[-1, 1, -1, 1], [1, -1, 1, -1]] * 2)[None, :, :, None]
+    np.testing.assert_allclose(fake_b, 0.75 * 0.5 + 0.25 * a.numpy() + 0.1 * pattern, rtol=1e-6)
+    np.testing.assert_allclose(fake_a, 0.75 * -0.5 + 0.25 * b.numpy() + 0.1 * pattern, rtol=1e-6)
+
+
 def test_a_tiny_synthmix_run_gets_every_column(tiny_config, tmp_path, capsys):
     run = tmp_path / "synthmix" / "seed1"
     Trainer(tiny_config("--mix_protocol=synthmix", "--max_steps=1", "--save_every=1", "--eval_every=0",
@@ -85,6 +107,7 @@ def test_a_tiny_synthmix_run_gets_every_column(tiny_config, tmp_path, capsys):
     assert [row["run"] for row in rows] == [str(run), str(sifa_run)]
     for row, prefixes in zip(rows, (("", "own_"), ("",))):
         assert tuple(row) == inspector_test.COLUMNS and row["step"] == 1 and row["k"] == 4
+        assert row["blend"] == row["checkerboard"] == 0.0
         for prefix in prefixes:
             assert all(0 <= row[prefix + kind] <= 1 for kind in ACCURACIES), row
             assert row[prefix + "trace_S"] == pytest.approx(row[prefix + "unaligned"] - row[prefix + "S_mix"])

@@ -12,6 +12,9 @@ import step_reference as reference
 from sifa_synthmix.training.task_factory import build_task
 from test_train_step import check_each_update_changes_only_its_own_variables
 
+# Eager steps run the networks op by op (conftest.networks_run_inline).
+pytestmark = pytest.mark.usefixtures("networks_run_inline")
+
 
 PROTOCOLS = ("none", "synthmix")
 MIXED_PRECISIONS = ("mixed_float16", "mixed_bfloat16")

@@ -15,6 +15,9 @@ from test_train_step import (EXPECTED_METRICS, assert_all_finite, build_seeded,
                              check_each_update_changes_only_its_own_variables, random_batch,
                              tiny_config)
 
+# Eager steps run the networks op by op (conftest.networks_run_inline).
+pytestmark = pytest.mark.usefixtures("networks_run_inline")
+
 
 LAMBDA_INSPECTOR = 0.1
 

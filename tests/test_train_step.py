@@ -17,6 +17,9 @@ from sifa_synthmix.models.networks import SIFANetworks
 from sifa_synthmix.training.task import GENERATORS, UPDATE_SCOPES, SIFATask
 from sifa_synthmix.training.task_factory import build_task
 
+# Eager steps run the networks op by op (conftest.networks_run_inline).
+pytestmark = pytest.mark.usefixtures("networks_run_inline")
+
 
 TINY_MODEL = ModelConfig(image_size=32, ngf=4, ndf=4, encoder_base=2)
 BATCH = 2

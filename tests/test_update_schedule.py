@@ -21,6 +21,9 @@ from test_train_step import (EXPECTED_METRICS, assert_all_finite, batch_norm_sta
                              check_each_update_changes_only_its_own_variables, random_batch)
 from test_train_step import tiny_config as tiny_task_config
 
+# Eager steps run the networks op by op (conftest.networks_run_inline).
+pytestmark = pytest.mark.usefixtures("networks_run_inline")
+
 
 def merged(cfg):
     return dataclasses.replace(cfg, update_schedule="merged")
