@@ -18,8 +18,8 @@ from sifa_synthmix.config import ConfigError
 from sifa_synthmix.data import inputs
 from sifa_synthmix.data.reader import DataError
 from sifa_synthmix.errors import TrainingStopped
-from sifa_synthmix.evaluation.compare import (compare_methods, evaluated_step, experiment_run_folders,
-                                              write_experiment_file)
+from sifa_synthmix.evaluation.compare import (compare_methods, evaluated_step, experiment_in_parts,
+                                              experiment_run_folders, write_experiment_file)
 from sifa_synthmix.evaluation.methods import method_name
 from sifa_synthmix.evaluation.metrics import AVERAGE
 from sifa_synthmix.evaluation.report import read_metrics
@@ -117,7 +117,8 @@ def train_and_evaluate(cfg, variant, seed, overwrite, eval_options, log):
 
 
 def run_experiment(cfg, variants, overwrite=False, eval_options=None, log=print, seeds=None):
-    """Trains and evaluates each variant (once, or once per seed), then compares them; returns the
+    """Trains and evaluates each variant (once, or once per seed), then compares them with the
+    runs of the experiment's earlier parts in the same folder (`experiment_in_parts`); returns the
     comparison text. Raises TrainingStopped, naming the run, when a signal stops one."""
     variants = list(dict.fromkeys(variants))
     seeds = list(dict.fromkeys(seeds or []))
@@ -125,17 +126,16 @@ def run_experiment(cfg, variants, overwrite=False, eval_options=None, log=print,
     for variant in variants:
         variant_config(cfg, variant)  # fail on a bad name or missing labels before any training
     check_experiment_labels(cfg, variants, log)
-    runs = [(variant, seed) for variant in variants for seed in (seeds or [None])]
-    records = {}
-    for variant, seed in runs:
-        vcfg = variant_config(cfg, variant, seed)
-        records[variant, seed] = train_and_evaluate(vcfg, variant, seed, overwrite, eval_options, log)
-    ordered = sorted(variants, key=REFERENCE_ORDER.index)
+    for variant, seed in [(variant, seed) for variant in variants for seed in (seeds or [None])]:
+        train_and_evaluate(variant_config(cfg, variant, seed), variant, seed, overwrite, eval_options, log)
     out = pathlib.Path(cfg.output_dir)
+    variants, seeds = experiment_in_parts(out, variants, seeds)  # with the runs of earlier parts
+    ordered = sorted(variants, key=REFERENCE_ORDER.index)
     write_experiment_file(out, ordered, seeds)
-    text = compare_methods(experiment_run_folders(out, ordered, seeds), out / "comparison")
-    dice = {v: float(np.mean([records[v, s]["summary"][AVERAGE]["dice_mean"] for s in (seeds or [None])]))
-            for v in variants}
+    folders = experiment_run_folders(out, ordered, seeds)
+    text = compare_methods(folders, out / "comparison")
+    dice = {v: float(np.mean([read_metrics(run / EVAL_DIR)["summary"][AVERAGE]["dice_mean"] for run in runs]))
+            for v, runs in zip(ordered, folders)}
     closed = gap_closed(dice)
     if closed:
         text += ("\nShare of the source-only -> oracle gap in mean Dice "

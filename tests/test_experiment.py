@@ -4,6 +4,7 @@ Most tests stub the Trainer and the evaluation (they write what the real ones wr
 a checkpoint, eval/metrics.json); one tiny real experiment is stopped by SIGINT after its first
 step and resumed by the same call.
 """
+import json
 import pathlib
 import signal
 
@@ -13,6 +14,7 @@ import pytest
 from sifa_synthmix import experiment
 from sifa_synthmix.config import ScheduleConfig, TrainConfig
 from sifa_synthmix.errors import TrainingStopped
+from sifa_synthmix.evaluation.compare import ComparisonError
 from sifa_synthmix.evaluation.report import read_metrics
 from sifa_synthmix.experiment import run_experiment
 from sifa_synthmix.runs.run_folder import load_run_config, write_run_config
@@ -88,6 +90,30 @@ def test_seeds_train_each_variant_per_seed_and_a_second_call_reuses_them(stubbed
     assert FakeTrainer.trained == ["synthmix/seed3", "sifa/seed3"]
     assert sum("reused" in line for line in logs) == 4 and len(evaluated) == 6
     assert "SIFA: 3 seeds x 3 volumes" in text
+
+
+def test_an_experiment_run_in_parts_compares_every_part(stubbed):
+    """Seeds added one call at a time, then a variant added for the same seeds: each call's
+    comparison and ROOT/experiment.json cover the runs of all parts so far."""
+    cfg, _ = stubbed
+    root = pathlib.Path(cfg.output_dir)
+    for seed in (1, 2):
+        text = run_experiment(cfg, ["sifa", "synthmix"], seeds=[seed])
+    assert "SIFA: 2 seeds x 3 volumes" in text and "SIFA+SynthMix: 2 seeds x 3 volumes" in text
+    assert json.loads((root / "experiment.json").read_text(encoding="utf-8")) == {
+        "variants": ["sifa", "synthmix"], "seeds": [1, 2]}
+    FakeTrainer.trained.clear()
+    text = run_experiment(cfg, ["mixup"], seeds=[2, 1])
+    assert FakeTrainer.trained == ["mixup/seed2", "mixup/seed1"]
+    assert json.loads((root / "experiment.json").read_text(encoding="utf-8")) == {
+        "variants": ["sifa", "synthmix", "mixup"], "seeds": [2, 1]}
+    assert "SIFA: 2 seeds x 3 volumes" in text and "| SIFA+Mixup |" in text
+    # Another set of variants and seeds at once is a new experiment: it lists its own runs alone.
+    run_experiment(cfg, ["sifa"], seeds=[3])
+    assert json.loads((root / "experiment.json").read_text(encoding="utf-8")) == {"variants": ["sifa"], "seeds": [3]}
+    (root / "experiment.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ComparisonError, match=r"experiment\.json: not an experiment manifest"):
+        run_experiment(cfg, ["sifa"], seeds=[3])
 
 
 def test_a_run_with_other_flags_or_steps_is_not_reused(stubbed):

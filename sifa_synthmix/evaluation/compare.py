@@ -67,6 +67,28 @@ def experiment_run_folders(root, variants, seeds):
     return [[seed_folder(root / v, s) for s in seeds] if seeds else [root / v] for v in variants]
 
 
+def experiment_in_parts(root, variants, seeds):
+    """The variants and seeds ROOT/experiment.json is to list after an experiment of `variants`
+    and `seeds` into ROOT. An experiment run in parts (the same variants with other seeds, or the
+    same seeds with other variants) lists every part's runs, so that --mode=compare of ROOT
+    compares them all; after any other change it lists this experiment's runs alone."""
+    path = pathlib.Path(root) / EXPERIMENT_FILE
+    if not path.is_file():
+        return list(variants), list(seeds or [])
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        listed_variants, listed_seeds = list(manifest["variants"]), [int(s) for s in manifest["seeds"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ComparisonError(f"{path}: not an experiment manifest ({error}); remove it and run the experiment "
+                              "again to list only its runs") from None
+    seeds = list(seeds or [])
+    if set(listed_variants) == set(variants) and listed_seeds and seeds:
+        return list(variants), sorted(set(listed_seeds) | set(seeds))
+    if set(listed_seeds) == set(seeds):
+        return listed_variants + [v for v in variants if v not in listed_variants], seeds
+    return list(variants), seeds
+
+
 def write_experiment_file(root, variants, seeds):
     """ROOT/experiment.json: the variants (the first is the reference) and seeds of an experiment,
     so that --mode=compare can take ROOT itself."""
