@@ -13,8 +13,9 @@ step_reference.py for why). The step runs eagerly (the trainer's step function, 
 same Python and ops as the traced step, whose code has no branch on tracing, without tracing and
 starting the two-replica graph, and with the networks called op by op (`inline_calls`) rather than
 through their own tf.functions (`time python tests/mirrored_equality.py step --mix_protocol=synthmix`:
-92 s with the step traced, 29 s eager, 21 s eager and inline; 2026-12-08, AVX-512 EPYC, loaded). (The product's traced step and optimizer steps under
-several replicas run in tests/test_distribution.py's two-worker run.)
+92 s with the step traced, 29 s eager, 21 s eager and inline; 2026-12-08, AVX-512 EPYC, loaded).
+(The product's traced step and optimizer steps under several replicas run in
+tests/test_distribution.py's two-worker run.)
 "update" trains a small conv net + batch norm with SGD on SIFA's segmentation losses through
 `minimize_if_finite` and prints both runs' weight moves: SGD, unlike Adam, is not blind to a
 gradient scaled by the wrong replica count.

@@ -27,9 +27,8 @@ def numpy_floor(masks_k):
 
 def separable_pair(rng, batch=2, size=16):
     """(source, target) images a probe tells apart at a glance: faint noise, and a checkerboard."""
-    checkerboard = np.indices((size, size)).sum(axis=0) % 2 * 2 - 1.0
     source = 0.1 * rng.standard_normal((batch, size, size, 1))
-    target = 0.5 * checkerboard[None, :, :, None] + 0.1 * rng.standard_normal((batch, size, size, 1))
+    target = 0.5 * inspector_test.checkerboard_pattern(size).numpy() + 0.1 * rng.standard_normal((batch, size, size, 1))
     return tf.constant(source, tf.float32), tf.constant(target, tf.float32)
 
 

@@ -45,7 +45,7 @@ FINAL_SIGNAL_SLICES = 400
 FINAL_SIGNAL_CHUNK = 16  # target batches predicted in one call (fewer calls than batches)
 # The verdict's thresholds tell runs that failed outright (test Dice at the source-only level) from
 # the rest; they do not rank half-adapted runs. Set on the scanner-like phantom's runs, 24 without
-# and 25 with --random_shift (`python -m benchmarks.signal_check`, docs/phantom_results.md), one
+# and 24 with --random_shift (`python -m benchmarks.signal_check`, docs/phantom_results.md), one
 # phantom's runs: a start, not a calibration to rely on.
 #
 # Target slices with predicted foreground, as a share of source slices with labelled foreground,
