@@ -1,4 +1,7 @@
-"""What the numbers were measured on: cores, CPU model, memory, TensorFlow version."""
+"""What the numbers were measured on: cores, CPU model, memory, TensorFlow version, and whether
+TensorFlow's oneDNN kernels were on."""
+import os
+
 import tensorflow as tf
 
 from sifa_synthmix import cpu_features
@@ -9,4 +12,5 @@ def native_bfloat16():
 
 
 def describe_machine():
-    return {**cpu_features.describe_cpu(), "tensorflow": tf.__version__}
+    return {**cpu_features.describe_cpu(), "tensorflow": tf.__version__,
+            "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")}

@@ -7,8 +7,12 @@ descriptor 2 goes to a temporary file while TensorFlow is imported and lists its
 afterwards every line that is not known start-up noise is written to stderr again, so a real
 warning or error still shows. Later C++ INFO lines are hidden unless the user set
 TF_CPP_MIN_LOG_LEVEL.
+
+It also switches TensorFlow's oneDNN kernels on for every x86-64 CPU (`use_onednn`, which the
+package runs when it is imported, before anything imports TensorFlow).
 """
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -25,6 +29,18 @@ NOISE = re.compile("|".join((
     r"computation_placer\.cc:\d+\] computation placer already registered",
     r"TF-TRT Warning: Could not find TensorRT",
 )))
+
+
+def use_onednn():
+    """TF_ENABLE_ONEDNN_OPTS=1 on x86-64, unless the user set it.
+
+    TensorFlow 2.21 turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, bfloat16
+    or AMX. Elsewhere (AVX2-only CPUs) it runs Eigen's convolutions, whose gradients ran 3-4 times
+    slower per FLOP than their forward passes here: the paper-scale SIFA step took 25.3 s instead
+    of 22.2 s (docs/benchmarks.md, "The AVX2-only EPYC"). Read when TensorFlow is imported, so it
+    has no effect once TensorFlow is loaded."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def import_tensorflow():

@@ -1,12 +1,15 @@
-"""Shared test settings: quiet TensorFlow logs, jemalloc when installed, and the official sample
-slices when present."""
+"""Shared test settings: quiet TensorFlow logs, its oneDNN kernels on as the package sets them,
+jemalloc when installed, and the official sample slices when present."""
 import ctypes.util
 import os
 import pathlib
 
 import pytest
 
+from sifa_synthmix.tensorflow_start import use_onednn
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+use_onednn()  # before any test module imports TensorFlow, in the workers too (they inherit it)
 
 
 def preload_jemalloc():

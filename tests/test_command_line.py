@@ -1,7 +1,9 @@
 """main.py's command line: flags typed there win over a flagfile's, --help lists the project's
-flags by group, and a command starts without TensorFlow's start-up noise."""
+flags by group, and a command starts without TensorFlow's start-up noise and with its oneDNN
+kernels on."""
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -64,6 +66,19 @@ def test_a_command_shows_no_tensorflow_start_up_noise():
                             env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert (result.returncode, result.stderr) == (0, "")
     assert json.loads(result.stdout)["total"] == 555423
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="oneDNN is switched on for x86-64 CPUs only")
+@pytest.mark.parametrize("setting, onednn_on", [(None, True), ("0", False)])
+def test_importing_the_package_switches_onednn_on_unless_the_user_set_it(setting, onednn_on):
+    """TensorFlow leaves oneDNN off on CPUs without AVX-512 VNNI/bfloat16/AMX; the package turns it
+    on before TensorFlow loads. TensorFlow's own start-up line says whether it is on."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    result = subprocess.run([sys.executable, "-c", "import sifa_synthmix, tensorflow"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300, check=True)
+    assert ("oneDNN custom operations are on" in result.stderr) == onednn_on
 
 
 @pytest.mark.parametrize("has_gpu, bfloat16, image_size, expected", [
