@@ -134,13 +134,21 @@ def test_a_scan_at_another_spacing_is_resampled_and_written_back_on_its_grid(tra
     assert set(np.unique(labels)) <= set(range(5))
     # Sampled back at the centres of the run's own voxels, the labels are mostly evaluate's: the
     # scan was interpolated twice (to the fine grid here, back to 8.125 mm by the recipe), and the
-    # probabilities once more. Foreground voxels of either agreed at 0.93 when this was written.
+    # probabilities once more. Foreground voxels of either agreed at 0.93 when this was written
+    # (oneDNN on an AVX-512 CPU); on an AVX2 CPU, whose kernels train the tiny run to other
+    # weights, at 0.90 (Eigen) and 0.84 (oneDNN), where the same labels mirrored left-right, as a
+    # grid mistake would put them, agreed at 0.67 and 0.56.
     evaluated = evaluated_labels(trained, "ct_test_00")
     centres = [np.rint(np.arange(SIZE) * (n - 1) / (SIZE - 1)).astype(int) for n in fine.shape[:2]]
     sampled = labels[np.ix_(centres[0], centres[1], np.arange(DEPTH))]
-    foreground = (sampled > 0) | (evaluated > 0)
-    agreement = np.mean(sampled[foreground] == evaluated[foreground])
-    assert foreground.sum() > 100 and agreement > 0.85, (agreement, foreground.sum())
+
+    def agreement(candidate):
+        foreground = (candidate > 0) | (evaluated > 0)
+        assert foreground.sum() > 100
+        return np.mean(candidate[foreground] == evaluated[foreground])
+
+    found, mirrored = agreement(sampled), agreement(sampled[::-1])
+    assert found > 0.8 and found > mirrored + 0.15, (found, mirrored)
 
 
 def write_dicom_series(folder, array, affine):
