@@ -35,7 +35,7 @@ def use_onednn():
     """TF_ENABLE_ONEDNN_OPTS=1 on x86-64, unless the user set it.
 
     TensorFlow 2.21 turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, bfloat16
-    or AMX. Elsewhere (AVX2-only CPUs) it runs Eigen's convolutions, whose gradients ran 3-4 times
+    or AMX. Elsewhere (AVX2-only CPUs) it runs Eigen's convolutions, whose gradients ran 2.5-3.4 times
     slower per FLOP than their forward passes here: the paper-scale SIFA step took 25.3 s instead
     of 22.2 s (docs/benchmarks.md, "The AVX2-only EPYC"). Read when TensorFlow is imported, so it
     has no effect once TensorFlow is loaded."""
